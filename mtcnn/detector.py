@@ -1,0 +1,122 @@
+"""The composed detector: P-Net -> R-Net -> O-Net over a batch of images of any sizes."""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+from pathlib import Path
+from typing import Sequence
+
+import numpy as np
+import torch
+from torch import nn
+
+from mtcnn.config import DETECTOR_PRESETS, DetectorConfig, from_dict, to_dict
+from mtcnn.io import to_rgb_uint8
+from mtcnn.stages import Candidates, prepare_for_inference, run_onet, run_pnet, run_rnet
+from mtcnn.structures import Detections
+from mtcnn.weights import load_bundle, resolve_weights
+
+ImageLike = np.ndarray | torch.Tensor
+
+
+class MTCNN:
+    """Face detector with five landmarks.
+
+    >>> detector = MTCNN(weights="mtcnn_original.pt")
+    >>> faces = detector.detect(rgb_uint8_image)[0]
+    >>> faces.boxes, faces.scores, faces.landmarks   # [N,4], [N], [N,5,2]
+
+    ``images`` for :meth:`detect` are RGB uint8 ``H×W×3`` arrays or tensors (one, or a list of
+    different sizes). Boxes are (x1, y1, x2, y2) floats, 0-based, width = x2 - x1, not clipped to
+    the image (a face cut by the border keeps its full extent).
+    """
+
+    def __init__(
+        self,
+        weights: str | os.PathLike | None = None,
+        min_face_size: float = 20.0,
+        factor: float = 0.709,
+        thresholds: Sequence[float] = (0.6, 0.7, 0.7),
+        device: str | torch.device | None = None,
+        *,
+        preset: str | None = None,
+        nets: dict[str, nn.Module] | None = None,
+        **options,
+    ) -> None:
+        settings: dict = dict(DETECTOR_PRESETS[preset]) if preset else {}
+        explicit = {"min_face_size": min_face_size, "factor": factor, "thresholds": tuple(thresholds)}
+        defaults = DetectorConfig()
+        for key, value in explicit.items():
+            # A preset fills what the caller left at its default.
+            if key not in settings or value != getattr(defaults, key):
+                settings[key] = value
+        settings.update(options)
+        self.config: DetectorConfig = from_dict(DetectorConfig, settings)
+        self.device = torch.device(device) if device is not None else torch.device("cuda" if torch.cuda.is_available() else "cpu")
+        if nets is None:
+            nets, self.weights_info = load_bundle(resolve_weights(weights))
+        else:
+            self.weights_info = {"path": "<in memory>", "sha256": "", "meta": {}}
+        self.pnet, self.rnet, self.onet = (prepare_for_inference(nets[k], self.device) for k in ("pnet", "rnet", "onet"))
+
+    @property
+    def settings(self) -> dict:
+        """What a report needs to reproduce a figure: detector settings and the weights' hash."""
+        return {**to_dict(self.config), "weights": self.weights_info["path"], "weights_sha256": self.weights_info["sha256"]}
+
+    def _to_tensors(self, images: Sequence[ImageLike]) -> list[torch.Tensor]:
+        tensors = []
+        for k, image in enumerate(images):
+            if isinstance(image, torch.Tensor):
+                if image.ndim != 3 or image.shape[2] != 3:
+                    raise ValueError(f"image {k}: expected an H×W×3 RGB tensor, got shape {tuple(image.shape)}")
+                t = image.to(self.device)
+            else:
+                t = torch.from_numpy(to_rgb_uint8(np.asarray(image), source=f"image {k}")).to(self.device)
+            tensors.append(t.permute(2, 0, 1).float().contiguous())
+        return tensors
+
+    @torch.inference_mode()
+    def detect(self, images: ImageLike | Sequence[ImageLike]) -> list[Detections]:
+        """Detect faces in one image or a list of images; returns one :class:`Detections` each."""
+        if isinstance(images, (np.ndarray, torch.Tensor)) and images.ndim == 3:
+            images = [images]
+        tensors = self._to_tensors(list(images))
+        if not tensors:
+            return []
+        candidates = self.candidates(tensors)
+        return split_by_image(candidates, len(tensors))
+
+    def candidates(self, tensors: list[torch.Tensor]) -> Candidates:
+        """Run the three stages on float ``[3,H,W]`` tensors (0..255) and return O-Net's output."""
+        cfg = self.config
+        t1, t2, t3 = cfg.thresholds
+        cands = run_pnet(
+            self.pnet, tensors, min_face_size=cfg.min_face_size, factor=cfg.factor,
+            threshold=t1, nms_scale=cfg.nms_pnet_scale, nms_image=cfg.nms_pnet,
+        )  # fmt: skip
+        cands = run_rnet(self.rnet, tensors, cands, threshold=t2, nms=cfg.nms_rnet, chunk_size=cfg.chunk_size)
+        return run_onet(
+            self.onet, tensors, cands, threshold=t3, nms=cfg.nms_onet, nms_mode=cfg.onet_nms_mode, chunk_size=cfg.chunk_size
+        )
+
+    def with_settings(self, **changes) -> "MTCNN":
+        """A detector sharing these nets with some settings changed (e.g. thresholds)."""
+        other = object.__new__(MTCNN)
+        other.__dict__.update(self.__dict__)
+        other.config = from_dict(DetectorConfig, {**to_dict(self.config), **changes})
+        return other
+
+
+def split_by_image(candidates: Candidates, num_images: int) -> list[Detections]:
+    """Group candidates by image, ordered by score within each image."""
+    if len(candidates) == 0:
+        return [Detections.empty("cpu") for _ in range(num_images)]
+    order = torch.argsort(candidates.image_index * 2 - candidates.scores, stable=True)
+    c = candidates.select(order)
+    counts = torch.bincount(c.image_index, minlength=num_images).tolist()
+    boxes = c.boxes.float().cpu().split(counts)
+    scores = c.scores.float().cpu().split(counts)
+    marks = c.landmarks.float().cpu().split(counts)
+    return [Detections(b, s, m) for b, s, m in zip(boxes, scores, marks)]

@@ -1,0 +1,103 @@
+"""Reading images at the edge of the library: one place where files become RGB uint8 arrays.
+
+Every failure raises :class:`ImageReadError` whose message is one line naming the file and the
+problem, so command-line tools can print it and carry on with the next file.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import cv2
+import numpy as np
+
+IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".bmp", ".tif", ".tiff", ".webp", ".ppm", ".pgm")
+
+
+class ImageReadError(OSError):
+    """An image could not be turned into an RGB uint8 array; ``str(e)`` is a one-line message."""
+
+    def __init__(self, path: str | os.PathLike, problem: str):
+        self.path = str(path)
+        self.problem = problem
+        super().__init__(f"{self.path}: {problem}")
+
+    def __str__(self) -> str:
+        return f"{self.path}: {self.problem}"
+
+
+def to_rgb_uint8(image: np.ndarray, *, source: str = "<array>", channel_order: str = "rgb") -> np.ndarray:
+    """Normalise an array to H×W×3 RGB uint8: grey is replicated, alpha dropped, 16-bit scaled."""
+    if not isinstance(image, np.ndarray):
+        raise ImageReadError(source, f"expected a numpy array, got {type(image).__name__}")
+    if image.ndim == 2:
+        image = image[:, :, None]
+    if image.ndim != 3 or image.shape[2] not in (1, 3, 4):
+        raise ImageReadError(source, f"expected an H×W, H×W×3 or H×W×4 image, got shape {tuple(image.shape)}")
+    if image.dtype == np.uint16:
+        # 16-bit PNGs: keep the most significant byte, as any 8-bit viewer would show them.
+        image = (image >> 8).astype(np.uint8)
+    elif image.dtype in (np.float32, np.float64):
+        if image.size and (np.nanmin(image) < 0 or np.nanmax(image) > 255):
+            raise ImageReadError(source, "float image values must lie in [0, 255]")
+        image = np.clip(np.nan_to_num(image), 0, 255).round().astype(np.uint8)
+    elif image.dtype != np.uint8:
+        raise ImageReadError(source, f"unsupported pixel type {image.dtype}")
+    channels = image.shape[2]
+    if channels == 1:
+        image = np.repeat(image, 3, axis=2)
+    elif channels == 4:
+        image = image[:, :, :3]
+    if channel_order == "bgr":
+        image = image[:, :, ::-1]
+    return np.ascontiguousarray(image)
+
+
+def read_image_rgb(path: str | os.PathLike) -> np.ndarray:
+    """Read an image file as H×W×3 RGB uint8.
+
+    Handles grey, 4-channel and 16-bit files. Raises :class:`ImageReadError` for a missing,
+    unreadable or corrupt file.
+    """
+    path = Path(path)
+    if not path.exists():
+        raise ImageReadError(path, "file not found")
+    if path.is_dir():
+        raise ImageReadError(path, "is a folder, not an image")
+    try:
+        raw = np.fromfile(path, dtype=np.uint8)
+    except OSError as e:
+        raise ImageReadError(path, f"cannot read file ({e.strerror or e})") from None
+    if raw.size == 0:
+        raise ImageReadError(path, "file is empty")
+    image = cv2.imdecode(raw, cv2.IMREAD_UNCHANGED)
+    if image is None:
+        raise ImageReadError(path, "not a readable image (corrupt or unsupported format)")
+    return to_rgb_uint8(image, source=str(path), channel_order="bgr")
+
+
+def write_image_rgb(path: str | os.PathLike, image: np.ndarray, quality: int = 92) -> None:
+    """Write an RGB uint8 image atomically (temporary name, then rename)."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    suffix = path.suffix.lower() or ".jpg"
+    params = [cv2.IMWRITE_JPEG_QUALITY, quality] if suffix in (".jpg", ".jpeg") else []
+    ok, buf = cv2.imencode(suffix, np.ascontiguousarray(image[:, :, ::-1]), params)
+    if not ok:
+        raise ImageReadError(path, "could not encode image")
+    tmp = path.with_name(f".{path.name}.tmp")
+    buf.tofile(tmp)
+    os.replace(tmp, path)
+
+
+def list_images(paths: list[str | os.PathLike]) -> list[Path]:
+    """Expand folders (sorted, non-recursive) into image files; files are kept as given."""
+    out: list[Path] = []
+    for p in paths:
+        p = Path(p)
+        if p.is_dir():
+            out.extend(sorted(q for q in p.iterdir() if q.suffix.lower() in IMAGE_SUFFIXES and q.is_file()))
+        else:
+            out.append(p)
+    return out

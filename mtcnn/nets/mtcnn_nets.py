@@ -1,0 +1,104 @@
+"""P-Net, R-Net and O-Net (SPEC §2, §11).
+
+Every net has the three heads of the paper (face/non-face logits, 4 box offsets, 10 landmark
+coordinates interleaved x, y); pooling uses ``ceil_mode=True`` as Caffe does, and the FC hidden
+layers use PReLU. Heads return raw logits: training applies cross-entropy, the detector softmax.
+"""
+
+from __future__ import annotations
+
+import torch
+from torch import nn
+
+
+def _init(module: nn.Module) -> None:
+    for m in module.modules():
+        if isinstance(m, (nn.Conv2d, nn.Linear)):
+            nn.init.xavier_uniform_(m.weight)
+            nn.init.zeros_(m.bias)
+        elif isinstance(m, nn.PReLU):
+            nn.init.constant_(m.weight, 0.25)
+
+
+class PNet(nn.Module):
+    """12×12 proposal net, fully convolutional: ``[N,3,H,W]`` -> maps ``[N,2|4|10, h, w]``."""
+
+    input_size = 12
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.body = nn.Sequential(
+            nn.Conv2d(3, 10, 3), nn.PReLU(10), nn.MaxPool2d(2, 2, ceil_mode=True),
+            nn.Conv2d(10, 16, 3), nn.PReLU(16),
+            nn.Conv2d(16, 32, 3), nn.PReLU(32),
+        )  # fmt: skip
+        self.cls = nn.Conv2d(32, 2, 1)
+        self.box = nn.Conv2d(32, 4, 1)
+        self.landmark = nn.Conv2d(32, 10, 1)
+        _init(self)
+
+    def forward(self, x: torch.Tensor, with_landmarks: bool = True):
+        features = self.body(x)
+        landmarks = self.landmark(features) if with_landmarks else None
+        return self.cls(features), self.box(features), landmarks
+
+
+class RNet(nn.Module):
+    """24×24 refinement net: ``[N,3,24,24]`` -> ``[N,2]``, ``[N,4]``, ``[N,10]``."""
+
+    input_size = 24
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.body = nn.Sequential(
+            nn.Conv2d(3, 28, 3), nn.PReLU(28), nn.MaxPool2d(3, 2, ceil_mode=True),
+            nn.Conv2d(28, 48, 3), nn.PReLU(48), nn.MaxPool2d(3, 2, ceil_mode=True),
+            nn.Conv2d(48, 64, 2), nn.PReLU(64),
+            nn.Flatten(),
+            nn.Linear(576, 128), nn.PReLU(128),
+        )  # fmt: skip
+        self.cls = nn.Linear(128, 2)
+        self.box = nn.Linear(128, 4)
+        self.landmark = nn.Linear(128, 10)
+        _init(self)
+
+    def forward(self, x: torch.Tensor, with_landmarks: bool = True):
+        features = self.body(x)
+        landmarks = self.landmark(features) if with_landmarks else None
+        return self.cls(features), self.box(features), landmarks
+
+
+class ONet(nn.Module):
+    """48×48 output net: ``[N,3,48,48]`` -> ``[N,2]``, ``[N,4]``, ``[N,10]``."""
+
+    input_size = 48
+
+    def __init__(self, dropout: float = 0.25) -> None:
+        super().__init__()
+        self.body = nn.Sequential(
+            nn.Conv2d(3, 32, 3), nn.PReLU(32), nn.MaxPool2d(3, 2, ceil_mode=True),
+            nn.Conv2d(32, 64, 3), nn.PReLU(64), nn.MaxPool2d(3, 2, ceil_mode=True),
+            nn.Conv2d(64, 64, 3), nn.PReLU(64), nn.MaxPool2d(2, 2, ceil_mode=True),
+            nn.Conv2d(64, 128, 2), nn.PReLU(128),
+            nn.Flatten(),
+            nn.Linear(1152, 256), nn.Dropout(dropout), nn.PReLU(256),
+        )  # fmt: skip
+        self.cls = nn.Linear(256, 2)
+        self.box = nn.Linear(256, 4)
+        self.landmark = nn.Linear(256, 10)
+        _init(self)
+
+    def forward(self, x: torch.Tensor, with_landmarks: bool = True):
+        features = self.body(x)
+        landmarks = self.landmark(features) if with_landmarks else None
+        return self.cls(features), self.box(features), landmarks
+
+
+NETS: dict[str, type[nn.Module]] = {"pnet": PNet, "rnet": RNet, "onet": ONet}
+
+
+def build_net(name: str) -> nn.Module:
+    try:
+        return NETS[name]()
+    except KeyError:
+        raise ValueError(f"unknown net '{name}': choose one of {', '.join(NETS)}") from None

@@ -1,0 +1,83 @@
+"""Core typed structures shared by every part of the library.
+
+The label convention is written down once, here, together with the masks each loss uses
+(SPEC §1 and §3): negatives feed classification only, positives feed classification and box
+regression, part faces feed box regression only, landmark samples feed landmark regression only.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from enum import IntEnum
+
+import torch
+
+
+class Label(IntEnum):
+    POS = 1
+    NEG = 0
+    PART = -1
+    LANDMARK = -2
+
+
+def classification_mask(labels: torch.Tensor) -> torch.Tensor:
+    """Samples that train the face/non-face head: positives and negatives."""
+    return (labels == Label.POS) | (labels == Label.NEG)
+
+
+def box_mask(labels: torch.Tensor) -> torch.Tensor:
+    """Samples that train box regression: positives and part faces."""
+    return (labels == Label.POS) | (labels == Label.PART)
+
+
+def landmark_mask(labels: torch.Tensor) -> torch.Tensor:
+    """Samples that train landmark regression: landmark samples only."""
+    return labels == Label.LANDMARK
+
+
+@dataclass(frozen=True)
+class Detections:
+    """Faces found in one image.
+
+    boxes:     float32 [N, 4] (x1, y1, x2, y2), 0-based pixels, width = x2 - x1.
+    scores:    float32 [N], the last stage's face probability.
+    landmarks: float32 [N, 5, 2] (x, y): left eye, right eye, nose, left mouth, right mouth.
+
+    No faces is the empty form (N = 0), never ``None``.
+    """
+
+    boxes: torch.Tensor
+    scores: torch.Tensor
+    landmarks: torch.Tensor
+
+    def __post_init__(self):
+        n = self.boxes.shape[0]
+        if self.boxes.shape != (n, 4) or self.scores.shape != (n,) or self.landmarks.shape != (n, 5, 2):
+            raise ValueError(
+                "Detections needs boxes [N,4], scores [N], landmarks [N,5,2]; got "
+                f"{tuple(self.boxes.shape)}, {tuple(self.scores.shape)}, {tuple(self.landmarks.shape)}"
+            )
+
+    @classmethod
+    def empty(cls, device: torch.device | str = "cpu") -> "Detections":
+        return cls(
+            boxes=torch.zeros((0, 4), dtype=torch.float32, device=device),
+            scores=torch.zeros((0,), dtype=torch.float32, device=device),
+            landmarks=torch.zeros((0, 5, 2), dtype=torch.float32, device=device),
+        )
+
+    def __len__(self) -> int:
+        return int(self.boxes.shape[0])
+
+    def to(self, device: torch.device | str) -> "Detections":
+        return Detections(self.boxes.to(device), self.scores.to(device), self.landmarks.to(device))
+
+    def to_records(self) -> list[dict]:
+        """Plain-Python records in the detect CLI's JSON schema (one dict per face)."""
+        boxes = self.boxes.detach().cpu().tolist()
+        scores = self.scores.detach().cpu().tolist()
+        landmarks = self.landmarks.detach().cpu().tolist()
+        return [
+            {"box": [round(v, 2) for v in b], "score": round(s, 5), "landmarks": [[round(x, 2), round(y, 2)] for x, y in lm]}
+            for b, s, lm in zip(boxes, scores, landmarks)
+        ]

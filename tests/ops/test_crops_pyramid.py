@@ -1,0 +1,91 @@
+import numpy as np
+import pytest
+import torch
+import torch.nn.functional as F
+
+from mtcnn.ops.crops import crop_resize
+from mtcnn.ops.pyramid import cell_level_map, level_size, pack_pyramid, pnet_output_size, pyramid_scales
+from mtcnn.nets import PNet
+
+
+def test_integer_box_crop_equals_slice_when_size_matches():
+    g = torch.Generator().manual_seed(0)
+    image = torch.randint(0, 256, (3, 40, 50), generator=g).float()
+    boxes = torch.tensor([[5.0, 7.0, 17.0, 19.0], [30.0, 0.0, 42.0, 12.0]])
+    out = crop_resize([image], boxes, torch.tensor([0, 0]), 12)
+    assert torch.allclose(out[0], image[:, 7:19, 5:17], atol=1e-3)
+    assert torch.allclose(out[1], image[:, 0:12, 30:42], atol=1e-3)
+
+
+def test_crop_outside_image_is_zero_padded():
+    image = torch.full((3, 20, 20), 200.0)
+    out = crop_resize([image], torch.tensor([[-10.0, -10.0, 10.0, 10.0]]), torch.tensor([0]), 20)
+    # Top-left quadrant lies outside the image: zeros; bottom-right inside: the image value.
+    assert torch.allclose(out[0, :, :10, :10], torch.tensor(0.0), atol=1e-4)
+    assert torch.allclose(out[0, :, 10:, 10:], torch.tensor(200.0))
+
+
+def test_downscale_supersampling_matches_area_average():
+    g = torch.Generator().manual_seed(1)
+    image = torch.rand(3, 96, 96, generator=g) * 255
+    out = crop_resize([image], torch.tensor([[0.0, 0.0, 96.0, 96.0]]), torch.tensor([0]), 24)
+    # ceil(96/24)=4: exactly a 4×4 box average, i.e. area interpolation.
+    assert torch.allclose(out[0], F.avg_pool2d(image[None], 4)[0], atol=1e-3)
+
+
+def test_boxes_from_images_of_different_sizes_land_in_order():
+    a = torch.full((3, 30, 40), 10.0)
+    b = torch.full((3, 60, 20), 99.0)
+    boxes = torch.tensor([[0.0, 0.0, 12.0, 12.0], [2.0, 2.0, 14.0, 14.0], [1.0, 1.0, 13.0, 13.0]])
+    out = crop_resize([a, b], boxes, torch.tensor([1, 0, 1]), 6)
+    assert out.shape == (3, 3, 6, 6)
+    assert torch.allclose(out[0], torch.tensor(99.0)) and torch.allclose(out[1], torch.tensor(10.0))
+    assert crop_resize([a], torch.zeros(0, 4), torch.zeros(0, dtype=torch.long), 24).shape == (0, 3, 24, 24)
+
+
+def test_pyramid_scales_rule():
+    scales = pyramid_scales(100, 200, 20, 0.5)
+    # s0 = 12/20 = 0.6; 0.6, 0.3, 0.15 (100·0.15 = 15 ≥ 12), 0.075 stops (7.5 < 12).
+    assert scales == pytest.approx([0.6, 0.3, 0.15])
+    assert pyramid_scales(11, 500, 20, 0.709) == pytest.approx([]) or all(11 * s >= 12 for s in pyramid_scales(11, 500, 20, 0.709))
+    assert pyramid_scales(11, 500, 12, 0.709) == []
+    assert level_size(100, 200, 0.15) == (15, 30)
+
+
+def test_packed_canvas_gives_the_same_pnet_map_as_each_level_alone():
+    torch.manual_seed(0)
+    pnet = PNet().eval()
+    images = [torch.rand(3, 61, 90) * 255, torch.rand(3, 40, 33) * 255]
+    packing = pack_pyramid([(61, 90), (40, 33)], 12, 0.7)
+    from mtcnn.stages import _paint_canvas
+
+    maps = {}
+    with torch.no_grad():
+        for cid, (h, w) in enumerate(packing.canvas_sizes):
+            canvas = _paint_canvas(images, packing, cid, h, w)
+            maps[cid] = (canvas, pnet(canvas, with_landmarks=False)[0][0])
+        for lv in packing.levels:
+            canvas, out = maps[lv.canvas]
+            # The level exactly as painted, run alone (even-padded slot).
+            h2, w2 = lv.height + (lv.height & 1), lv.width + (lv.width & 1)
+            alone = pnet(canvas[:, :, lv.y0 : lv.y0 + h2, lv.x0 : lv.x0 + w2], with_landmarks=False)[0][0]
+            nh, nw = pnet_output_size(h2, w2)
+            assert alone.shape[1:] == (nh, nw)
+            assert (nh, nw) == pnet_output_size(lv.height, lv.width)  # same cells as the ceil-mode level
+            got = out[:, lv.y0 // 2 : lv.y0 // 2 + nh, lv.x0 // 2 : lv.x0 // 2 + nw]
+            assert torch.allclose(got, alone, atol=1e-4)
+    table = cell_level_map(packing, 0)
+    counts = np.bincount(table[table >= 0].numpy(), minlength=len(packing.levels))
+    expected = [np.prod(pnet_output_size(lv.height, lv.width)) for lv in packing.levels]
+    assert counts.tolist() == expected
+
+
+def test_packing_has_no_overlapping_slots():
+    packing = pack_pyramid([(480, 640), (1080, 1920), (37, 300)], 20, 0.709)
+    for cid, (h, w) in enumerate(packing.canvas_sizes):
+        mask = np.zeros((h, w), dtype=np.int32)
+        for lv in packing.levels:
+            if lv.canvas == cid:
+                assert lv.y0 % 2 == 0 and lv.x0 % 2 == 0
+                mask[lv.y0 : lv.y0 + lv.height + (lv.height & 1), lv.x0 : lv.x0 + lv.width + (lv.width & 1)] += 1
+        assert mask.max() == 1

@@ -163,8 +163,13 @@ def _forward_chunks(net: nn.Module, inputs: torch.Tensor, chunk_size: int, with_
 def crop_candidates(
     images: list[torch.Tensor], candidates: Candidates, size: int, max_supersample: int = 4
 ) -> tuple[torch.Tensor, torch.Tensor]:
-    """Square each candidate and cut it out at ``size``²: returns (normalised crops, squared boxes)."""
-    squares = square_boxes(candidates.boxes)
+    """Square each candidate and cut it out at ``size``²: returns (normalised crops, squared boxes).
+
+    Squares are truncated to whole pixels first, as the original cascade does ("square -> fix",
+    SPEC §6): the released weights were trained on pixel-aligned crops, and sub-pixel crops of
+    the same boxes shift borderline scores (measured on dlib_faces: 2 extra detections).
+    """
+    squares = square_boxes(candidates.boxes).trunc()
     crops = crop_resize(images, squares, candidates.image_index, size, max_supersample)
     return normalise(crops), squares
 

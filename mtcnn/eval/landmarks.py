@@ -1,0 +1,202 @@
+"""Landmark metrics: normalised point errors, NME, failure rate and CED curves.
+
+Points are ``[N, K, 2]`` (x, y) arrays; the 5-point order is left eye, right eye, nose, left mouth
+corner, right mouth corner (SPEC §11); 68-point sets use the iBUG order (36-41 left eye, 42-47
+right eye).
+
+The normalised error of point k of sample i is ``‖pred[i,k] − gt[i,k]‖₂ / d_i`` with ``d_i`` one of:
+
+* ``"inter-ocular"``: distance between the eye centres of the ground truth (5 points: points 0
+  and 1; 68 points: mean of 36-41 against mean of 42-47);
+* ``"box-width"``: the face box width ``x2 − x1`` (boxes ``[N, 4]``; Sun et al.'s metric, SPEC §7);
+* ``"box-diagonal"``: the face box diagonal;
+* an explicit array ``[N]`` of per-sample normalisers.
+
+A sample's error is the mean of its K normalised point errors; it "fails" when that mean
+exceeds the failure threshold (0.10 by default). The CED curve gives, for thresholds x from 0 to
+0.3, the fraction of samples whose error is ≤ x; its AUC up to 0.1 and 0.3 is normalised by the
+range so that a perfect predictor scores 1.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+
+NORMALISERS = ("inter-ocular", "box-width", "box-diagonal")
+
+
+def _trapezoid(y: np.ndarray, x: np.ndarray) -> float:
+    fn = getattr(np, "trapezoid", None) or getattr(np, "trapz")
+    return float(fn(y, x))
+
+
+def _as_points(a: Any, name: str) -> np.ndarray:
+    arr = np.asarray(a, dtype=np.float64)
+    if arr.ndim == 2 and arr.shape[1] % 2 == 0:  # interleaved [N, 2K]
+        arr = arr.reshape(arr.shape[0], -1, 2)
+    if arr.ndim != 3 or arr.shape[2] != 2:
+        raise ValueError(f"{name} must be [N, K, 2] (or interleaved [N, 2K]); got {np.shape(a)}")
+    return arr
+
+
+def inter_ocular_distance(gt: np.ndarray) -> np.ndarray:
+    """Distance between the eye centres, per sample [N] (5 or 68 points)."""
+    gt = _as_points(gt, "gt")
+    k = gt.shape[1]
+    if k == 5:
+        left, right = gt[:, 0], gt[:, 1]
+    elif k == 68:
+        left, right = gt[:, 36:42].mean(axis=1), gt[:, 42:48].mean(axis=1)
+    else:
+        raise ValueError(f"inter-ocular normaliser defined for 5 or 68 points, not {k}")
+    return np.linalg.norm(right - left, axis=1)
+
+
+def normaliser_values(
+    gt: np.ndarray, normaliser: str | np.ndarray, boxes: np.ndarray | None = None
+) -> np.ndarray:
+    """Per-sample normalising distance [N] (see the module docstring for the choices)."""
+    gt = _as_points(gt, "gt")
+    n = gt.shape[0]
+    if isinstance(normaliser, str):
+        if normaliser in ("inter-ocular", "interocular", "inter_ocular"):
+            d = inter_ocular_distance(gt)
+        elif normaliser in ("box-width", "box", "box_width"):
+            if boxes is None:
+                raise ValueError("the box-width normaliser needs boxes [N, 4]")
+            b = np.asarray(boxes, dtype=np.float64).reshape(-1, 4)
+            d = b[:, 2] - b[:, 0]
+        elif normaliser in ("box-diagonal", "box_diagonal", "diagonal"):
+            if boxes is None:
+                raise ValueError("the box-diagonal normaliser needs boxes [N, 4]")
+            b = np.asarray(boxes, dtype=np.float64).reshape(-1, 4)
+            d = np.hypot(b[:, 2] - b[:, 0], b[:, 3] - b[:, 1])
+        else:
+            raise ValueError(f"unknown normaliser {normaliser!r}; choose one of {NORMALISERS} or pass an array")
+    else:
+        d = np.asarray(normaliser, dtype=np.float64).reshape(-1)
+    if d.shape[0] != n:
+        raise ValueError(f"{d.shape[0]} normalisers for {n} samples")
+    if not np.all(d > 0):
+        bad = np.nonzero(~(d > 0))[0][:5].tolist()
+        raise ValueError(f"normalising distance must be > 0; samples {bad} are not")
+    return d
+
+
+def landmark_errors(
+    pred: np.ndarray,
+    gt: np.ndarray,
+    normaliser: str | np.ndarray = "inter-ocular",
+    boxes: np.ndarray | None = None,
+) -> np.ndarray:
+    """Per-point normalised errors ``[N, K]``: ``‖pred − gt‖₂ / d`` per sample."""
+    p = _as_points(pred, "pred")
+    g = _as_points(gt, "gt")
+    if p.shape != g.shape:
+        raise ValueError(f"pred {p.shape} and gt {g.shape} differ")
+    d = normaliser_values(g, normaliser, boxes)
+    return np.linalg.norm(p - g, axis=2) / d[:, None]
+
+
+@dataclass
+class LandmarkReport:
+    """Summary of normalised landmark errors (see :func:`evaluate_landmarks`).
+
+    errors: [N, K] normalised per-point errors; per_point_nme [K]; nme = mean over all N·K;
+    failure_rate = fraction of samples whose mean error > failure_threshold; per_point_failure_rate
+    [K] = fraction of samples where that point's error > failure_threshold; ced_x / ced_y the CED
+    curve on the per-sample mean error; auc_0_1 / auc_0_3 its area up to 0.1 / 0.3 divided by
+    0.1 / 0.3 (in [0, 1]).
+    """
+
+    normaliser: str
+    errors: np.ndarray
+    per_point_nme: np.ndarray
+    nme: float
+    failure_threshold: float
+    failure_rate: float
+    per_point_failure_rate: np.ndarray
+    ced_x: np.ndarray
+    ced_y: np.ndarray
+    auc_0_1: float
+    auc_0_3: float
+
+    @property
+    def num_samples(self) -> int:
+        return int(self.errors.shape[0])
+
+    @property
+    def sample_errors(self) -> np.ndarray:
+        """Per-sample mean normalised error [N]."""
+        return self.errors.mean(axis=1) if self.errors.size else np.zeros(self.errors.shape[0])
+
+    def to_dict(self, curves: bool = True) -> dict:
+        out: dict[str, Any] = {
+            "normaliser": self.normaliser,
+            "num_samples": self.num_samples,
+            "nme": float(self.nme),
+            "per_point_nme": [float(v) for v in self.per_point_nme],
+            "failure_threshold": float(self.failure_threshold),
+            "failure_rate": float(self.failure_rate),
+            "per_point_failure_rate": [float(v) for v in self.per_point_failure_rate],
+            "auc_0_1": float(self.auc_0_1),
+            "auc_0_3": float(self.auc_0_3),
+        }
+        if curves:
+            out["ced_x"] = [float(v) for v in self.ced_x]
+            out["ced_y"] = [float(v) for v in self.ced_y]
+        return out
+
+
+def ced_curve(sample_errors: np.ndarray, x_max: float = 0.3, steps: int = 301) -> tuple[np.ndarray, np.ndarray]:
+    """Cumulative error distribution: x = thresholds 0..x_max, y = fraction of samples with error ≤ x."""
+    e = np.sort(np.asarray(sample_errors, dtype=np.float64).reshape(-1))
+    x = np.linspace(0.0, x_max, steps)
+    if e.size == 0:
+        return x, np.zeros_like(x)
+    y = np.searchsorted(e, x, side="right") / e.size
+    return x, y
+
+
+def ced_auc(x: np.ndarray, y: np.ndarray, x_max: float) -> float:
+    """Area under a CED curve from 0 to ``x_max`` divided by ``x_max`` (1 for a perfect predictor)."""
+    x = np.asarray(x, dtype=np.float64)
+    y = np.asarray(y, dtype=np.float64)
+    keep = x <= x_max + 1e-12
+    xs, ys = x[keep], y[keep]
+    if xs.size < 2:
+        return 0.0
+    return _trapezoid(ys, xs) / x_max
+
+
+def evaluate_landmarks(
+    pred: np.ndarray,
+    gt: np.ndarray,
+    normaliser: str | np.ndarray = "inter-ocular",
+    boxes: np.ndarray | None = None,
+    failure_threshold: float = 0.10,
+    ced_max: float = 0.3,
+    ced_steps: int = 301,
+) -> LandmarkReport:
+    """Errors, NME, failure rates and CED/AUC of predicted landmarks against ground truth."""
+    errors = landmark_errors(pred, gt, normaliser, boxes)
+    n, k = errors.shape
+    sample = errors.mean(axis=1) if n else np.zeros(0)
+    per_point = errors.mean(axis=0) if n else np.zeros(k)
+    x, y = ced_curve(sample, ced_max, ced_steps)
+    return LandmarkReport(
+        normaliser=normaliser if isinstance(normaliser, str) else "custom",
+        errors=errors,
+        per_point_nme=per_point,
+        nme=float(errors.mean()) if errors.size else 0.0,
+        failure_threshold=float(failure_threshold),
+        failure_rate=float((sample > failure_threshold).mean()) if n else 0.0,
+        per_point_failure_rate=(errors > failure_threshold).mean(axis=0) if n else np.zeros(k),
+        ced_x=x,
+        ced_y=y,
+        auc_0_1=ced_auc(x, y, 0.1) if ced_max >= 0.1 else float("nan"),
+        auc_0_3=ced_auc(x, y, 0.3) if ced_max >= 0.3 - 1e-12 else float("nan"),
+    )

@@ -232,12 +232,20 @@ def save_resolved(config: Any, out_dir: str | os.PathLike, name: str = "config.r
     return target
 
 
+def _umask_mode() -> int:
+    mask = os.umask(0)
+    os.umask(mask)
+    return 0o666 & ~mask
+
+
 def atomic_write_text(path: str | os.PathLike, text: str) -> None:
     path = Path(path)
     fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
     try:
         with os.fdopen(fd, "w") as f:
             f.write(text)
+        # mkstemp creates 0600 files; give the result the permissions a plain open() would.
+        os.chmod(tmp, _umask_mode())
         os.replace(tmp, path)
     except BaseException:
         Path(tmp).unlink(missing_ok=True)
@@ -249,7 +257,9 @@ def data_root() -> Path:
     env = os.environ.get("MTCNN_DATA")
     if env:
         return Path(env)
-    return Path(__file__).resolve().parent.parent.parent / "shared" / "data"
+    beside_checkout = Path(__file__).resolve().parent.parent.parent / "shared" / "data"
+    beside_cwd = Path.cwd().parent / "shared" / "data"
+    return beside_checkout if beside_checkout.is_dir() or not beside_cwd.is_dir() else beside_cwd
 
 
 # --- detector configuration ---------------------------------------------------------------

@@ -22,6 +22,7 @@ from typing import Any
 import torch
 from torch import nn
 
+from mtcnn.config import _umask_mode
 from mtcnn.nets import build_net
 
 FORMAT = "mtcnn-checkpoint"
@@ -62,6 +63,7 @@ def atomic_torch_save(obj: Any, path: str | os.PathLike) -> None:
     os.close(fd)
     try:
         torch.save(obj, tmp)
+        os.chmod(tmp, _umask_mode())
         os.replace(tmp, path)
     except BaseException:
         Path(tmp).unlink(missing_ok=True)

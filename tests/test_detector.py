@@ -1,0 +1,206 @@
+import io
+import xml.etree.ElementTree as ET
+import zipfile
+
+import numpy as np
+import pytest
+import torch
+import torch.nn.functional as F
+
+from mtcnn import MTCNN, Detections
+from mtcnn.io import read_image_rgb
+from mtcnn.nets import build_net
+from mtcnn.ops.boxes import box_iou
+from mtcnn.weights import NET_NAMES, WeightsError, import_facenet_pytorch, load_bundle, make_checkpoint, save_bundle
+
+
+def random_nets(seed=0):
+    torch.manual_seed(seed)
+    return {name: build_net(name) for name in NET_NAMES}
+
+
+def permissive_detector(seed=0, **kw):
+    # Random weights with thresholds at 0 let every stage pass candidates through.
+    return MTCNN(nets=random_nets(seed), thresholds=(0.0, 0.0, 0.0), device="cpu", **kw)
+
+
+def test_batch_of_different_sizes_equals_one_by_one():
+    rng = np.random.default_rng(0)
+    images = [rng.integers(0, 256, (h, w, 3), dtype=np.uint8) for h, w in ((120, 90), (64, 200), (37, 41))]
+    detector = permissive_detector(min_face_size=24)
+    together = detector.detect(images)
+    alone = [detector.detect(im)[0] for im in images]
+    assert len(together) == 3
+    for a, b in zip(together, alone):
+        assert len(a) == len(b) > 0
+        assert torch.allclose(a.boxes, b.boxes, atol=1e-3)
+        assert torch.allclose(a.scores, b.scores, atol=1e-5)
+        assert torch.allclose(a.landmarks, b.landmarks, atol=1e-3)
+
+
+def test_results_are_sorted_and_typed():
+    image = np.random.default_rng(1).integers(0, 256, (100, 100, 3), dtype=np.uint8)
+    faces = permissive_detector(min_face_size=30).detect(image)[0]
+    assert isinstance(faces, Detections)
+    assert faces.boxes.dtype == torch.float32 and faces.landmarks.shape == (len(faces), 5, 2)
+    assert torch.all(faces.scores[:-1] >= faces.scores[1:])
+
+
+def test_tiny_and_blank_images_give_the_empty_form():
+    detector = permissive_detector()
+    tiny, blank = np.zeros((11, 30, 3), np.uint8), np.zeros((200, 200, 3), np.uint8)
+    res = MTCNN(nets=random_nets(), device="cpu").detect([tiny, blank])
+    for faces in [detector.detect(tiny)[0], res[0]]:
+        assert len(faces) == 0
+        assert faces.boxes.shape == (0, 4) and faces.scores.shape == (0,) and faces.landmarks.shape == (0, 5, 2)
+    assert detector.detect([]) == []
+
+
+def test_grey_rgba_and_tensor_inputs_match_rgb():
+    rng = np.random.default_rng(2)
+    grey = rng.integers(0, 256, (80, 96), dtype=np.uint8)
+    rgb = np.repeat(grey[:, :, None], 3, axis=2)
+    rgba = np.concatenate([rgb, np.full((80, 96, 1), 255, np.uint8)], axis=2)
+    detector = permissive_detector(min_face_size=30)
+    ref = detector.detect(rgb)[0]
+    for other in (grey[:, :, None], rgba, torch.from_numpy(rgb)):
+        got = detector.detect([other])[0]
+        assert torch.allclose(got.boxes, ref.boxes) and torch.allclose(got.scores, ref.scores)
+
+
+def test_wrong_shapes_raise_clear_errors():
+    detector = permissive_detector()
+    with pytest.raises(ValueError, match="H×W×3"):
+        detector.detect([torch.zeros(3, 50, 50, dtype=torch.uint8)])
+    with pytest.raises(OSError, match="image 0"):
+        detector.detect([np.zeros((10, 10, 5), np.uint8)])
+
+
+def test_config_validation_in_constructor():
+    from mtcnn.config import ConfigError
+
+    with pytest.raises(ConfigError, match="thresholds"):
+        MTCNN(nets=random_nets(), thresholds=(0.6, 1.5, 0.7))
+    with pytest.raises(ConfigError, match="did you mean 'chunk_size'"):
+        MTCNN(nets=random_nets(), chunksize=3)
+    wider = MTCNN(nets=random_nets(), preset="wider")
+    assert (wider.config.min_face_size, wider.config.factor, wider.config.thresholds) == (10.0, 0.79, (0.5, 0.5, 0.3))
+
+
+def test_checkpoint_round_trip_and_validation(tmp_path):
+    nets = random_nets(3)
+    save_bundle(nets, tmp_path / "b.pt")
+    loaded, info = load_bundle(tmp_path / "b.pt")
+    for name in NET_NAMES:
+        for k, v in nets[name].state_dict().items():
+            assert torch.equal(loaded[name].state_dict()[k], v)
+    assert len(info["sha256"]) == 12
+
+    with pytest.raises(WeightsError, match="not found"):
+        load_bundle(tmp_path / "missing.pt")
+    (tmp_path / "corrupt.pt").write_bytes(b"not a checkpoint")
+    with pytest.raises(WeightsError, match="corrupt.pt: not a readable checkpoint"):
+        load_bundle(tmp_path / "corrupt.pt")
+    torch.save(nets["pnet"].state_dict(), tmp_path / "raw.pt")
+    with pytest.raises(WeightsError, match="not an mtcnn weights bundle"):
+        load_bundle(tmp_path / "raw.pt")
+    folder = tmp_path / "folder"
+    folder.mkdir()
+    for name in NET_NAMES:
+        # A folder with R-Net's checkpoint saved under P-Net's name must be refused.
+        torch.save(make_checkpoint("rnet" if name == "pnet" else name, nets["rnet" if name == "pnet" else name]), folder / f"{name}.pt")
+    with pytest.raises(WeightsError, match="holds a 'rnet' but a 'pnet' was expected"):
+        load_bundle(folder)
+    bad = make_checkpoint("onet", nets["onet"])
+    bad["preprocessing"]["channel_order"] = "BGR"
+    with pytest.raises(WeightsError, match="channel_order"):
+        from mtcnn.weights import load_net
+
+        load_net(bad, "onet", "x.pt")
+
+
+def test_missing_weights_message_says_how_to_get_them(monkeypatch):
+    monkeypatch.delenv("MTCNN_WEIGHTS", raising=False)
+    import mtcnn.weights as w
+
+    monkeypatch.setattr(w, "DEFAULT_WEIGHTS", w.Path("/nonexistent/default.pt"))
+    with pytest.raises(WeightsError, match="convert_weights.py"):
+        MTCNN()
+
+
+def _facenet_reference_forward(state, x, net):
+    """facenet-pytorch's forward, written from its layer list with functional ops."""
+    p = lambda t, k: F.prelu(t, state[k + ".weight"])  # noqa: E731
+    c = lambda t, k: F.conv2d(t, state[k + ".weight"], state[k + ".bias"])  # noqa: E731
+    fc = lambda t, k: F.linear(t, state[k + ".weight"], state[k + ".bias"])  # noqa: E731
+    if net == "pnet":
+        x = p(c(F.max_pool2d(p(c(x, "conv1"), "prelu1"), 2, 2, ceil_mode=True), "conv2"), "prelu2")
+        x = p(c(x, "conv3"), "prelu3")
+        return c(x, "conv4_1"), c(x, "conv4_2"), None
+    if net == "rnet":
+        x = F.max_pool2d(p(c(x, "conv1"), "prelu1"), 3, 2, ceil_mode=True)
+        x = F.max_pool2d(p(c(x, "conv2"), "prelu2"), 3, 2, ceil_mode=True)
+        x = p(c(x, "conv3"), "prelu3").permute(0, 3, 2, 1).reshape(x.shape[0], -1)
+        x = p(fc(x, "dense4"), "prelu4")
+        return fc(x, "dense5_1"), fc(x, "dense5_2"), None
+    x = F.max_pool2d(p(c(x, "conv1"), "prelu1"), 3, 2, ceil_mode=True)
+    x = F.max_pool2d(p(c(x, "conv2"), "prelu2"), 3, 2, ceil_mode=True)
+    x = F.max_pool2d(p(c(x, "conv3"), "prelu3"), 2, 2, ceil_mode=True)
+    x = p(c(x, "conv4"), "prelu4").permute(0, 3, 2, 1).reshape(x.shape[0], -1)
+    x = p(fc(x, "dense5"), "prelu5")
+    return fc(x, "dense6_1"), fc(x, "dense6_2"), fc(x, "dense6_3")
+
+
+@pytest.mark.parametrize("net,size", [("pnet", 37), ("rnet", 24), ("onet", 48)])
+def test_converted_weights_reproduce_the_original_forward(facenet_wheel, net, size):
+    with zipfile.ZipFile(facenet_wheel) as z:
+        state = torch.load(io.BytesIO(z.read(f"facenet_pytorch/data/{net}.pt")), weights_only=True)
+    ours = import_facenet_pytorch(facenet_wheel)[net]
+    x = torch.randn(4, 3, size, size)
+    with torch.no_grad():
+        got = ours(x)
+        ref = _facenet_reference_forward(state, x, net)
+    assert torch.allclose(got[0], ref[0], atol=1e-4) and torch.allclose(got[1], ref[1], atol=1e-5)
+    if net == "onet":
+        # Original landmark layout [x1..x5, y1..y5]; ours interleaved.
+        assert torch.allclose(got[2][:, 0::2], ref[2][:, :5], atol=1e-5)
+        assert torch.allclose(got[2][:, 1::2], ref[2][:, 5:], atol=1e-5)
+
+
+def _dlib_ground_truth(root):
+    truth = {}
+    for name in ("training.xml", "testing.xml"):
+        for image in ET.parse(root / name).getroot().iter("image"):
+            boxes = [
+                [float(b.get("left")), float(b.get("top")), float(b.get("left")) + float(b.get("width")), float(b.get("top")) + float(b.get("height"))]
+                for b in image.iter("box")
+            ]
+            truth[image.get("file")] = torch.tensor(boxes)
+    return truth
+
+
+def _greedy_matches(iou, threshold):
+    pairs = sorted(((iou[i, j].item(), i, j) for i in range(iou.shape[0]) for j in range(iou.shape[1])), reverse=True)
+    used_gt, used_det = set(), set()
+    for value, i, j in pairs:
+        if value >= threshold and i not in used_gt and j not in used_det:
+            used_gt.add(i)
+            used_det.add(j)
+    return len(used_gt), iou.shape[1] - len(used_det)
+
+
+def test_original_weights_find_the_dlib_faces(shared_data, original_weights):
+    root = shared_data / "dlib_faces"
+    if not (root / "testing.xml").is_file():
+        pytest.skip(f"{root} missing")
+    truth = _dlib_ground_truth(root)
+    assert sum(len(b) for b in truth.values()) == 43
+    detector = MTCNN(weights=original_weights, device="cpu")
+    names = sorted(truth)
+    results = detector.detect([read_image_rgb(root / n) for n in names])
+    found = unmatched = 0
+    for name, faces in zip(names, results):
+        f, u = _greedy_matches(box_iou(truth[name], faces.boxes), 0.3)
+        found, unmatched = found + f, unmatched + u
+    assert found >= 42, f"found {found}/43"
+    assert unmatched <= 1, f"{unmatched} detections match no annotated face"

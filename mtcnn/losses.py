@@ -1,0 +1,89 @@
+"""MTCNN multi-task losses (SPEC §3) with online hard example mining on classification.
+
+Which labels feed which loss is defined once, in :mod:`mtcnn.structures` (classification_mask,
+box_mask, landmark_mask). A loss with no valid sample in the minibatch is exactly zero (still
+attached to the graph), never NaN.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+import torch.nn.functional as F
+
+from mtcnn.structures import box_mask, classification_mask, landmark_mask
+
+
+@dataclass(frozen=True)
+class TaskWeights:
+    cls: float = 1.0
+    box: float = 0.5
+    landmark: float = 0.5
+
+
+# SPEC §3 / [P]: P-Net and R-Net 1 : 0.5 : 0.5, O-Net 1 : 0.5 : 1.
+DEFAULT_TASK_WEIGHTS = {
+    "pnet": TaskWeights(1.0, 0.5, 0.5),
+    "rnet": TaskWeights(1.0, 0.5, 0.5),
+    "onet": TaskWeights(1.0, 0.5, 1.0),
+}
+
+
+def _masked_mean(per_sample: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+    count = mask.sum()
+    # Multiplying by the mask keeps the graph connected when the mask is empty (zero gradient).
+    return (per_sample * mask).sum() / count.clamp(min=1)
+
+
+def classification_loss_ohem(logits: torch.Tensor, labels: torch.Tensor, keep_ratio: float = 0.7) -> torch.Tensor:
+    """Cross-entropy over positives and negatives, averaged over the hardest ``⌊keep_ratio·n⌋``.
+
+    ``logits [B,2]``, ``labels [B]`` (Label values). ``keep_ratio = 1`` disables mining.
+    """
+    valid = classification_mask(labels)
+    target = (labels == 1).long()
+    per_sample = F.cross_entropy(logits.float(), target, reduction="none")
+    n_valid = int(valid.sum())
+    keep = int(n_valid * keep_ratio)  # floor, as [A]
+    if keep == 0:
+        return per_sample.sum() * 0.0
+    # Invalid samples get -inf so they are never among the top-k.
+    candidates = torch.where(valid, per_sample, torch.full_like(per_sample, float("-inf")))
+    hardest, _ = torch.topk(candidates, keep)
+    return hardest.mean()
+
+
+def box_loss(pred: torch.Tensor, target: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
+    """Mean over positives and part faces of the summed squared offset error (4 values)."""
+    per_sample = ((pred.float() - target) ** 2).sum(dim=1)
+    return _masked_mean(per_sample, box_mask(labels))
+
+
+def landmark_loss(pred: torch.Tensor, target: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
+    """Mean over landmark samples of the summed squared coordinate error (10 values)."""
+    per_sample = ((pred.float() - target) ** 2).sum(dim=1)
+    return _masked_mean(per_sample, landmark_mask(labels))
+
+
+def flatten_head(output: torch.Tensor) -> torch.Tensor:
+    """P-Net heads on 12×12 inputs are ``[B,C,1,1]``; R/O-Net heads are ``[B,C]``."""
+    return output.reshape(output.shape[0], -1)
+
+
+def mtcnn_loss(
+    outputs: tuple[torch.Tensor, torch.Tensor, torch.Tensor],
+    batch: dict[str, torch.Tensor],
+    weights: TaskWeights,
+    keep_ratio: float = 0.7,
+) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
+    """Weighted sum of the three task losses; also returns each part (detached) for logging."""
+    logits, boxes, marks = (flatten_head(o) for o in outputs)
+    labels = batch["label"]
+    parts = {
+        "cls": classification_loss_ohem(logits, labels, keep_ratio),
+        "box": box_loss(boxes, batch["bbox"], labels),
+        "landmark": landmark_loss(marks, batch["landmark"], labels),
+    }
+    total = weights.cls * parts["cls"] + weights.box * parts["box"] + weights.landmark * parts["landmark"]
+    return total, {k: v.detach() for k, v in parts.items()}

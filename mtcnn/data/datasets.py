@@ -1,0 +1,403 @@
+"""Mixed-ratio minibatches from a sample file, with online augmentation (SPEC §4, §11).
+
+Every batch holds a fixed number of samples of each kind, concatenated in the order pos, part,
+neg, landmark (``composition_for("rnet", 384)`` = 64 / 64 / 192 / 64). Each kind is sampled
+independently:
+
+* per epoch ``e`` and kind, the kind's rows are shuffled with a permutation seeded from
+  ``(seed, e, kind, cycle)``; when a kind runs out within the epoch a new cycle starts with a
+  fresh permutation (no repeats within a cycle). The permutation does not depend on the rank.
+* distributed sharding: rank ``r`` of ``world_size`` takes ``perm[r::world_size]`` of every
+  cycle (cut to ``N // world_size`` rows so every rank has the same count), so ranks see
+  disjoint rows within a cycle and together cover all of them (up to ``world_size - 1``).
+* augmentation randomness is seeded from ``(seed, epoch, rank, step)``, so a batch is a pure
+  function of ``(seed, epoch, step, rank, world_size)``: the worker count cannot change it and
+  :meth:`MixedBatchLoader.load_state_dict` resumes the identical sequence.
+
+The index plan of an epoch is made in the main process; batches are fetched (and augmented)
+either in the main process or by ``torch.utils.data.DataLoader`` workers over a map-style
+dataset of batch numbers, each worker opening its own HDF5 handle.
+
+Online augmentation (vectorised on the batch, per sample):
+
+* horizontal flip of pos, part and landmark samples with ``p = 0.5`` each. Flipping mirrors the
+  pixels, the landmarks (``x -> 1 - x``, swap LE<->RE and LM<->RM) and the box offsets:
+  ``(dx1, dy1, dx2, dy2) -> (-dx2, dy1, -dx1, dy2)`` (the reference code left the box targets
+  unmirrored, AITTSMD#81 / #299). Negatives are never flipped (nothing to gain).
+* colour jitter on every sample (all kinds), on grey levels 0..255 before normalisation:
+  ``y = clamp(c * (x - m) + m + delta)`` then ``y = clamp(g + s * (y - g))`` where the contrast
+  factor ``c ~ U[0.5, 1.5]`` pivots on the sample's mean grey level ``m``; the brightness
+  ``delta ~ U[-0.2, 0.2]`` is additive in units of the normalised input ``(x - 127.5) / 128``
+  (as [A]: +-25.6 grey levels, +-0.1 on a 0..1 scale); the saturation factor
+  ``s ~ U[0.5, 1.5]`` blends with the per-pixel grey ``g = 0.299 R + 0.587 G + 0.114 B``.
+  Hue jitter is not applied. ``color_jitter=False`` turns it off (``flip=False`` likewise).
+
+Output batch: ``images`` float32 [B,3,S,S] = (pixel - 127.5) / 128 in RGB order, ``label``
+int64 [B], ``bbox`` float32 [B,4], ``landmark`` float32 [B,10].
+"""
+
+from __future__ import annotations
+
+import os
+import time
+from collections.abc import Iterator, Mapping
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from torch.utils.data import DataLoader, Dataset
+
+from mtcnn.data.h5 import KINDS, TRAIN_FIELDS, SampleReader
+from mtcnn.structures import Label
+
+NETS = ("pnet", "rnet", "onet")
+# Flipping a face swaps which eye/mouth corner is the image's left: LE<->RE, N, LM<->RM.
+FLIP_POINT_ORDER = (1, 0, 2, 4, 3)
+_KIND_IDS = {k: i for i, k in enumerate(KINDS)}
+
+
+def composition_for(net: str, batch_size: int = 384) -> dict[str, int]:
+    """Samples of each kind per batch: pos : part : neg : landmark = 1 : 1 : 3 : 1 (SPEC §11).
+
+    ``composition_for("pnet", 384)`` -> ``{"pos": 64, "part": 64, "neg": 192, "landmark": 64}``;
+    other batch sizes round ``batch_size / 6`` for pos, part and landmark and give the rest to
+    neg.
+    """
+    if net.lower() not in NETS:
+        raise ValueError(f"unknown net {net!r}; expected one of {', '.join(NETS)}")
+    if batch_size < 6:
+        raise ValueError(f"batch_size must be at least 6 to hold every kind, got {batch_size}")
+    one = int(round(batch_size / 6))
+    return {"pos": one, "part": one, "neg": batch_size - 3 * one, "landmark": one}
+
+
+@dataclass(frozen=True)
+class ColorJitter:
+    """Colour jitter ranges; see the module docstring for the exact operations."""
+
+    brightness: float = 0.2  # additive, in units of the normalised input (pixel - 127.5) / 128
+    contrast: tuple[float, float] = (0.5, 1.5)
+    saturation: tuple[float, float] = (0.5, 1.5)
+
+
+def _seed_int(*keys: int) -> int:
+    state = np.random.SeedSequence([int(k) for k in keys]).generate_state(2, np.uint32)
+    return int(state[0]) | (int(state[1] & 0x7FFFFFFF) << 32)
+
+
+def flip_bbox_offsets(bbox: torch.Tensor) -> torch.Tensor:
+    """Offsets (gt - crop) / side of a horizontally mirrored crop: (-dx2, dy1, -dx1, dy2)."""
+    return torch.stack((-bbox[..., 2], bbox[..., 1], -bbox[..., 0], bbox[..., 3]), dim=-1)
+
+
+def flip_landmarks(landmark: torch.Tensor) -> torch.Tensor:
+    """Crop-normalised landmarks [..., 10] of a mirrored crop: x -> 1 - x, LE<->RE, LM<->RM."""
+    pts = landmark.reshape(*landmark.shape[:-1], 5, 2)[..., list(FLIP_POINT_ORDER), :]
+    pts = torch.stack((1.0 - pts[..., 0], pts[..., 1]), dim=-1)
+    return pts.reshape(landmark.shape)
+
+
+def augment_batch(
+    images: torch.Tensor,
+    label: torch.Tensor,
+    bbox: torch.Tensor,
+    landmark: torch.Tensor,
+    generator: torch.Generator | None = None,
+    *,
+    flip: bool = True,
+    color_jitter: bool = True,
+    flip_prob: float = 0.5,
+    jitter: ColorJitter = ColorJitter(),
+) -> dict[str, torch.Tensor]:
+    """Augment and normalise one batch (vectorised; per-sample random draws).
+
+    images uint8 [B,S,S,3] RGB; label [B]; bbox [B,4]; landmark [B,10]. Returns the loader's
+    batch dict (images float32 [B,3,S,S] normalised). The random numbers are drawn from
+    ``generator`` in a fixed order whatever the flags, so a batch depends only on its seed.
+    """
+    B = images.shape[0]
+    label = label.to(torch.int64)
+    bbox = bbox.to(torch.float32)
+    landmark = landmark.to(torch.float32)
+    u_flip = torch.rand(B, generator=generator)
+    u_jit = torch.rand(B, 3, generator=generator)
+    x = images.permute(0, 3, 1, 2).clone(memory_format=torch.contiguous_format)  # uint8 [B,3,S,S], ours
+    if flip:
+        flippable = (label == Label.POS) | (label == Label.PART) | (label == Label.LANDMARK)
+        m = flippable & (u_flip < flip_prob)
+        sel = m.nonzero().squeeze(1)
+        x[sel] = x[sel].flip(-1)
+        box_m = m & ((label == Label.POS) | (label == Label.PART))
+        bbox = torch.where(box_m[:, None], flip_bbox_offsets(bbox), bbox)
+        lmk_m = m & (label == Label.LANDMARK)
+        landmark = torch.where(lmk_m[:, None], flip_landmarks(landmark), landmark)
+    # Only separate elementwise ops below (no fused multiply-add, no float reductions), so the
+    # result is bit-identical whatever the thread count: DataLoader workers run single-threaded.
+    xf = x.to(torch.float32)
+    if color_jitter:
+        # Contrast pivot: the mean grey level. Sums of integer-valued float32 below 2**24 are
+        # exact (255 * S * S is, for S <= 256), so the summation order cannot matter.
+        sums = xf.sum(dim=(2, 3)).to(torch.float64)  # [B,3]
+        grey_sum = 0.299 * sums[:, 0] + 0.587 * sums[:, 1] + 0.114 * sums[:, 2]
+        mean = (grey_sum / (x.shape[-1] * x.shape[-2])).to(torch.float32)
+        c_lo, c_hi = jitter.contrast
+        s_lo, s_hi = jitter.saturation
+        contrast = c_lo + (c_hi - c_lo) * u_jit[:, 0]
+        delta = (2.0 * u_jit[:, 1] - 1.0) * (jitter.brightness * 128.0)  # grey levels
+        saturation = s_lo + (s_hi - s_lo) * u_jit[:, 2]
+        # contrast and brightness: c * (x - mean) + mean + delta = c * x + (mean * (1 - c) + delta)
+        bias = mean * (1.0 - contrast) + delta
+        xf.mul_(contrast[:, None, None, None]).add_(bias[:, None, None, None]).clamp_(0.0, 255.0)
+        # saturation: grey + s * (x - grey) = s * x + (1 - s) * grey
+        grey = xf[:, 0:1] * 0.299 + xf[:, 1:2] * 0.587 + xf[:, 2:3] * 0.114
+        grey.mul_((1.0 - saturation)[:, None, None, None])
+        xf.mul_(saturation[:, None, None, None]).add_(grey).clamp_(0.0, 255.0)
+    out = xf.sub_(127.5).mul_(1.0 / 128.0)  # == (x - 127.5) / 128 exactly (power of two)
+    return {
+        "images": out,
+        "label": label,
+        "bbox": bbox.contiguous(),
+        "landmark": landmark.contiguous(),
+    }
+
+
+class _PlanDataset(Dataset):
+    """Map-style dataset: item ``i`` is the whole batch number ``i`` of a precomputed plan."""
+
+    def __init__(self, reader: SampleReader, plan: dict[str, np.ndarray], seeds: np.ndarray,
+                 flip: bool, color_jitter: bool, jitter: ColorJitter):
+        self.reader = reader
+        self.plan = plan  # kind -> int64 [steps, count]
+        self.seeds = seeds  # int64 [steps]
+        self.flip = flip
+        self.color_jitter = color_jitter
+        self.jitter = jitter
+
+    def __len__(self) -> int:
+        return int(self.seeds.shape[0])
+
+    def __getitem__(self, i: int) -> dict[str, torch.Tensor]:
+        parts = [self.reader.get(kind, rows[i], TRAIN_FIELDS) for kind, rows in self.plan.items()]
+        cat = {name: np.concatenate([p[name] for p in parts]) for name in TRAIN_FIELDS}
+        g = torch.Generator()
+        g.manual_seed(int(self.seeds[i]))
+        return augment_batch(
+            torch.from_numpy(cat["images"]), torch.from_numpy(cat["label"]), torch.from_numpy(cat["bbox"]),
+            torch.from_numpy(cat["landmark"]), g, flip=self.flip, color_jitter=self.color_jitter,
+            jitter=self.jitter,
+        )
+
+
+class MixedBatchLoader:
+    """Batches of a fixed per-kind composition from one sample file (see module docstring).
+
+    ``for batch in loader`` yields the remaining batches of the current epoch, then moves to
+    the next epoch; :meth:`state_dict` / :meth:`load_state_dict` capture ``(epoch, step)`` so
+    a resumed run continues with the identical batch sequence. ``composition`` counts are per
+    rank (each rank gets whole batches).
+    """
+
+    def __init__(
+        self,
+        reader_or_path: SampleReader | str | os.PathLike,
+        composition: Mapping[str, int],
+        steps_per_epoch: int,
+        seed: int = 0,
+        rank: int = 0,
+        world_size: int = 1,
+        flip: bool = True,
+        color_jitter: bool = True,
+        num_workers: int = 0,
+        *,
+        expected_size: int | None = None,
+        jitter: ColorJitter = ColorJitter(),
+        pin_memory: bool = False,
+        prefetch_factor: int | None = None,
+    ):
+        self.reader = (reader_or_path if isinstance(reader_or_path, SampleReader)
+                       else SampleReader(reader_or_path, expected_size=expected_size))
+        if expected_size is not None and self.reader.size != expected_size:
+            raise ValueError(f"{self.reader.path} holds {self.reader.size}px samples, expected {expected_size}px")
+        unknown = set(composition) - set(KINDS)
+        if unknown:
+            raise ValueError(f"unknown sample kind(s) {sorted(unknown)} in composition; expected {', '.join(KINDS)}")
+        self.composition = {k: int(composition.get(k, 0)) for k in KINDS}
+        if any(c < 0 for c in self.composition.values()) or sum(self.composition.values()) == 0:
+            raise ValueError(f"composition counts must be >= 0 with a positive total, got {dict(composition)}")
+        if steps_per_epoch <= 0:
+            raise ValueError(f"steps_per_epoch must be positive, got {steps_per_epoch}")
+        if world_size < 1 or not 0 <= rank < world_size:
+            raise ValueError(f"need 0 <= rank < world_size, got rank={rank}, world_size={world_size}")
+        counts = self.reader.counts()
+        for kind, c in self.composition.items():
+            if c == 0:
+                continue
+            if counts[kind] == 0:
+                raise ValueError(f"{self.reader.path}: kind {kind!r} has no samples but the batch needs {c} per step")
+            if counts[kind] < world_size:
+                raise ValueError(f"{self.reader.path}: kind {kind!r} has {counts[kind]} samples, "
+                                 f"fewer than world_size={world_size}")
+        self.counts = counts
+        self.steps_per_epoch = int(steps_per_epoch)
+        self.seed = int(seed)
+        self.rank = int(rank)
+        self.world_size = int(world_size)
+        self.flip = bool(flip)
+        self.color_jitter = bool(color_jitter)
+        self.jitter = jitter
+        self.num_workers = int(num_workers)
+        self.pin_memory = pin_memory
+        self.prefetch_factor = prefetch_factor
+        self.batch_size = sum(self.composition.values())
+        self.epoch = 0
+        self.step = 0
+        self._generation = 0  # bumped by set_epoch/load_state_dict: running iterators stop
+        self._perm_cache: dict[tuple[int, int, int], np.ndarray] = {}
+
+    # ------------------------------------------------------------------ plan
+    def _shard(self, kind: str, epoch: int, cycle: int) -> np.ndarray:
+        key = (_KIND_IDS[kind], epoch, cycle)
+        shard = self._perm_cache.get(key)
+        if shard is None:
+            n = self.counts[kind]
+            rng = np.random.default_rng([self.seed, epoch, _KIND_IDS[kind], cycle])
+            perm = rng.permutation(n)
+            shard = perm[self.rank::self.world_size][: n // self.world_size]
+            if len(self._perm_cache) > 16:
+                self._perm_cache.clear()
+            self._perm_cache[key] = shard
+        return shard
+
+    def _rows(self, kind: str, epoch: int, start_step: int, stop_step: int) -> np.ndarray:
+        """Rows of ``kind`` for steps [start_step, stop_step) of ``epoch``: int64 [steps, count]."""
+        c = self.composition[kind]
+        lo, hi = start_step * c, stop_step * c
+        length = self.counts[kind] // self.world_size
+        pieces = []
+        pos = lo
+        while pos < hi:
+            cycle, off = divmod(pos, length)
+            take = min(hi - pos, length - off)
+            pieces.append(self._shard(kind, epoch, cycle)[off:off + take])
+            pos += take
+        rows = np.concatenate(pieces) if pieces else np.zeros(0, np.int64)
+        return rows.astype(np.int64).reshape(stop_step - start_step, c)
+
+    def _plan(self, epoch: int, start: int, stop: int) -> tuple[dict[str, np.ndarray], np.ndarray]:
+        plan = {k: self._rows(k, epoch, start, stop) for k in KINDS if self.composition[k] > 0}
+        seeds = np.array([_seed_int(self.seed, epoch, self.rank, s, 0xA06) for s in range(start, stop)], np.int64)
+        return plan, seeds
+
+    def batch_plan(self, epoch: int, step: int) -> dict[str, np.ndarray]:
+        """Rows of each kind in batch ``step`` of ``epoch`` (in batch order)."""
+        plan, _ = self._plan(epoch, step, step + 1)
+        return {k: v[0] for k, v in plan.items()}
+
+    def _dataset(self, epoch: int, start: int, stop: int) -> _PlanDataset:
+        plan, seeds = self._plan(epoch, start, stop)
+        return _PlanDataset(self.reader, plan, seeds, self.flip, self.color_jitter, self.jitter)
+
+    def get_batch(self, epoch: int, step: int) -> dict[str, torch.Tensor]:
+        """Batch ``step`` of ``epoch``, fetched in this process (does not move the state)."""
+        return self._dataset(epoch, step, step + 1)[0]
+
+    # ------------------------------------------------------------------ iteration
+    def __len__(self) -> int:
+        return self.steps_per_epoch
+
+    def set_epoch(self, epoch: int) -> None:
+        self.epoch, self.step = int(epoch), 0
+        self._generation += 1
+
+    def _normalise_state(self) -> None:
+        if self.step >= self.steps_per_epoch:
+            self.epoch += self.step // self.steps_per_epoch
+            self.step %= self.steps_per_epoch
+
+    def __iter__(self) -> Iterator[dict[str, torch.Tensor]]:
+        self._normalise_state()
+        epoch, start, generation = self.epoch, self.step, self._generation
+        ds = self._dataset(epoch, start, self.steps_per_epoch)
+        self.reader.load_meta()  # once here, shared copy-on-write by forked workers
+        if self.num_workers > 0:
+            self.reader.close()  # no HDF5 handle crosses a fork; workers open their own
+            kwargs: dict[str, Any] = {}
+            if self.prefetch_factor is not None:
+                kwargs["prefetch_factor"] = self.prefetch_factor
+            source = DataLoader(ds, batch_size=None, shuffle=False, num_workers=self.num_workers,
+                                pin_memory=self.pin_memory, persistent_workers=False, **kwargs)
+        else:
+            source = (ds[i] for i in range(len(ds)))
+        for batch in source:
+            if self._generation != generation:  # load_state_dict/set_epoch was called meanwhile
+                return
+            self.step += 1
+            yield batch
+        if self._generation == generation and self.step >= self.steps_per_epoch:
+            self.epoch += 1
+            self.step = 0
+
+    # ------------------------------------------------------------------ checkpointing
+    def state_dict(self) -> dict[str, Any]:
+        self._normalise_state()
+        return {
+            "epoch": self.epoch,
+            "step": self.step,
+            "seed": self.seed,
+            "rank": self.rank,
+            "world_size": self.world_size,
+            "steps_per_epoch": self.steps_per_epoch,
+            "composition": dict(self.composition),
+            "counts": dict(self.counts),
+        }
+
+    def load_state_dict(self, state: Mapping[str, Any], strict: bool = True) -> None:
+        """Restore ``(epoch, step)``. With ``strict`` the seed, sharding, composition, epoch
+        length and file counts must match (otherwise the sequence would silently differ)."""
+        if strict:
+            for key in ("seed", "world_size", "steps_per_epoch", "composition", "counts"):
+                if key in state and state[key] != self.state_dict()[key]:
+                    raise ValueError(f"loader state mismatch for {key!r}: checkpoint has {state[key]!r}, "
+                                     f"loader has {self.state_dict()[key]!r}")
+        self.epoch = int(state["epoch"])
+        self.step = int(state["step"])
+        self._generation += 1
+        self._normalise_state()
+
+
+def benchmark_loader(
+    path: str | os.PathLike,
+    batches: int = 50,
+    composition: Mapping[str, int] | None = None,
+    num_workers: int = 0,
+    *,
+    flip: bool = True,
+    color_jitter: bool = True,
+    seed: int = 0,
+) -> float:
+    """Batches per second of :class:`MixedBatchLoader` over ``path`` (default composition:
+    ``composition_for("pnet", 384)``), timed after the first batch (worker start-up excluded)."""
+    if batches < 1:
+        raise ValueError("batches must be >= 1")
+    loader = MixedBatchLoader(Path(path), composition or composition_for("pnet", 384), steps_per_epoch=batches + 1,
+                              seed=seed, flip=flip, color_jitter=color_jitter, num_workers=num_workers)
+    it = iter(loader)
+    next(it)
+    t0 = time.perf_counter()
+    n = 0
+    for _ in it:
+        n += 1
+    return n / (time.perf_counter() - t0)
+
+
+__all__ = [
+    "ColorJitter",
+    "MixedBatchLoader",
+    "augment_batch",
+    "benchmark_loader",
+    "composition_for",
+    "flip_bbox_offsets",
+    "flip_landmarks",
+]

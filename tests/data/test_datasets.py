@@ -1,0 +1,266 @@
+"""Mixed-ratio loader: composition, determinism, sharding, flip correctness, resume, workers."""
+
+from __future__ import annotations
+
+import cv2
+import numpy as np
+import pytest
+import torch
+
+from mtcnn.data.datasets import (
+    ColorJitter,
+    MixedBatchLoader,
+    augment_batch,
+    benchmark_loader,
+    composition_for,
+)
+from mtcnn.data.h5 import KIND_LABEL, KINDS, SampleReader, SampleWriter
+
+S = 12
+COUNTS = {"pos": 96, "part": 90, "neg": 300, "landmark": 80}
+COMP = {"pos": 8, "part": 8, "neg": 24, "landmark": 8}
+
+
+def write_file(path, counts=COUNTS, size=S, seed=0):
+    rng = np.random.default_rng(seed)
+    with SampleWriter(path, size, {"seed": seed}, chunk=32) as w:
+        for kind, n in counts.items():
+            if n == 0:
+                continue
+            images = rng.integers(0, 256, (n, size, size, 3), dtype=np.uint8)
+            bbox = rng.uniform(-0.3, 0.3, (n, 4)).astype(np.float32) if kind in ("pos", "part") else None
+            lmk = rng.uniform(0.05, 0.95, (n, 10)).astype(np.float32) if kind == "landmark" else None
+            w.add(kind, images, bbox=bbox, landmark=lmk)
+    return path
+
+
+@pytest.fixture(scope="module")
+def sample_file(tmp_path_factory):
+    return write_file(tmp_path_factory.mktemp("samples") / "pnet_train.h5")
+
+
+def collect(loader, n):
+    """The next ``n`` batches, across epochs (each ``iter(loader)`` is the rest of one epoch)."""
+    out = []
+    while len(out) < n:
+        for batch in loader:
+            out.append(batch)
+            if len(out) == n:
+                break
+    return out
+
+
+def assert_batches_equal(a, b):
+    assert len(a) == len(b)
+    for x, y in zip(a, b):
+        assert x.keys() == y.keys()
+        for k in x:
+            assert torch.equal(x[k], y[k]), k
+
+
+def test_composition_for():
+    for net in ("pnet", "rnet", "onet"):
+        assert composition_for(net, 384) == {"pos": 64, "part": 64, "neg": 192, "landmark": 64}
+    c = composition_for("rnet", 100)
+    assert c == {"pos": 17, "part": 17, "neg": 49, "landmark": 17} and sum(c.values()) == 100
+    assert sum(composition_for("onet", 385).values()) == 385
+    with pytest.raises(ValueError):
+        composition_for("xnet", 384)
+
+
+def test_composition_exact_and_plan_matches_batch(sample_file):
+    comp = composition_for("pnet", 384)
+    loader = MixedBatchLoader(sample_file, comp, steps_per_epoch=3, seed=1, flip=False, color_jitter=False)
+    reader = SampleReader(sample_file)
+    batches = list(loader)  # one pass = one epoch
+    assert len(batches) == len(loader) == 3
+    assert loader.state_dict()["epoch"] == 1 and loader.state_dict()["step"] == 0
+    for step, batch in enumerate(batches):
+        assert batch["images"].shape == (384, 3, S, S) and batch["images"].dtype == torch.float32
+        assert batch["label"].dtype == torch.int64 and batch["bbox"].shape == (384, 4)
+        assert batch["landmark"].shape == (384, 10)
+        expect_labels = np.concatenate([np.full(comp[k], KIND_LABEL[k]) for k in KINDS])
+        np.testing.assert_array_equal(batch["label"].numpy(), expect_labels)
+        plan = loader.batch_plan(0, step)
+        assert {k: len(v) for k, v in plan.items()} == comp
+        raw = {name: np.concatenate([reader.get(k, plan[k])[name] for k in KINDS])
+               for name in ("images", "bbox", "landmark")}
+        expect_images = (torch.from_numpy(raw["images"]).permute(0, 3, 1, 2).float() - 127.5) / 128
+        assert torch.equal(batch["images"], expect_images)
+        assert torch.equal(batch["bbox"], torch.from_numpy(raw["bbox"]))
+        assert torch.equal(batch["landmark"], torch.from_numpy(raw["landmark"]))
+
+
+def test_cycles_are_permutations(sample_file):
+    # pos: 96 rows, 8 per step -> one cycle every 12 steps; neg: 300 rows, 24 per step
+    loader = MixedBatchLoader(sample_file, COMP, steps_per_epoch=40, seed=3)
+    pos = np.concatenate([loader.batch_plan(0, s)["pos"] for s in range(36)])
+    for c in range(3):
+        assert sorted(pos[c * 96:(c + 1) * 96]) == list(range(96))
+    assert not np.array_equal(pos[:96], pos[96:192])  # a fresh permutation per cycle
+    neg = np.concatenate([loader.batch_plan(0, s)["neg"] for s in range(25)])
+    assert sorted(neg[:300]) == list(range(300))
+    assert not np.array_equal(loader.batch_plan(0, 0)["pos"], loader.batch_plan(1, 0)["pos"])  # per epoch
+
+
+def test_determinism_with_seed(sample_file):
+    a = collect(MixedBatchLoader(sample_file, COMP, 5, seed=11), 5)
+    b = collect(MixedBatchLoader(sample_file, COMP, 5, seed=11), 5)
+    c = collect(MixedBatchLoader(sample_file, COMP, 5, seed=12), 5)
+    assert_batches_equal(a, b)
+    assert not torch.equal(a[0]["images"], c[0]["images"])
+
+
+def test_distinct_shards_across_ranks(sample_file):
+    ws = 3
+    loaders = [MixedBatchLoader(sample_file, COMP, 50, seed=5, rank=r, world_size=ws) for r in range(ws)]
+    for kind, count in COMP.items():
+        per_rank = COUNTS[kind] // ws
+        steps = per_rank // count  # whole steps inside the first cycle
+        seen = [np.concatenate([ld.batch_plan(0, s)[kind] for s in range(steps)]) for ld in loaders]
+        for r in range(ws):
+            assert len(set(seen[r].tolist())) == len(seen[r])  # no repeats within a cycle
+            for q in range(r + 1, ws):
+                assert not set(seen[r].tolist()) & set(seen[q].tolist())
+        if per_rank % count == 0:  # the ranks' full shards cover the kind
+            union = set().union(*[set(s.tolist()) for s in seen])
+            assert len(union) == per_rank * ws >= COUNTS[kind] - (ws - 1)
+    # augmentation differs by rank too
+    assert not torch.equal(loaders[0].get_batch(0, 0)["images"], loaders[1].get_batch(0, 0)["images"])
+
+
+def _real_scene(h=60, w=80):
+    """An asymmetric textured image (gradients + blobs + noise): mirroring it changes it."""
+    rng = np.random.default_rng(42)
+    yy, xx = np.mgrid[0:h, 0:w]
+    img = np.stack([(xx * 3) % 256, (yy * 4) % 256, (xx * yy) % 256], -1).astype(np.float32)
+    img += rng.normal(0, 10, img.shape)
+    cv2.circle(img, (25, 20), 4, (255, 0, 0), -1)
+    cv2.rectangle(img, (30, 28), (38, 34), (0, 255, 0), -1)
+    return np.clip(img, 0, 255).astype(np.uint8)
+
+
+def _crop(img, box, size):
+    x1, y1, x2, y2 = (int(v) for v in box)
+    return cv2.resize(img[y1:y2, x1:x2], (size, size), interpolation=cv2.INTER_AREA)
+
+
+def test_flip_mirrors_box_offsets_and_landmarks():
+    """Flip a real crop in the loader, then check its targets against the flipped scene."""
+    scene = _real_scene()
+    H, W = scene.shape[:2]
+    side = 2 * S
+    crop = np.array([18.0, 12.0, 18.0 + side, 12.0 + side])
+    gt = np.array([19.0, 14.0, 36.0, 37.0])  # deliberately off-centre in the crop
+    points = np.array([[25, 20], [36, 21], [30, 27], [26, 32], [35, 33]], np.float64)  # LE RE N LM RM
+    offsets = ((gt - crop) / side).astype(np.float32)
+    lmk = ((points - crop[:2]) / side).reshape(-1).astype(np.float32)
+    patch = _crop(scene, crop, S)
+    images = torch.from_numpy(np.stack([patch, patch]))
+    label = torch.tensor([KIND_LABEL["pos"], KIND_LABEL["landmark"]])
+    bbox = torch.from_numpy(np.stack([offsets, np.zeros(4, np.float32)]))
+    landmark = torch.from_numpy(np.stack([np.zeros(10, np.float32), lmk]))
+    out = augment_batch(images, label, bbox, landmark, torch.Generator().manual_seed(0),
+                        flip=True, color_jitter=False, flip_prob=1.0)
+
+    # the same crop taken from the mirrored scene
+    mirrored = np.ascontiguousarray(scene[:, ::-1])
+    crop_m = np.array([W - crop[2], crop[1], W - crop[0], crop[3]])
+    gt_m = np.array([W - gt[2], gt[1], W - gt[0], gt[3]])
+    points_m = np.stack([W - points[:, 0], points[:, 1]], 1)[[1, 0, 2, 4, 3]]  # image-left eye is LE again
+    expect_pixels = (torch.from_numpy(_crop(mirrored, crop_m, S)).permute(2, 0, 1).float() - 127.5) / 128
+    assert torch.equal(out["images"][0], expect_pixels) and torch.equal(out["images"][1], expect_pixels)
+    assert not torch.equal(out["images"][0], (images[0].permute(2, 0, 1).float() - 127.5) / 128)
+
+    decoded = crop_m + out["bbox"][0].numpy() * side
+    np.testing.assert_allclose(decoded, gt_m, atol=1e-4)
+    unmirrored = crop_m + offsets * side  # the AITTSMD#81 bug: box targets left as they were
+    assert np.abs(unmirrored - gt_m).max() > 1.0
+
+    decoded_pts = crop_m[:2] + out["landmark"][1].numpy().reshape(5, 2) * side
+    np.testing.assert_allclose(decoded_pts, points_m, atol=1e-4)
+    assert decoded_pts[0, 0] < decoded_pts[1, 0] and decoded_pts[3, 0] < decoded_pts[4, 0]
+    assert not out["bbox"][1].any() and not out["landmark"][0].any()  # other targets untouched
+
+
+def test_flip_is_per_sample_and_skips_negatives(sample_file):
+    loader = MixedBatchLoader(sample_file, COMP, 10, seed=2, flip=True, color_jitter=False)
+    plain = MixedBatchLoader(sample_file, COMP, 10, seed=2, flip=False, color_jitter=False)
+    flipped_counts = []
+    for step in range(4):
+        a, b = loader.get_batch(0, step), plain.get_batch(0, step)
+        mirrored = torch.all((a["images"] == b["images"].flip(-1)).flatten(1), 1)
+        same = torch.all((a["images"] == b["images"]).flatten(1), 1)
+        assert torch.all(mirrored | same)
+        lab = a["label"]
+        flipped = mirrored & ~same
+        assert not flipped[lab == KIND_LABEL["neg"]].any()
+        pp = (lab == KIND_LABEL["pos"]) | (lab == KIND_LABEL["part"])
+        exp_bbox = torch.stack([-b["bbox"][:, 2], b["bbox"][:, 1], -b["bbox"][:, 0], b["bbox"][:, 3]], 1)
+        assert torch.equal(a["bbox"][flipped & pp], exp_bbox[flipped & pp])
+        assert torch.equal(a["bbox"][~flipped], b["bbox"][~flipped])
+        lm = lab == KIND_LABEL["landmark"]
+        pts = b["landmark"].view(-1, 5, 2)[:, [1, 0, 2, 4, 3]]
+        exp_lmk = torch.stack([1 - pts[..., 0], pts[..., 1]], -1).view(-1, 10)
+        assert torch.allclose(a["landmark"][flipped & lm], exp_lmk[flipped & lm])
+        flipped_counts.append(int(flipped[~(lab == KIND_LABEL["neg"])].sum()))
+    # per sample, not per batch: batches are neither all flipped nor all unflipped
+    assert all(0 < c < 24 for c in flipped_counts)
+
+
+def test_color_jitter():
+    g = torch.Generator().manual_seed(0)
+    rng = np.random.default_rng(0)
+    images = torch.from_numpy(rng.integers(0, 256, (16, S, S, 3), dtype=np.uint8))
+    label = torch.zeros(16, dtype=torch.int64)
+    z4, z10 = torch.zeros(16, 4), torch.zeros(16, 10)
+    plain = augment_batch(images, label, z4, z10, g, flip=False, color_jitter=False)["images"]
+    assert torch.equal(plain, (images.permute(0, 3, 1, 2).float() - 127.5) / 128)
+    out1 = augment_batch(images, label, z4, z10, torch.Generator().manual_seed(5), flip=False)["images"]
+    out2 = augment_batch(images, label, z4, z10, torch.Generator().manual_seed(5), flip=False)["images"]
+    assert torch.equal(out1, out2)
+    assert out1.min() >= -127.5 / 128 and out1.max() <= 127.5 / 128
+    delta = (out1 - plain).abs().flatten(1).mean(1)
+    assert (delta > 1e-3).all() and delta.std() > 0  # every sample changed, each differently
+    neutral = ColorJitter(brightness=0.0, contrast=(1.0, 1.0), saturation=(1.0, 1.0))
+    same = augment_batch(images, label, z4, z10, torch.Generator().manual_seed(5), flip=False, jitter=neutral)
+    assert torch.allclose(same["images"], plain, atol=1e-5)
+
+
+def test_state_dict_resume_identical(sample_file):
+    kw = dict(composition=COMP, steps_per_epoch=5, seed=9)
+    full = MixedBatchLoader(sample_file, **kw)
+    reference = collect(full, 12)  # crosses two epoch boundaries
+    run = MixedBatchLoader(sample_file, **kw)
+    first = collect(run, 7)
+    state = run.state_dict()
+    assert (state["epoch"], state["step"]) == (1, 2)
+    resumed = MixedBatchLoader(sample_file, **kw)
+    resumed.load_state_dict(state)
+    rest = collect(resumed, 5)
+    assert_batches_equal(first + rest, reference)
+    with pytest.raises(ValueError, match="seed"):
+        MixedBatchLoader(sample_file, COMP, 5, seed=10).load_state_dict(state)
+
+
+def test_workers_do_not_change_batches(sample_file):
+    a = collect(MixedBatchLoader(sample_file, COMP, 6, seed=4, num_workers=0), 6)
+    loader = MixedBatchLoader(sample_file, COMP, 6, seed=4, num_workers=2)
+    b = collect(loader, 6)
+    assert_batches_equal(a, b)
+    assert loader.state_dict()["epoch"] == 1
+
+
+def test_missing_kind_is_a_clear_error(tmp_path):
+    path = write_file(tmp_path / "nolmk.h5", counts={"pos": 10, "part": 10, "neg": 30, "landmark": 0})
+    with pytest.raises(ValueError, match=r"nolmk\.h5.*'landmark'"):
+        MixedBatchLoader(path, COMP, 3, seed=0)
+    loader = MixedBatchLoader(path, {"pos": 2, "part": 2, "neg": 6}, 3, seed=0)
+    assert next(iter(loader))["label"].shape == (10,)
+    with pytest.raises(ValueError, match="expected 24"):
+        MixedBatchLoader(path, COMP, 3, expected_size=24)
+
+
+def test_benchmark_loader(sample_file):
+    rate = benchmark_loader(sample_file, batches=3, composition=COMP)
+    assert rate > 0

@@ -160,9 +160,7 @@ def _forward_chunks(net: nn.Module, inputs: torch.Tensor, chunk_size: int, with_
     return torch.cat(logits), torch.cat(regs), (torch.cat(marks) if with_landmarks else None)
 
 
-def crop_candidates(
-    images: list[torch.Tensor], candidates: Candidates, size: int, max_supersample: int = 4
-) -> tuple[torch.Tensor, torch.Tensor]:
+def crop_candidates(images: list[torch.Tensor], candidates: Candidates, size: int) -> tuple[torch.Tensor, torch.Tensor]:
     """Square each candidate and cut it out at ``size``²: returns (normalised crops, squared boxes).
 
     Squares are truncated to whole pixels first, as the original cascade does ("square -> fix",
@@ -170,7 +168,7 @@ def crop_candidates(
     the same boxes shift borderline scores (measured on dlib_faces: 2 extra detections).
     """
     squares = square_boxes(candidates.boxes).trunc()
-    crops = crop_resize(images, squares, candidates.image_index, size, max_supersample)
+    crops = crop_resize(images, squares, candidates.image_index, size)
     return normalise(crops), squares
 
 

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import math
+
 import torch
 import torch.nn.functional as F
 
@@ -11,7 +13,6 @@ def crop_resize(
     boxes: torch.Tensor,
     image_index: torch.Tensor,
     size: int,
-    max_supersample: int = 4,
 ) -> torch.Tensor:
     """Cut ``boxes [N,4]`` (x1,y1,x2,y2 floats) out of ``images`` and resize each to ``size``².
 
@@ -19,44 +20,59 @@ def crop_resize(
     says which image each box comes from. Pixels outside an image are 0, as in MTCNN's zero
     canvas padding (after (x - 127.5)/128 they read as ≈ -1). Returns ``[N, C, size, size]``.
 
-    Sampling is bilinear at pixel centres; a box much larger than ``size`` is supersampled on a
-    k×k sub-grid per output pixel (k = ceil(side/size), at most ``max_supersample``) and averaged,
-    so downscaling does not alias. The loops run over images and over at most
-    ``max_supersample`` sub-grid sizes, never over boxes.
+    Resampling approximates area averaging without aliasing: each image gets a mip chain of
+    exact 2×2 averages, each box is read from the level where it spans 1–2× ``size`` pixels,
+    bilinearly at the centres of a 2×2 sub-grid per output pixel, then averaged. Loops run over
+    (image, level, sub-grid) groups, never over boxes.
     """
     n = boxes.shape[0]
     channels = images[0].shape[0] if images else 3
-    device = boxes.device
     dtype = images[0].dtype if images else torch.float32
-    out = torch.zeros((n, channels, size, size), dtype=dtype, device=device)
+    out = torch.zeros((n, channels, size, size), dtype=dtype, device=boxes.device)
     if n == 0:
         return out
     boxes = boxes.to(dtype)
-    side = torch.maximum(boxes[:, 2] - boxes[:, 0], boxes[:, 3] - boxes[:, 1])
-    k_all = torch.ceil(side / size).clamp(1, max_supersample).long()
-    # One host sync for the (image, k) groups present, instead of one per box.
-    keys = image_index.long() * (max_supersample + 1) + k_all
-    unique_keys = torch.unique(keys).tolist()
-    for key in unique_keys:
-        b, k = divmod(key, max_supersample + 1)
+    side = torch.maximum(boxes[:, 2] - boxes[:, 0], boxes[:, 3] - boxes[:, 1]).clamp(min=1e-6)
+    level = torch.floor(torch.log2(side / size)).clamp(min=0).long()
+    # Sub-grid of 2×2 when the box is larger than the output at its level, 1 when upsampling.
+    sub = torch.where(side / torch.pow(2.0, level.to(dtype)) > size, 2, 1)
+    keys = (image_index.long() * 64 + level) * 4 + sub
+    chains: dict[int, list[torch.Tensor]] = {}
+    for key in torch.unique(keys).tolist():
+        rest, k = divmod(key, 4)
+        b, m = divmod(rest, 64)
         sel = torch.nonzero(keys == key, as_tuple=True)[0]
-        image = images[b]
-        height, width = image.shape[1], image.shape[2]
-        grid = _sampling_grid(boxes[sel], size * k, width, height)  # [m, S*k, S*k, 2]
-        m = sel.numel()
-        # Stacking every box's grid vertically lets one grid_sample call read one image.
+        source = _mip(chains.setdefault(b, [images[b]]), m)
+        scale = 1.0 / (1 << m)
+        grid = _sampling_grid(boxes[sel] * scale, size * k, source.shape[2], source.shape[1])
+        count = sel.numel()
+        # One grid_sample call per group: every box's grid stacked vertically over one image.
         sampled = F.grid_sample(
-            image[None],
-            grid.reshape(1, m * size * k, size * k, 2),
-            mode="bilinear",
-            padding_mode="zeros",
-            align_corners=False,
-        )
-        sampled = sampled.reshape(channels, m, size * k, size * k).transpose(0, 1)
+            source[None], grid.reshape(1, count * size * k, size * k, 2),
+            mode="bilinear", padding_mode="zeros", align_corners=False,
+        )  # fmt: skip
+        sampled = sampled.reshape(channels, count, size * k, size * k).transpose(0, 1)
         if k > 1:
             sampled = F.avg_pool2d(sampled, k)
         out[sel] = sampled
     return out
+
+
+def _mip(chain: list[torch.Tensor], level: int) -> torch.Tensor:
+    """Level ``level`` of a mip chain (``chain[0]`` is the image), extended as needed.
+
+    Odd sizes are padded by repeating the last row/column so each level's pixel i covers
+    exactly original pixels [i·2^m, (i+1)·2^m) and the image edge stays where it was.
+    """
+    while len(chain) <= level:
+        top = chain[-1]
+        h, w = top.shape[1], top.shape[2]
+        if h < 2 and w < 2:
+            chain.append(top)
+            continue
+        padded = F.pad(top[None], (0, w & 1, 0, h & 1), mode="replicate") if (h | w) & 1 else top[None]
+        chain.append(F.avg_pool2d(padded, 2)[0])
+    return chain[level]
 
 
 def _sampling_grid(boxes: torch.Tensor, samples: int, width: int, height: int) -> torch.Tensor:

@@ -29,8 +29,20 @@ def test_downscale_supersampling_matches_area_average():
     g = torch.Generator().manual_seed(1)
     image = torch.rand(3, 96, 96, generator=g) * 255
     out = crop_resize([image], torch.tensor([[0.0, 0.0, 96.0, 96.0]]), torch.tensor([0]), 24)
-    # ceil(96/24)=4: exactly a 4×4 box average, i.e. area interpolation.
+    # 96 = 4·24: mip level 1 (2×2 averages) sampled at the centres of a 2×2 sub-grid, averaged
+    # again: exactly a 4×4 box average, i.e. area interpolation.
     assert torch.allclose(out[0], F.avg_pool2d(image[None], 4)[0], atol=1e-3)
+
+
+def test_non_power_of_two_downscale_is_close_to_area():
+    g = torch.Generator().manual_seed(2)
+    image = F.interpolate(torch.rand(1, 3, 30, 30, generator=g), size=(150, 150), mode="bilinear")[0] * 255
+    out = crop_resize([image], torch.tensor([[0.0, 0.0, 150.0, 150.0]]), torch.tensor([0]), 24)
+    area = F.interpolate(image[None], size=(24, 24), mode="area")[0]
+    aliased = F.interpolate(image[None], size=(24, 24), mode="bilinear", align_corners=False)[0]
+    ours_error = (out[0] - area).abs().mean()
+    # Much closer to true area averaging than plain (aliasing) bilinear resampling is.
+    assert ours_error < 0.5 * (aliased - area).abs().mean()
 
 
 def test_boxes_from_images_of_different_sizes_land_in_order():

@@ -71,10 +71,12 @@ class MTCNN:
             if isinstance(image, torch.Tensor):
                 if image.ndim != 3 or image.shape[2] != 3:
                     raise ValueError(f"image {k}: expected an H×W×3 RGB tensor, got shape {tuple(image.shape)}")
+                if image.dtype != torch.uint8:
+                    raise ValueError(f"image {k}: expected a uint8 tensor, got {image.dtype}")
                 t = image.to(self.device)
             else:
                 t = torch.from_numpy(to_rgb_uint8(np.asarray(image), source=f"image {k}")).to(self.device)
-            tensors.append(t.permute(2, 0, 1).float().contiguous())
+            tensors.append(t.permute(2, 0, 1))
         return tensors
 
     @torch.inference_mode()
@@ -89,17 +91,19 @@ class MTCNN:
         return split_by_image(candidates, len(tensors))
 
     def candidates(self, tensors: list[torch.Tensor]) -> Candidates:
-        """Run the three stages on float ``[3,H,W]`` tensors (0..255) and return O-Net's output."""
+        """Run the three stages on ``[3,H,W]`` RGB tensors (uint8, or float 0..255)."""
         cfg = self.config
         t1, t2, t3 = cfg.thresholds
         cands = run_pnet(
             self.pnet, tensors, min_face_size=cfg.min_face_size, factor=cfg.factor,
             threshold=t1, nms_scale=cfg.nms_pnet_scale, nms_image=cfg.nms_pnet,
         )  # fmt: skip
-        cands = run_rnet(self.rnet, tensors, cands, threshold=t2, nms=cfg.nms_rnet, chunk_size=cfg.chunk_size)
+        mips: dict = {}
+        cands = run_rnet(self.rnet, tensors, cands, threshold=t2, nms=cfg.nms_rnet, chunk_size=cfg.chunk_size, mip_cache=mips)
         return run_onet(
-            self.onet, tensors, cands, threshold=t3, nms=cfg.nms_onet, nms_mode=cfg.onet_nms_mode, chunk_size=cfg.chunk_size
-        )
+            self.onet, tensors, cands, threshold=t3, nms=cfg.nms_onet, nms_mode=cfg.onet_nms_mode,
+            chunk_size=cfg.chunk_size, mip_cache=mips,
+        )  # fmt: skip
 
     def with_settings(self, **changes) -> "MTCNN":
         """A detector sharing these nets with some settings changed (e.g. thresholds)."""

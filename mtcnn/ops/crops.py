@@ -13,11 +13,13 @@ def crop_resize(
     boxes: torch.Tensor,
     image_index: torch.Tensor,
     size: int,
+    mip_cache: dict[int, list[torch.Tensor]] | None = None,
 ) -> torch.Tensor:
     """Cut ``boxes [N,4]`` (x1,y1,x2,y2 floats) out of ``images`` and resize each to ``size``².
 
-    ``images`` is a list of float ``[C, H, W]`` tensors (sizes may differ), ``image_index [N]``
-    says which image each box comes from. Pixels outside an image are 0, as in MTCNN's zero
+    ``images`` is a list of ``[C, H, W]`` tensors, uint8 or float (sizes may differ),
+    ``image_index [N]`` says which image each box comes from; ``mip_cache`` (a dict the caller
+    keeps) lets several calls on the same images share their mip chains. Pixels outside an image are 0, as in MTCNN's zero
     canvas padding (after (x - 127.5)/128 they read as ≈ -1). Returns ``[N, C, size, size]``.
 
     Resampling approximates area averaging without aliasing: each image gets a mip chain of
@@ -27,7 +29,7 @@ def crop_resize(
     """
     n = boxes.shape[0]
     channels = images[0].shape[0] if images else 3
-    dtype = images[0].dtype if images else torch.float32
+    dtype = images[0].dtype if images and images[0].is_floating_point() else torch.float32
     out = torch.zeros((n, channels, size, size), dtype=dtype, device=boxes.device)
     if n == 0:
         return out
@@ -37,12 +39,14 @@ def crop_resize(
     # Sub-grid of 2×2 when the box is larger than the output at its level, 1 when upsampling.
     sub = torch.where(side / torch.pow(2.0, level.to(dtype)) > size, 2, 1)
     keys = (image_index.long() * 64 + level) * 4 + sub
-    chains: dict[int, list[torch.Tensor]] = {}
+    chains = mip_cache if mip_cache is not None else {}
     for key in torch.unique(keys).tolist():
         rest, k = divmod(key, 4)
         b, m = divmod(rest, 64)
         sel = torch.nonzero(keys == key, as_tuple=True)[0]
-        source = _mip(chains.setdefault(b, [images[b]]), m)
+        if b not in chains:
+            chains[b] = [images[b].to(dtype)]
+        source = _mip(chains[b], m)
         scale = 1.0 / (1 << m)
         grid = _sampling_grid(boxes[sel] * scale, size * k, source.shape[2], source.shape[1])
         count = sel.numel()

@@ -141,6 +141,19 @@ def load_bundle(path: str | os.PathLike) -> tuple[dict[str, nn.Module], dict]:
     return nets, info
 
 
+def load_stage_net(path: str | os.PathLike, net_name: str) -> nn.Module:
+    """One net from a per-net checkpoint, a bundle, or a folder with ``<net_name>.pt``."""
+    path = Path(path)
+    if path.is_dir():
+        path = path / f"{net_name}.pt"
+    raw = _load_file(path)
+    if isinstance(raw, dict) and "nets" in raw:
+        if net_name not in raw["nets"]:
+            raise WeightsError(f"{path}: bundle has no '{net_name}'")
+        return load_net(raw["nets"][net_name], net_name, f"{path}[{net_name}]")
+    return load_net(raw, net_name, str(path))
+
+
 def weights_hash(nets: dict[str, nn.Module]) -> str:
     """Short hash of the weights' values (not the file bytes), for reports."""
     h = hashlib.sha256()

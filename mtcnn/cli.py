@@ -144,3 +144,71 @@ def convert_weights_main(argv: list[str] | None = None) -> int:
         return 1
     print(f"wrote {args.out} (weights sha256 {info['sha256']})")
     return 0
+
+
+def evaluate_parser() -> argparse.ArgumentParser:
+    from mtcnn.eval.runner import DETECTION_FORMATS, LANDMARK_FORMATS
+
+    common = argparse.ArgumentParser(add_help=False)
+    a = common.add_argument
+    a("--annotations", nargs="+", required=True, help="annotation file(s) (voc: a folder of XML files; fddb: the FDDB-folds folder)")
+    a("--images", help="folder the annotated image paths are relative to (default: the format's usual place)")
+    a("--detections", help="evaluate this JSON-lines file (detect CLI schema) instead of running the detector")
+    a("--weights", help="weights bundle (default: $MTCNN_WEIGHTS, then the shipped weights)")
+    a("--min-face", type=float, help="smallest face in pixels (default 20; 10 with --preset wider)")
+    a("--factor", type=float, help="pyramid scale step (default 0.709)")
+    a("--thresholds", type=float, nargs=3, metavar=("P", "R", "O"), help="stage thresholds (default 0.6 0.7 0.7)")
+    a("--preset", choices=["default", "wider"], help="'wider': min face 10, factor 0.79, thresholds 0.5 0.5 0.3")
+    a("--device", help="cpu, cuda or cuda:N (default: cuda if available)")
+    a("--batch-size", type=int, default=8, help="images per detector call (default 8)")
+    a("--split", choices=["all", "train", "val"], default="all", help="project split rule: files sorted by name, first 80%% train")
+    a("--limit", type=int, help="evaluate only the first N annotated images")
+    a("--out", help="output folder for report.json and plots (default eval_<task>)")
+    a("--no-progress", action="store_true", help="no progress bar")
+    parser = argparse.ArgumentParser(prog="evaluate.py", description="Evaluate face detection or landmarks on an annotated set.")
+    sub = parser.add_subparsers(dest="task", required=True)
+    det = sub.add_parser("detection", parents=[common], help="precision/recall, AP, WIDER and FDDB protocols")
+    det.add_argument("--format", choices=DETECTION_FORMATS, default="list", help="annotation format (default list)")
+    det.add_argument("--iou", type=float, default=0.5, help="IoU for the second AP / PR curve (AP at 0.5 is always reported)")
+    det.add_argument("--wider-gt", help="WIDER eval_tools/ground_truth folder (default under data_root())")
+    lm = sub.add_parser("landmarks", parents=[common], help="5-point NME, failure rate, CED")
+    lm.add_argument("--format", choices=LANDMARK_FORMATS, default="cnn_facepoint", help="annotation format")
+    lm.add_argument("--match-iou", type=float, default=0.4, help="IoU for matching a face to a detection (default 0.4)")
+    return parser
+
+
+def evaluate_main(argv: list[str] | None = None) -> int:
+    from mtcnn.eval.runner import evaluate_from_args
+
+    args = evaluate_parser().parse_args(argv)
+    if args.batch_size < 1:
+        print("error: --batch-size must be at least 1", file=sys.stderr)
+        return 2
+    return evaluate_from_args(args)
+
+
+def benchmark_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="benchmark.py", description="Time the detector: ms per image and peak memory by size, min face, batch size and device.")
+    p.add_argument("--sizes", nargs="+", default=["640x480", "1280x720", "1920x1080"], help="WIDTHxHEIGHT ...")
+    p.add_argument("--min-face", nargs="+", type=float, default=[20.0], help="minimum face sizes (default 20)")
+    p.add_argument("--batch-size", nargs="+", type=int, default=[1], help="images per detect call (default 1)")
+    p.add_argument("--device", nargs="+", default=["cpu"], help="cpu, cuda, cuda:N (default cpu)")
+    p.add_argument("--threads", type=int, help="torch.set_num_threads (default: torch's choice)")
+    p.add_argument("--repeats", type=int, default=10, help="timed calls per case (default 10)")
+    p.add_argument("--warmup", type=int, default=2, help="untimed calls per case (default 2)")
+    p.add_argument("--weights", help="weights bundle (default: $MTCNN_WEIGHTS, then the shipped weights)")
+    p.add_argument("--image", help="photo to resize to each size (default data_root()/dlib_faces/bald_guys.jpg)")
+    p.add_argument("--json", dest="json_path", help="write settings and per-case results here")
+    p.add_argument("--compare-facenet", metavar="WHEEL", help="also time facenet-pytorch 2.6.0's MTCNN from this wheel")
+    p.add_argument("--quiet", action="store_true", help="no per-case progress lines")
+    return p
+
+
+def benchmark_main(argv: list[str] | None = None) -> int:
+    from mtcnn.eval.speed import benchmark_command
+
+    a = benchmark_parser().parse_args(argv)
+    return benchmark_command(
+        a.sizes, a.min_face, a.batch_size, a.device, threads=a.threads, repeats=a.repeats, warmup=a.warmup,
+        weights=a.weights, image=a.image, json_path=a.json_path, compare_facenet=a.compare_facenet, verbose=not a.quiet,
+    )  # fmt: skip

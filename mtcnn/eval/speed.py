@@ -1,0 +1,501 @@
+"""Detector speed benchmark: milliseconds per image and peak memory by resolution, minimum face
+size, batch size and device, optionally against facenet-pytorch's MTCNN (the reference port).
+
+:func:`run_benchmark` returns a :class:`BenchmarkResult` (dataclasses, ``to_dict()`` for JSON,
+``format_table()`` for the console); :func:`benchmark_command` is what ``tools/benchmark.py``
+calls (prints the table, writes the JSON, returns an exit code).
+
+Timing: every case runs ``warmup`` untimed detect calls, then ``repeats`` timed ones
+(``time.perf_counter``, CUDA synchronised before and after); a call on a batch of B copies of
+the image counts as B images, so ms per image = call time / B. Reported: median, p10, p90.
+
+Peak memory of a case (warm-up and timed calls together):
+
+* CPU: growth of the process's resident set over its size before the case. The peak (VmHWM in
+  ``/proc/self/status``) is reset per case by writing ``5`` to ``/proc/self/clear_refs``
+  (Linux ≥ 4.0); where that is not allowed, the growth of ``getrusage(RUSAGE_SELF).ru_maxrss``
+  is used, which is only a lower bound (it shows growth beyond the run's earlier peak).
+  ``mem_method`` in each result says which.
+* CUDA: ``torch.cuda.max_memory_allocated`` after ``reset_peak_memory_stats`` minus the memory
+  allocated before the case (tensors only, not the caching allocator's reserve).
+
+The default image is a real photo (``data_root()/dlib_faces/bald_guys.jpg``) resized to each
+size, so candidate counts are realistic; without it a synthetic image is used (and recorded).
+"""
+
+from __future__ import annotations
+
+import copy
+import os
+import platform
+import re
+import resource
+import statistics
+import sys
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+
+__all__ = [
+    "BenchmarkResult",
+    "CaseResult",
+    "Comparison",
+    "PeakMemory",
+    "benchmark_command",
+    "default_image",
+    "parse_size",
+    "run_benchmark",
+]
+
+DEFAULT_SIZES: tuple[tuple[int, int], ...] = ((640, 480), (1280, 720), (1920, 1080))
+REPO_ROOT = Path(__file__).resolve().parent.parent.parent
+
+
+class BenchmarkError(Exception):
+    """The benchmark cannot run; ``str(e)`` is one line."""
+
+
+def parse_size(text: str) -> tuple[int, int]:
+    """``"640x480"`` -> ``(640, 480)`` (width, height)."""
+    m = re.fullmatch(r"\s*(\d+)\s*[xX×]\s*(\d+)\s*", str(text))
+    if not m or int(m.group(1)) < 1 or int(m.group(2)) < 1:
+        raise BenchmarkError(f"size {text!r} must look like WIDTHxHEIGHT, e.g. 640x480")
+    return int(m.group(1)), int(m.group(2))
+
+
+# --------------------------------------------------------------------------------------------
+# results
+# --------------------------------------------------------------------------------------------
+
+
+@dataclass
+class CaseResult:
+    """One (device, size, min_face, batch size) case. Times are ms per image."""
+
+    device: str
+    width: int
+    height: int
+    min_face: float
+    batch_size: int
+    ms_median: float
+    ms_p10: float
+    ms_p90: float
+    ms_mean: float
+    times_ms: list[float]
+    faces: int
+    peak_mem_mb: float | None
+    mem_method: str
+
+
+@dataclass
+class Comparison:
+    """Ours against facenet-pytorch on one image (batch 1): speed and detection agreement.
+
+    matched_iou50 / matched_iou30: reference detections matched one-to-one by ours at IoU ≥ 0.5 /
+    ≥ 0.3 (greedy by our score); speedup = reference median / our median.
+    """
+
+    device: str
+    width: int
+    height: int
+    min_face: float
+    ours_ms_median: float
+    reference_ms_median: float
+    reference_ms_p10: float
+    reference_ms_p90: float
+    speedup: float
+    ours_count: int
+    reference_count: int
+    matched_iou50: int
+    matched_iou30: int
+
+
+@dataclass
+class BenchmarkResult:
+    settings: dict
+    cases: list[CaseResult] = field(default_factory=list)
+    comparisons: list[Comparison] = field(default_factory=list)
+    skipped: list[dict] = field(default_factory=list)
+
+    def to_dict(self) -> dict:
+        return {
+            "settings": self.settings,
+            "cases": [asdict(c) for c in self.cases],
+            "comparisons": [asdict(c) for c in self.comparisons],
+            "skipped": list(self.skipped),
+        }
+
+    def format_table(self) -> str:
+        s = self.settings
+        lines = [
+            f"image: {s['image']}; torch {s['torch']}, {s['threads']} threads; repeats {s['repeats']}, warmup {s['warmup']}; "
+            f"weights {s['weights']} ({s['weights_sha256'] or 'n/a'}); factor {s['factor']}, thresholds {'/'.join(map(str, s['thresholds']))}",
+            f"{'device':<8}{'size':>11}{'min_face':>9}{'batch':>6}{'median ms':>11}{'p10':>9}{'p90':>9}{'faces':>7}{'peak MB':>9}",
+        ]
+        for c in self.cases:
+            mem = f"{c.peak_mem_mb:.1f}" if c.peak_mem_mb is not None else "n/a"
+            lines.append(
+                f"{c.device:<8}{f'{c.width}x{c.height}':>11}{c.min_face:>9g}{c.batch_size:>6}{c.ms_median:>11.1f}"
+                f"{c.ms_p10:>9.1f}{c.ms_p90:>9.1f}{c.faces:>7}{mem:>9}"
+            )
+        if self.comparisons:
+            lines.append("")
+            lines.append("against facenet-pytorch 2.6.0 (batch 1, same image and settings):")
+            lines.append(
+                f"{'device':<8}{'size':>11}{'min_face':>9}{'ours ms':>9}{'facenet ms':>11}{'speed-up':>9}"
+                f"{'ours':>6}{'ref':>5}{'match@.5':>9}{'match@.3':>9}"
+            )
+            for c in self.comparisons:
+                lines.append(
+                    f"{c.device:<8}{f'{c.width}x{c.height}':>11}{c.min_face:>9g}{c.ours_ms_median:>9.1f}"
+                    f"{c.reference_ms_median:>11.1f}{c.speedup:>8.2f}x{c.ours_count:>6}{c.reference_count:>5}"
+                    f"{c.matched_iou50:>9}{c.matched_iou30:>9}"
+                )
+        for sk in self.skipped:
+            lines.append(f"skipped {sk.get('device', '')}: {sk.get('reason', '')}")
+        return "\n".join(lines)
+
+
+# --------------------------------------------------------------------------------------------
+# measuring
+# --------------------------------------------------------------------------------------------
+
+
+def _proc_status_kb(key: str) -> int | None:
+    try:
+        with open("/proc/self/status") as f:
+            m = re.search(rf"^{key}:\s+(\d+)\s+kB", f.read(), re.M)
+        return int(m.group(1)) if m else None
+    except OSError:
+        return None
+
+
+def _maxrss_kb() -> int:
+    r = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+    return r // 1024 if sys.platform == "darwin" else r  # bytes on macOS, kB on Linux
+
+
+class PeakMemory:
+    """Context manager measuring the peak memory growth (MB) of the code it wraps on ``device``."""
+
+    def __init__(self, device: torch.device):
+        self.device = torch.device(device)
+        self.peak_mb: float | None = None
+        self.method = ""
+
+    def __enter__(self) -> "PeakMemory":
+        if self.device.type == "cuda":
+            torch.cuda.synchronize(self.device)
+            torch.cuda.reset_peak_memory_stats(self.device)
+            self._base = torch.cuda.memory_allocated(self.device)
+            self.method = "cuda-max-memory-allocated"
+            return self
+        self._base = _proc_status_kb("VmRSS")
+        try:
+            with open("/proc/self/clear_refs", "w") as f:
+                f.write("5")  # reset VmHWM to the current RSS
+            ok = self._base is not None and _proc_status_kb("VmHWM") is not None
+        except OSError:
+            ok = False
+        if ok:
+            self.method = "vmhwm-reset"
+        else:
+            self._base = _maxrss_kb()
+            self.method = "ru_maxrss-delta (lower bound)"
+        return self
+
+    def __exit__(self, *exc) -> None:
+        if self.device.type == "cuda":
+            torch.cuda.synchronize(self.device)
+            self.peak_mb = max(0, torch.cuda.max_memory_allocated(self.device) - self._base) / 2**20
+        elif self.method == "vmhwm-reset":
+            self.peak_mb = max(0, (_proc_status_kb("VmHWM") or 0) - self._base) / 1024
+        else:
+            self.peak_mb = max(0, _maxrss_kb() - self._base) / 1024
+
+
+def _sync(device: torch.device) -> None:
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+
+
+def _time_calls(fn: Callable[[], Any], device: torch.device, repeats: int, warmup: int, per_call: int) -> list[float]:
+    for _ in range(warmup):
+        fn()
+    times = []
+    for _ in range(repeats):
+        _sync(device)
+        t0 = time.perf_counter()
+        fn()
+        _sync(device)
+        times.append((time.perf_counter() - t0) * 1000.0 / per_call)
+    return times
+
+
+def _stats(times: Sequence[float]) -> tuple[float, float, float, float]:
+    a = np.asarray(times, dtype=np.float64)
+    return (float(np.median(a)), float(np.percentile(a, 10)), float(np.percentile(a, 90)), float(a.mean()))
+
+
+# --------------------------------------------------------------------------------------------
+# images and detectors
+# --------------------------------------------------------------------------------------------
+
+
+def _synthetic_image(width: int = 640, height: int = 480) -> np.ndarray:
+    """Deterministic stand-in photo: smooth background, noise and a few skin-toned ellipses."""
+    import cv2
+
+    rng = np.random.default_rng(0)
+    yy, xx = np.mgrid[0:height, 0:width].astype(np.float32)
+    img = np.stack([xx / width * 200, yy / height * 180, (xx + yy) / (width + height) * 160], axis=2)
+    img += rng.normal(0, 12, img.shape)
+    img = np.clip(img, 0, 255).astype(np.uint8)
+    for k in range(6):
+        cx, cy = int(width * (0.15 + 0.14 * k)), int(height * (0.35 + 0.1 * (k % 3)))
+        r = max(4, int(min(width, height) * (0.05 + 0.02 * k)))
+        cv2.ellipse(img, (cx, cy), (r, int(r * 1.25)), 0, 0, 360, (224, 172, 140), -1)
+        cv2.circle(img, (cx - r // 3, cy - r // 4), max(1, r // 8), (40, 30, 30), -1)
+        cv2.circle(img, (cx + r // 3, cy - r // 4), max(1, r // 8), (40, 30, 30), -1)
+    return img
+
+
+def default_image() -> tuple[np.ndarray, str]:
+    """(RGB image, where it came from): dlib's bald_guys.jpg from the data folder, else synthetic."""
+    from mtcnn.config import data_root
+    from mtcnn.io import ImageReadError, read_image_rgb
+
+    path = data_root() / "dlib_faces" / "bald_guys.jpg"
+    try:
+        return read_image_rgb(path), str(path)
+    except ImageReadError:
+        return _synthetic_image(), "synthetic (dlib_faces/bald_guys.jpg not found)"
+
+
+def _resize(image: np.ndarray, width: int, height: int) -> np.ndarray:
+    import cv2
+
+    if image.shape[1] == width and image.shape[0] == height:
+        return image
+    interp = cv2.INTER_AREA if width * height < image.shape[0] * image.shape[1] else cv2.INTER_LINEAR
+    return np.ascontiguousarray(cv2.resize(image, (width, height), interpolation=interp))
+
+
+def _detector_on(base, device: torch.device):
+    """``base`` itself when it runs on ``device``, else a copy of its nets and settings there."""
+    from mtcnn.detector import MTCNN
+
+    if torch.device(base.device) == device:
+        return base
+    nets = {k: copy.deepcopy(getattr(base, k)) for k in ("pnet", "rnet", "onet")}
+    other = MTCNN(nets=nets, device=device)
+    other.config = base.config
+    other.weights_info = base.weights_info
+    return other
+
+
+def _load_reference_class():
+    bench = str(REPO_ROOT / "benchmarks")
+    if bench not in sys.path:
+        sys.path.insert(0, bench)
+    try:
+        from facenet_reference import FacenetReference
+    except ImportError as e:
+        raise BenchmarkError(f"cannot import benchmarks/facenet_reference.py ({e})") from None
+    return FacenetReference
+
+
+def _agreement(ours, ref_boxes: np.ndarray, iou: float) -> int:
+    from mtcnn.eval.detection import match_detections
+
+    res = match_detections(ours.boxes.numpy(), ours.scores.numpy(), ref_boxes[:, :4], iou_threshold=iou)
+    return int(res.tp.sum())
+
+
+# --------------------------------------------------------------------------------------------
+# the benchmark
+# --------------------------------------------------------------------------------------------
+
+
+def run_benchmark(
+    sizes: Sequence[tuple[int, int]] = DEFAULT_SIZES,
+    min_faces: Sequence[float] = (20.0,),
+    batch_sizes: Sequence[int] = (1,),
+    devices: Sequence[str] = ("cpu",),
+    *,
+    threads: int | None = None,
+    repeats: int = 10,
+    warmup: int = 2,
+    weights: str | os.PathLike | None = None,
+    detector: Any = None,
+    image: np.ndarray | str | os.PathLike | None = None,
+    compare_facenet: str | os.PathLike | None = None,
+    log: Callable[[str], None] | None = None,
+) -> BenchmarkResult:
+    """Time the detector on every (device, size, min_face, batch size) combination.
+
+    ``detector``: a ready :class:`~mtcnn.detector.MTCNN` (its factor and thresholds are used; its
+    nets are copied to other devices), else one is loaded from ``weights``. ``image``: an RGB
+    array or a file, default :func:`default_image`. A CUDA device without CUDA is skipped and
+    listed in ``skipped``. ``compare_facenet``: the facenet-pytorch 2.6.0 wheel; its MTCNN is
+    timed on the same images (batch 1) with the same min face, factor and thresholds.
+    """
+    from mtcnn.config import to_dict
+    from mtcnn.io import read_image_rgb
+
+    log = log or (lambda _msg: None)
+    if repeats < 1 or warmup < 0:
+        raise BenchmarkError("repeats must be >= 1 and warmup >= 0")
+    if any(b < 1 for b in batch_sizes):
+        raise BenchmarkError("batch sizes must be >= 1")
+    if threads is not None:
+        if threads < 1:
+            raise BenchmarkError("threads must be >= 1")
+        torch.set_num_threads(int(threads))
+    if image is None:
+        base_image, image_source = default_image()
+    elif isinstance(image, np.ndarray):
+        base_image, image_source = image, "<array>"
+    else:
+        base_image, image_source = read_image_rgb(image), str(image)
+    if detector is None:
+        from mtcnn.detector import MTCNN
+
+        detector = MTCNN(weights=weights, device="cpu")
+    cfg = detector.config
+    settings = {
+        "image": image_source,
+        "image_size": [int(base_image.shape[1]), int(base_image.shape[0])],
+        "sizes": [f"{w}x{h}" for w, h in sizes],
+        "min_faces": [float(m) for m in min_faces],
+        "batch_sizes": [int(b) for b in batch_sizes],
+        "devices": list(devices),
+        "repeats": int(repeats),
+        "warmup": int(warmup),
+        "threads": torch.get_num_threads(),
+        "cpu_count": os.cpu_count(),
+        "torch": torch.__version__,
+        "python": platform.python_version(),
+        "platform": platform.platform(),
+        "processor": platform.processor() or platform.machine(),
+        "weights": detector.weights_info.get("path"),
+        "weights_sha256": detector.weights_info.get("sha256"),
+        "factor": float(cfg.factor),
+        "thresholds": [float(t) for t in cfg.thresholds],
+        "detector": to_dict(cfg),
+        "compare_facenet": str(compare_facenet) if compare_facenet else None,
+        "time": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
+    }
+    result = BenchmarkResult(settings=settings)
+    reference_cls = _load_reference_class() if compare_facenet else None
+    if compare_facenet and not Path(compare_facenet).is_file():
+        raise BenchmarkError(f"{compare_facenet}: facenet-pytorch wheel not found")
+
+    for dev_name in devices:
+        device = torch.device(dev_name)
+        if device.type == "cuda" and not torch.cuda.is_available():
+            result.skipped.append({"device": dev_name, "reason": "CUDA is not available"})
+            log(f"skipping {dev_name}: CUDA is not available")
+            continue
+        if device.type == "cuda":
+            settings.setdefault("cuda_devices", {})[dev_name] = torch.cuda.get_device_name(device)
+        det_dev = _detector_on(detector, device)
+        reference = reference_cls(compare_facenet, dev_name) if reference_cls else None
+        for width, height in sizes:
+            img = _resize(base_image, int(width), int(height))
+            for m in min_faces:
+                det = det_dev.with_settings(min_face_size=float(m))
+                first = det.detect([img])[0]
+                for bs in batch_sizes:
+                    batch = [img] * int(bs)
+                    with PeakMemory(device) as mem:
+                        times = _time_calls(lambda: det.detect(batch), device, repeats, warmup, int(bs))
+                    med, p10, p90, mean = _stats(times)
+                    case = CaseResult(
+                        device=str(dev_name), width=int(width), height=int(height), min_face=float(m), batch_size=int(bs),
+                        ms_median=med, ms_p10=p10, ms_p90=p90, ms_mean=mean, times_ms=[float(t) for t in times],
+                        faces=len(first), peak_mem_mb=mem.peak_mb, mem_method=mem.method,
+                    )  # fmt: skip
+                    result.cases.append(case)
+                    log(f"{dev_name} {width}x{height} min_face {m:g} batch {bs}: {med:.1f} ms/image (p10 {p10:.1f}, p90 {p90:.1f})")
+                if reference is not None:
+                    result.comparisons.append(_compare(reference, det, img, device, dev_name, m, repeats, warmup, result.cases, log))
+    return result
+
+
+def _compare(reference, det, img, device, dev_name, m, repeats, warmup, cases, log) -> Comparison:
+    reference.min_face_size = float(m)
+    reference.factor = float(det.config.factor)
+    reference.thresholds = [float(t) for t in det.config.thresholds]
+    height, width = img.shape[:2]
+    ref_times = _time_calls(lambda: reference.detect(img), device, repeats, warmup, 1)
+    ours_case = next(
+        (c for c in cases if c.device == str(dev_name) and (c.width, c.height) == (width, height) and c.min_face == float(m) and c.batch_size == 1),
+        None,
+    )
+    if ours_case is not None:
+        ours_med = ours_case.ms_median
+    else:
+        ours_med = statistics.median(_time_calls(lambda: det.detect([img]), device, repeats, warmup, 1))
+    ours = det.detect([img])[0]
+    ref_boxes, _ = reference.detect(img)
+    r_med, r_p10, r_p90, _ = _stats(ref_times)
+    cmp = Comparison(
+        device=str(dev_name), width=int(width), height=int(height), min_face=float(m),
+        ours_ms_median=float(ours_med), reference_ms_median=r_med, reference_ms_p10=r_p10, reference_ms_p90=r_p90,
+        speedup=r_med / ours_med if ours_med > 0 else float("nan"),
+        ours_count=len(ours), reference_count=int(ref_boxes.shape[0]),
+        matched_iou50=_agreement(ours, ref_boxes, 0.5), matched_iou30=_agreement(ours, ref_boxes, 0.3),
+    )  # fmt: skip
+    log(
+        f"{dev_name} {width}x{height} min_face {m:g}: facenet {r_med:.1f} ms, ours {ours_med:.1f} ms "
+        f"(x{cmp.speedup:.2f}); {cmp.matched_iou50}/{cmp.reference_count} reference faces matched at IoU 0.5"
+    )
+    return cmp
+
+
+def benchmark_command(
+    sizes: Sequence[str] = ("640x480", "1280x720", "1920x1080"),
+    min_faces: Sequence[float] = (20.0,),
+    batch_sizes: Sequence[int] = (1,),
+    devices: Sequence[str] = ("cpu",),
+    *,
+    threads: int | None = None,
+    repeats: int = 10,
+    warmup: int = 2,
+    weights: str | None = None,
+    image: str | None = None,
+    json_path: str | os.PathLike | None = None,
+    compare_facenet: str | None = None,
+    verbose: bool = True,
+) -> int:
+    """``tools/benchmark.py``: run, print the table, write the JSON. Exit code 0, or 2 with one
+    ``error: ...`` line when the benchmark cannot run."""
+    import json
+
+    from mtcnn.config import ConfigError, atomic_write_text
+    from mtcnn.io import ImageReadError
+    from mtcnn.weights import WeightsError
+
+    try:
+        parsed = [parse_size(s) for s in sizes]
+        result = run_benchmark(
+            parsed, min_faces, batch_sizes, devices, threads=threads, repeats=repeats, warmup=warmup,
+            weights=weights, image=image, compare_facenet=compare_facenet,
+            log=(lambda msg: print(msg, file=sys.stderr, flush=True)) if verbose else None,
+        )  # fmt: skip
+    except (BenchmarkError, WeightsError, ImageReadError, ConfigError) as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 2
+    print(result.format_table())
+    if json_path:
+        target = Path(json_path)
+        target.parent.mkdir(parents=True, exist_ok=True)
+        atomic_write_text(target, json.dumps(result.to_dict(), indent=2) + "\n")
+        print(f"wrote {target}")
+    return 0

@@ -79,16 +79,21 @@ def run_pnet(
     nms_scale: float = 0.5,
     nms_image: float = 0.7,
     max_canvas_pixels: int = 6_000_000,
+    solo_pixels: int | None | str = "auto",
 ) -> Candidates:
     """Proposal stage: all pyramid levels of all images packed onto canvases, one P-Net pass each.
 
     Cells with face probability ≥ ``threshold`` become boxes (SPEC §11: cell (i, j) of a level
     with scale s is ``(2j/s, 2i/s, (2j+12)/s, (2i+12)/s)``), NMS runs per level (``nms_scale``)
     and then per image (``nms_image``), and boxes are calibrated by the regression offsets.
+    ``solo_pixels`` (see :func:`pack_pyramid`): "auto" runs levels of ≥ 16k pixels alone on a
+    CPU and packs everything on a GPU.
     """
     device = images[0].device if images else torch.device("cpu")
+    if solo_pixels == "auto":
+        solo_pixels = 16_384 if device.type == "cpu" else None
     sizes = [(int(im.shape[1]), int(im.shape[2])) for im in images]
-    packing = pack_pyramid(sizes, min_face_size, factor, max_canvas_pixels)
+    packing = pack_pyramid(sizes, min_face_size, factor, max_canvas_pixels, solo_pixels)
     if not packing.levels:
         return Candidates.empty(device)
     levels = packing.levels

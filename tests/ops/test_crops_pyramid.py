@@ -68,7 +68,8 @@ def test_packed_canvas_gives_the_same_pnet_map_as_each_level_alone():
     torch.manual_seed(0)
     pnet = PNet().eval()
     images = [torch.rand(3, 61, 90) * 255, torch.rand(3, 40, 33) * 255]
-    packing = pack_pyramid([(61, 90), (40, 33)], 12, 0.7)
+    packing = pack_pyramid([(61, 90), (40, 33)], 12, 0.7, solo_pixels=2000)
+    assert len(packing.canvas_sizes) > 1  # both solo canvases and a packed one
     from mtcnn.stages import _paint_canvas
 
     maps = {}
@@ -92,8 +93,10 @@ def test_packed_canvas_gives_the_same_pnet_map_as_each_level_alone():
     assert counts.tolist() == expected
 
 
-def test_packing_has_no_overlapping_slots():
-    packing = pack_pyramid([(480, 640), (1080, 1920), (37, 300)], 20, 0.709)
+@pytest.mark.parametrize("solo", [None, 16384])
+def test_packing_has_no_overlapping_slots(solo):
+    packing = pack_pyramid([(480, 640), (1080, 1920), (37, 300)], 20, 0.709, solo_pixels=solo)
+    assert len(packing.levels) == sum(len(pyramid_scales(h, w, 20, 0.709)) for h, w in [(480, 640), (1080, 1920), (37, 300)])
     for cid, (h, w) in enumerate(packing.canvas_sizes):
         mask = np.zeros((h, w), dtype=np.int32)
         for lv in packing.levels:

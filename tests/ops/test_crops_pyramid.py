@@ -87,8 +87,10 @@ def test_packed_canvas_gives_the_same_pnet_map_as_each_level_alone():
             assert (nh, nw) == pnet_output_size(lv.height, lv.width)  # same cells as the ceil-mode level
             got = out[:, lv.y0 // 2 : lv.y0 // 2 + nh, lv.x0 // 2 : lv.x0 // 2 + nw]
             assert torch.allclose(got, alone, atol=1e-4)
-    table = cell_level_map(packing, 0)
-    counts = np.bincount(table[table >= 0].numpy(), minlength=len(packing.levels))
+    counts = np.zeros(len(packing.levels), dtype=np.int64)
+    for cid in range(len(packing.canvas_sizes)):
+        table = cell_level_map(packing, cid)
+        counts += np.bincount(table[table >= 0].numpy(), minlength=len(packing.levels))
     expected = [np.prod(pnet_output_size(lv.height, lv.width)) for lv in packing.levels]
     assert counts.tolist() == expected
 

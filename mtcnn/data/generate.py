@@ -1,0 +1,421 @@
+"""Running the sample generators: work items, a process pool, progress, resumable HDF5 writing.
+
+A job is a list of :class:`WorkItem` (one source image each, with an integer id that is its
+position in the job's deterministic order). Workers turn items into samples with a random
+generator seeded from ``(seed, item id)`` only, so the output does not depend on the number of
+workers or on scheduling; ``Pool.imap`` returns chunks in order and the main process alone
+writes them through :class:`mtcnn.data.h5.SampleWriter` and commits each chunk, so a killed
+run resumes where it stopped (``SampleWriter(resume=True)``) without duplicated samples.
+
+An unreadable source image is reported as one line naming the file and skipped (not
+committed, so a rerun retries it); the job fails only when more than ``max_bad_fraction`` of
+the images could not be read.
+
+Entry points: :func:`generate_pnet` (``prepare_data/gen_12net_data.py``) and
+:func:`generate_landmarks` (``prepare_data/gen_landmark_aug.py``); :func:`parallel_chunks` is
+the pool helper the scene generator shares.
+"""
+
+from __future__ import annotations
+
+import multiprocessing as mp
+import sys
+import time
+from collections.abc import Callable, Iterable, Iterator, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import yaml
+
+from mtcnn.config import save_resolved, to_dict
+from mtcnn.data.annotations import AnnotationError, ImageAnnotation, read_annotations, read_wider, split_by_name
+from mtcnn.data.config import (
+    LandmarkAugConfig,
+    LandmarkDataConfig,
+    PNetDataConfig,
+    PNetSamplingConfig,
+    SourceConfig,
+    WiderBoxConfig,
+    resolve_path,
+)
+from mtcnn.data.h5 import KINDS, SampleWriter
+from mtcnn.data.sampling import SampleBatch, landmark_samples, pnet_samples, tight_to_wider
+from mtcnn.io import ImageReadError, read_image_rgb
+
+__all__ = [
+    "GenerationError",
+    "JobSummary",
+    "WorkItem",
+    "detection_items",
+    "generate_landmarks",
+    "generate_pnet",
+    "landmark_items",
+    "load_source",
+    "parallel_chunks",
+    "run_sample_job",
+]
+
+
+class GenerationError(RuntimeError):
+    """A generation job cannot run or failed; ``str(e)`` is one line."""
+
+
+# ------------------------------------------------------------------------------------------
+# work items
+# ------------------------------------------------------------------------------------------
+
+
+@dataclass
+class WorkItem:
+    """One source image and what to make from it.
+
+    task "detect": P-Net pos/part/neg crops from ``boxes`` (already in the style to train on);
+    task "landmark": landmark samples from each face's tight ``boxes`` and 5 ``landmarks``.
+    """
+
+    id: int
+    task: str
+    path: str
+    boxes: np.ndarray
+    ignore: np.ndarray
+    landmarks: np.ndarray
+    negatives: int | None = None
+    near_negatives: int | None = None
+
+
+def load_source(src: SourceConfig) -> list[ImageAnnotation]:
+    """Read one configured source, apply its split and ``max_images``."""
+    path = resolve_path(src.path)
+    label = src.name or src.format
+    if not path.exists():
+        hint = " (generate it first: prepare_data/gen_scenes.py)" if "scenes" in str(path) else ""
+        raise GenerationError(f"source '{label}': {path} not found{hint}")
+    root = resolve_path(src.images_root) if src.images_root else None
+    try:
+        if src.format == "wider" and src.landmarks_path:
+            records = read_wider(path, root, landmarks_path=resolve_path(src.landmarks_path))
+        else:
+            records = read_annotations(path, src.format, root)
+    except AnnotationError as e:
+        raise GenerationError(f"source '{label}': {e}") from None
+    if src.split != "all":
+        records = split_by_name(records, src.split, src.train_fraction)
+    if src.max_images is not None:
+        records = records[: src.max_images]
+    return records
+
+
+def detection_items(sources: Sequence[SourceConfig], wider_box: WiderBoxConfig, start_id: int = 0) -> list[WorkItem]:
+    """P-Net work items of every source, in config order then record order."""
+    items: list[WorkItem] = []
+    for src in sources:
+        for rec in load_source(src):
+            boxes = rec.boxes
+            if src.box_style == "wider_like" and len(boxes):
+                boxes = tight_to_wider(boxes, wider_box)
+            items.append(WorkItem(
+                id=start_id + len(items), task="detect", path=str(rec.path),
+                boxes=np.asarray(boxes, np.float32), ignore=np.asarray(rec.ignore, bool),
+                landmarks=np.zeros((len(boxes), 0, 2), np.float32),
+                negatives=src.negatives_per_image, near_negatives=src.near_negatives_per_face,
+            ))
+    return items
+
+
+def landmark_items(sources: Sequence[SourceConfig], start_id: int = 0) -> list[WorkItem]:
+    """Landmark work items: images with at least one face holding 5 finite points.
+
+    Boxes stay as the source gives them (tight CNN_FacePoint boxes); the landmark sampler
+    applies its own ``box_style``.
+    """
+    items: list[WorkItem] = []
+    for src in sources:
+        for rec in load_source(src):
+            if rec.num_landmarks != 5:
+                if rec.num_faces and rec.num_landmarks not in (0, 5):
+                    raise GenerationError(
+                        f"source '{src.name or src.format}': {rec.path} has {rec.num_landmarks} points per face, need 5"
+                    )
+                continue
+            ok = np.isfinite(rec.landmarks).all(axis=(1, 2)) & ~rec.ignore
+            if not ok.any():
+                continue
+            items.append(WorkItem(
+                id=start_id + len(items), task="landmark", path=str(rec.path),
+                boxes=np.asarray(rec.boxes[ok], np.float32), ignore=np.zeros(int(ok.sum()), bool),
+                landmarks=np.asarray(rec.landmarks[ok], np.float32),
+            ))
+    return items
+
+
+# ------------------------------------------------------------------------------------------
+# worker side
+# ------------------------------------------------------------------------------------------
+
+
+@dataclass
+class _Job:
+    seed: int
+    size: int
+    sampling: PNetSamplingConfig = field(default_factory=PNetSamplingConfig)
+    aug: LandmarkAugConfig = field(default_factory=LandmarkAugConfig)
+    wider_box: WiderBoxConfig = field(default_factory=WiderBoxConfig)
+
+
+@dataclass
+class _ItemResult:
+    id: int
+    path: str
+    batches: dict[str, SampleBatch]
+    error: str | None = None
+
+
+def _concat(batches: list[SampleBatch], size: int) -> SampleBatch:
+    batches = [b for b in batches if len(b)]
+    if not batches:
+        return SampleBatch.empty(size)
+    if len(batches) == 1:
+        return batches[0]
+    return SampleBatch(*(np.concatenate([getattr(b, f) for b in batches]) for f in ("images", "bbox", "landmark", "box")))
+
+
+def process_item(item: WorkItem, job: _Job) -> _ItemResult:
+    """Samples of one work item (runs in a worker). Unreadable images give ``error``."""
+    rng = np.random.default_rng([job.seed, item.id])
+    try:
+        image = read_image_rgb(item.path)
+    except ImageReadError as e:
+        return _ItemResult(item.id, item.path, {}, str(e))
+    if item.task == "detect":
+        batches = pnet_samples(image, item.boxes, item.ignore, job.sampling, rng, job.size,
+                               item.negatives, item.near_negatives)
+    elif item.task == "landmark":
+        per_face = [landmark_samples(image, b, p, job.aug, rng, job.size, job.wider_box)
+                    for b, p in zip(item.boxes, item.landmarks)]
+        batches = {"landmark": _concat(per_face, job.size)}
+    else:  # pragma: no cover - items are built in this module
+        raise ValueError(f"unknown task {item.task!r}")
+    return _ItemResult(item.id, item.path, batches)
+
+
+_WORKER_STATE: dict[str, Any] = {}
+
+
+def _init_worker(fn: Callable[[Any], Any]) -> None:
+    _WORKER_STATE["fn"] = fn
+
+
+def _run_chunk(chunk: list[Any]) -> list[Any]:
+    fn = _WORKER_STATE["fn"]
+    return [fn(x) for x in chunk]
+
+
+class _BoundJob:
+    """Picklable ``item -> process_item(item, job)``."""
+
+    def __init__(self, job: _Job):
+        self.job = job
+
+    def __call__(self, item: WorkItem) -> _ItemResult:
+        return process_item(item, self.job)
+
+
+def parallel_chunks(fn: Callable[[Any], Any], chunks: Iterable[list[Any]], workers: int) -> Iterator[list[Any]]:
+    """``[fn(x) for x in chunk]`` for every chunk, in order, over ``workers`` processes.
+
+    ``fn`` is sent to each worker once (pool initializer). ``workers <= 1`` runs in this
+    process. Closing the generator early terminates the pool.
+    """
+    if workers <= 1:
+        _init_worker(fn)
+        for chunk in chunks:
+            yield _run_chunk(chunk)
+        return
+    methods = mp.get_all_start_methods()
+    ctx = mp.get_context("fork" if "fork" in methods else "spawn")
+    pool = ctx.Pool(workers, initializer=_init_worker, initargs=(fn,))
+    try:
+        yield from pool.imap(_run_chunk, chunks)
+    finally:
+        pool.terminate()
+        pool.join()
+
+
+# ------------------------------------------------------------------------------------------
+# main-process runner
+# ------------------------------------------------------------------------------------------
+
+
+@dataclass
+class JobSummary:
+    path: Path
+    counts: dict[str, int]
+    items: int
+    resumed: int
+    processed: int
+    skipped: list[str]
+    seconds: float
+
+    @property
+    def images_per_second(self) -> float:
+        return self.processed / self.seconds if self.seconds > 0 else float("inf")
+
+    def lines(self) -> list[str]:
+        counts = "  ".join(f"{k} {self.counts.get(k, 0):,}" for k in KINDS)
+        out = [
+            f"{self.path.name}: {counts}  (total {sum(self.counts.values()):,})",
+            f"images: {self.items:,} in job, {self.resumed:,} done before, {self.processed:,} processed now, "
+            f"{len(self.skipped):,} unreadable skipped; {self.images_per_second:.1f} images/s",
+        ]
+        return out
+
+
+def _progress(total: int, initial: int, desc: str):
+    from tqdm import tqdm
+
+    return tqdm(total=total, initial=initial, desc=desc, unit="img", dynamic_ncols=True,
+                mininterval=1.0, file=sys.stderr, smoothing=0.1)
+
+
+def run_sample_job(
+    items: Sequence[WorkItem],
+    out_path: Path,
+    job: _Job,
+    attrs: dict[str, Any],
+    *,
+    workers: int = 2,
+    chunk_items: int = 16,
+    overwrite: bool = False,
+    max_bad_fraction: float = 0.1,
+    desc: str = "samples",
+    progress: bool = True,
+) -> JobSummary:
+    """Process ``items`` into ``out_path`` (resuming a partial file of the same settings)."""
+    out_path = Path(out_path)
+    if not items:
+        raise GenerationError(f"{out_path.name}: no source images to process (check the sources in the config)")
+    if out_path.exists() and not overwrite:
+        raise GenerationError(f"{out_path} already exists (complete); delete it or pass --overwrite to regenerate")
+    try:
+        writer = SampleWriter(out_path, job.size, attrs, resume=True, overwrite=overwrite)
+    except (ValueError, OSError) as e:
+        raise GenerationError(" ".join(str(e).split())) from None
+    done = writer.done_items
+    todo = [it for it in items if it.id not in done]
+    resumed = len(items) - len(todo)
+    chunks = [todo[i:i + chunk_items] for i in range(0, len(todo), chunk_items)]
+    bar = _progress(len(items), resumed, desc) if progress else None
+    skipped: list[str] = []
+    processed = 0
+    t0 = time.perf_counter()
+    ok = False
+    try:
+        for results in parallel_chunks(_BoundJob(job), chunks, workers):
+            committed = []
+            for r in results:
+                processed += 1
+                if r.error is not None:
+                    skipped.append(r.error)
+                    msg = f"skipped unreadable image: {r.error}"
+                    (bar.write(msg, file=sys.stderr) if bar is not None else print(msg, file=sys.stderr))
+                    continue
+                for kind, b in r.batches.items():
+                    if len(b) == 0:
+                        continue
+                    writer.add(
+                        kind, b.images,
+                        bbox=b.bbox if kind in ("pos", "part") else None,
+                        landmark=b.landmark if kind == "landmark" else None,
+                        source=r.path, box=b.box,
+                    )
+                committed.append(r.id)
+            writer.commit(committed)
+            if bar is not None:
+                bar.update(len(results))
+                n = writer.lengths()
+                bar.set_postfix_str(" ".join(f"{k}={n[k]}" for k in KINDS), refresh=False)
+            if processed >= 20 and len(skipped) == processed:
+                raise GenerationError(
+                    f"the first {processed} images were all unreadable (first: {skipped[0]}); check the paths"
+                )
+        seconds = time.perf_counter() - t0
+        if processed and len(skipped) > max_bad_fraction * processed:
+            raise GenerationError(
+                f"{len(skipped)} of {processed} images were unreadable (more than max_bad_fraction="
+                f"{max_bad_fraction}); first: {skipped[0]}. The partial file is kept: fix the paths and rerun to resume"
+            )
+        counts = writer.lengths()
+        ok = True
+    finally:
+        if bar is not None:
+            bar.close()
+        writer.close(complete=ok)
+    return JobSummary(out_path, counts, len(items), resumed, processed, skipped, seconds)
+
+
+def _content_config(cfg: Any) -> dict[str, Any]:
+    """The parts of a config that decide the samples (not workers / chunking / output place)."""
+    d = to_dict(cfg)
+    for key in ("workers", "chunk_images", "out", "max_bad_fraction"):
+        d.pop(key, None)
+    return d
+
+
+def _attrs(stage: str, split: str, cfg: Any, extra: dict[str, Any]) -> dict[str, Any]:
+    return {
+        "stage": stage,
+        "split": split,
+        "seed": int(cfg.seed),
+        "generator": "mtcnn.data.generate",
+        "interpolation": "cv2.INTER_AREA when shrinking, cv2.INTER_LINEAR when enlarging",
+        "iou_convention": "no +1 (width = x2 - x1)",
+        "config": yaml.safe_dump(_content_config(cfg), sort_keys=True),
+        **extra,
+    }
+
+
+def _check_split(split: str) -> None:
+    if split not in ("train", "val"):
+        raise GenerationError(f"split must be 'train' or 'val', got {split!r}")
+
+
+def generate_pnet(cfg: PNetDataConfig, split: str = "train", *, overwrite: bool = False,
+                  progress: bool = True) -> JobSummary:
+    """P-Net samples of one split into ``<out>/<name>_<split>.h5`` (+ resolved config beside it).
+
+    Detection crops from ``cfg.sources.<split>`` and, if ``cfg.landmarks.enabled``, landmark
+    samples from ``cfg.landmarks.sources.<split>`` in the same file (the mixed-ratio loader
+    reads one file per stage).
+    """
+    _check_split(split)
+    out_dir = resolve_path(cfg.out, split)
+    out_path = out_dir / f"{cfg.name}_{split}.h5"
+    items = detection_items(getattr(cfg.sources, split), cfg.wider_box)
+    if cfg.landmarks.enabled:
+        items += landmark_items(getattr(cfg.landmarks.sources, split), start_id=len(items))
+    s = cfg.sampling
+    attrs = _attrs("pnet", split, cfg, {"iou_neg": s.neg_iou, "iou_part": s.part_iou, "iou_pos": s.pos_iou})
+    job = _Job(cfg.seed, cfg.size, cfg.sampling, cfg.landmarks.aug, cfg.wider_box)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    save_resolved(cfg, out_dir, f"{out_path.stem}.config.yaml")
+    return run_sample_job(items, out_path, job, attrs, workers=cfg.workers, chunk_items=cfg.chunk_images,
+                          overwrite=overwrite, max_bad_fraction=cfg.max_bad_fraction,
+                          desc=out_path.name, progress=progress)
+
+
+def generate_landmarks(cfg: LandmarkDataConfig, split: str = "train", *, overwrite: bool = False,
+                       progress: bool = True) -> JobSummary:
+    """Landmark samples of one split into ``<out>/landmark<size>_<split>.h5`` (group ``landmark``)."""
+    _check_split(split)
+    out_dir = resolve_path(cfg.out, split)
+    out_path = out_dir / f"landmark{cfg.size}_{split}.h5"
+    items = landmark_items(getattr(cfg.sources, split))
+    attrs = _attrs("landmark", split, cfg, {"landmark_crop_iou": cfg.aug.crop_iou})
+    job = _Job(cfg.seed, cfg.size, PNetSamplingConfig(), cfg.aug, cfg.wider_box)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    save_resolved(cfg, out_dir, f"{out_path.stem}.config.yaml")
+    return run_sample_job(items, out_path, job, attrs, workers=cfg.workers, chunk_items=cfg.chunk_images,
+                          overwrite=overwrite, max_bad_fraction=cfg.max_bad_fraction,
+                          desc=out_path.name, progress=progress)

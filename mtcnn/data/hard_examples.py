@@ -1,0 +1,381 @@
+"""Hard-example mining between stages (SPEC §5): the trained earlier stages propose windows on
+the training images, and every window becomes an R-Net (24 px) or O-Net (48 px) sample.
+
+Windows come from the same stage functions the detector uses (:func:`mtcnn.stages.run_pnet`,
+:func:`mtcnn.stages.run_rnet`), are squared and truncated exactly as the detector does before its
+own crops, labelled against the ground truth (neg < 0.3 vs all faces, at most
+``max_negatives_per_image`` per image, the highest-scoring ones; part ≥ 0.4; pos ≥ 0.65, with
+offsets to the matched face), cut with the detector's batched crop, and streamed into the
+resumable HDF5 writer. Landmark samples at the same size come from the landmark augmenter and
+go into the same file, because the mixed-ratio loader reads one file per stage.
+
+Per-stage recall on the ground-truth faces (fraction covered by a kept window at IoU ≥ 0.65 and
+≥ 0.4) is reported and written next to the output: low P-Net / R-Net recall is the classic
+silent failure of MTCNN training.
+"""
+
+from __future__ import annotations
+
+import json
+import sys
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Literal
+
+import numpy as np
+import torch
+import yaml
+
+from mtcnn.config import ConfigError, atomic_write_text, bounded, save_resolved, to_dict
+from mtcnn.data.config import LandmarkAugConfig, SourceConfig, SplitSources, WiderBoxConfig, resolve_path
+from mtcnn.data.generate import (
+    GenerationError,
+    WorkItem,
+    _BoundJob,
+    _Job,
+    detection_items,
+    landmark_items,
+    parallel_chunks,
+)
+from mtcnn.data.h5 import KINDS, SampleWriter
+from mtcnn.io import ImageReadError, read_image_rgb
+from mtcnn.ops.boxes import box_iou, square_boxes
+from mtcnn.ops.coding import encode_boxes
+from mtcnn.ops.crops import crop_resize
+from mtcnn.stages import Candidates, prepare_for_inference, run_pnet, run_rnet
+from mtcnn.weights import load_stage_net
+
+STAGE_OF_MODE = {"PNet": ("rnet", 24), "RNet": ("onet", 48)}
+
+
+def _default_sources() -> SplitSources:
+    scenes = "{gen}/scenes/{split}"
+    return SplitSources(
+        train=[
+            SourceConfig(name="scenes", format="wider", path=scenes.replace("{split}", "train") + "/scenes_bbx_gt.txt"),
+            SourceConfig(name="cnn_facepoint", format="cnn_facepoint", path="{data}/cnn_facepoint/trainImageList.txt",
+                         box_style="wider_like"),
+            SourceConfig(name="face_mask", format="voc", path="{data}/face_mask/annotations", split="train"),
+        ],
+        val=[
+            SourceConfig(name="scenes", format="wider", path=scenes.replace("{split}", "val") + "/scenes_bbx_gt.txt"),
+            SourceConfig(name="cnn_facepoint", format="cnn_facepoint", path="{data}/cnn_facepoint/testImageList.txt",
+                         box_style="wider_like"),
+            SourceConfig(name="face_mask", format="voc", path="{data}/face_mask/annotations", split="val"),
+        ],
+    )
+
+
+def _default_landmark_sources() -> SplitSources:
+    return SplitSources(
+        train=[SourceConfig(name="cnn_facepoint", format="cnn_facepoint", path="{data}/cnn_facepoint/trainImageList.txt")],
+        val=[SourceConfig(name="cnn_facepoint", format="cnn_facepoint", path="{data}/cnn_facepoint/testImageList.txt")],
+    )
+
+
+@dataclass
+class MiningDetectorConfig:
+    """Detector settings while mining: low thresholds keep recall (SPEC §5, [A] defaults)."""
+
+    thresholds: tuple[float, float] = bounded((0.3, 0.1), 0.0, 1.0, help="P-Net, R-Net thresholds")
+    min_face_size: float = bounded(20.0, 4.0, None)
+    factor: float = bounded(0.79, 0.1, 0.99)
+    nms_pnet_scale: float = bounded(0.5, 0.0, 1.0)
+    nms_pnet: float = bounded(0.7, 0.0, 1.0)
+    nms_rnet: float = bounded(0.7, 0.0, 1.0)
+
+
+@dataclass
+class MiningConfig:
+    test_mode: Literal["PNet", "RNet"] = "PNet"
+    seed: int = 0
+    pnet: str = "{runs}/pnet/pnet.pt"
+    rnet: str = "{runs}/rnet/rnet.pt"
+    out: str = "{gen}/{stage}"
+    device: str = "cpu"
+    batch_images: int = bounded(8, 1, 1024, help="images per stage call")
+    workers: int = bounded(2, 0, 64, help="image-reading processes")
+    threads: int = bounded(0, 0, 256, help="torch threads (0: torch's default)")
+    detector: MiningDetectorConfig = field(default_factory=MiningDetectorConfig)
+    neg_iou: float = bounded(0.3, 0.0, 1.0)
+    part_iou: float = bounded(0.4, 0.0, 1.0)
+    pos_iou: float = bounded(0.65, 0.0, 1.0)
+    max_negatives_per_image: int = bounded(60, 0, None)
+    min_box_size: float = bounded(20.0, 0.0, None, help="skip windows whose square side is below this")
+    sources: SplitSources = field(default_factory=_default_sources)
+    wider_box: WiderBoxConfig = field(default_factory=WiderBoxConfig)
+    landmarks: bool = True
+    landmark_sources: SplitSources = field(default_factory=_default_landmark_sources)
+    landmark_aug: LandmarkAugConfig = field(default_factory=LandmarkAugConfig)
+
+
+def _expand(path: str, stage: str = "") -> Path:
+    from mtcnn.data.config import gen_root
+
+    runs = gen_root().parent / "runs"
+    return resolve_path(path.replace("{runs}", str(runs)).replace("{stage}", stage))
+
+
+@dataclass
+class RecallCounter:
+    """Ground-truth faces covered by at least one kept window, per IoU threshold."""
+
+    faces: int = 0
+    covered_065: int = 0
+    covered_040: int = 0
+    windows: int = 0
+    images: int = 0
+
+    def add(self, gt: torch.Tensor, windows: torch.Tensor) -> tuple[int, int, int, int]:
+        n = int(gt.shape[0])
+        if n and windows.shape[0]:
+            best = box_iou(gt, windows).max(dim=1).values
+            c65, c40 = int((best >= 0.65).sum()), int((best >= 0.4).sum())
+        else:
+            c65 = c40 = 0
+        return n, c65, c40, int(windows.shape[0])
+
+    def update(self, row: list[int]) -> None:
+        self.faces += row[0]
+        self.covered_065 += row[1]
+        self.covered_040 += row[2]
+        self.windows += row[3]
+        self.images += 1
+
+    def as_dict(self) -> dict:
+        f = max(self.faces, 1)
+        return {
+            "images": self.images, "faces": self.faces, "windows": self.windows,
+            "windows_per_image": round(self.windows / max(self.images, 1), 1),
+            "recall_iou_0.65": round(self.covered_065 / f, 4), "recall_iou_0.40": round(self.covered_040 / f, 4),
+        }  # fmt: skip
+
+
+@dataclass
+class MiningSummary:
+    path: Path
+    counts: dict[str, int]
+    recall: dict
+    seconds: float
+    processed: int
+    skipped: list[str]
+
+    def lines(self) -> list[str]:
+        r = self.recall
+        return [
+            f"{self.path.name}: " + "  ".join(f"{k} {self.counts.get(k, 0):,}" for k in KINDS),
+            f"recall on {r['faces']:,} ground-truth faces in {r['images']:,} images: "
+            f"{100 * r['recall_iou_0.65']:.1f}% at IoU ≥ 0.65, {100 * r['recall_iou_0.40']:.1f}% at IoU ≥ 0.4 "
+            f"({r['windows_per_image']} windows per image)",
+            f"{self.processed:,} images mined in {self.seconds:.1f} s ({self.processed / max(self.seconds, 1e-9):.1f} images/s), "
+            f"{len(self.skipped)} unreadable skipped",
+        ]
+
+
+def label_windows(
+    squares: torch.Tensor, scores: torch.Tensor, gt: torch.Tensor, ignore: torch.Tensor, width: int, height: int, cfg: MiningConfig
+) -> dict[str, tuple[torch.Tensor, torch.Tensor]]:
+    """Label one image's squared windows: kind -> (window indices, box offsets to the matched face)."""
+    side = squares[:, 2] - squares[:, 0]
+    inside = (squares[:, 0] >= 0) & (squares[:, 1] >= 0) & (squares[:, 2] <= width) & (squares[:, 3] <= height)
+    usable = inside & (side >= cfg.min_box_size)
+    empty = torch.zeros(0, dtype=torch.long)
+    if gt.shape[0] == 0:
+        iou = torch.zeros((squares.shape[0], 0))
+        best, match = torch.zeros(squares.shape[0]), torch.zeros(squares.shape[0], dtype=torch.long)
+    else:
+        iou = box_iou(squares, gt)
+        best, match = iou.max(dim=1)
+    neg = torch.nonzero(usable & (best < cfg.neg_iou), as_tuple=True)[0]
+    # The hardest negatives: the windows the detector was most sure of.
+    neg = neg[torch.argsort(scores[neg], descending=True, stable=True)][: cfg.max_negatives_per_image]
+    out = {"neg": (neg, torch.zeros((neg.numel(), 4)))}
+    if gt.shape[0]:
+        counted = usable & ~ignore[match]
+        for kind, lo, hi in (("pos", cfg.pos_iou, 2.0), ("part", cfg.part_iou, cfg.pos_iou)):
+            idx = torch.nonzero(counted & (best >= lo) & (best < hi), as_tuple=True)[0]
+            out[kind] = (idx, encode_boxes(squares[idx], gt[match[idx]]))
+    else:
+        out["pos"] = out["part"] = (empty, torch.zeros((0, 4)))
+    return out
+
+
+class _ImageItems(torch.utils.data.Dataset):
+    def __init__(self, items: list[WorkItem]):
+        self.items = items
+
+    def __len__(self) -> int:
+        return len(self.items)
+
+    def __getitem__(self, k: int):
+        item = self.items[k]
+        try:
+            return item, read_image_rgb(item.path), None
+        except ImageReadError as e:
+            return item, None, str(e)
+
+
+def mine_hard_examples(cfg: MiningConfig, split: str = "train", *, overwrite: bool = False, progress: bool = True) -> MiningSummary:
+    """Mine one split into ``<out>/<stage>_<split>.h5`` and write ``<stage>_<split>.recall.json``."""
+    from tqdm import tqdm
+
+    if split not in ("train", "val"):
+        raise GenerationError(f"split must be 'train' or 'val', got {split!r}")
+    check_config(cfg)
+    stage, size = STAGE_OF_MODE[cfg.test_mode]
+    if cfg.threads:
+        torch.set_num_threads(cfg.threads)
+    device = torch.device(cfg.device)
+    checkpoints = {"pnet": _expand(cfg.pnet)}
+    if cfg.test_mode == "RNet":
+        checkpoints["rnet"] = _expand(cfg.rnet)
+    nets = {name: prepare_for_inference(load_stage_net(path, name), device) for name, path in checkpoints.items()}
+
+    out_dir = _expand(cfg.out, stage)
+    out_path = out_dir / f"{stage}_{split}.h5"
+    if out_path.exists() and not overwrite:
+        raise GenerationError(f"{out_path} already exists (complete); delete it or pass --overwrite to regenerate")
+    items = detection_items(getattr(cfg.sources, split), cfg.wider_box)
+    landmark_work = landmark_items(getattr(cfg.landmark_sources, split), start_id=len(items)) if cfg.landmarks else []
+    if not items:
+        raise GenerationError(f"{out_path.name}: no source images to mine (check the sources in the config)")
+    out_dir.mkdir(parents=True, exist_ok=True)
+    save_resolved(cfg, out_dir, f"{out_path.stem}.config.yaml")
+    attrs = {
+        "stage": stage, "split": split, "seed": cfg.seed, "generator": "mtcnn.data.hard_examples",
+        "test_mode": cfg.test_mode, "iou_neg": cfg.neg_iou, "iou_part": cfg.part_iou, "iou_pos": cfg.pos_iou,
+        "checkpoints": json.dumps({k: str(v) for k, v in checkpoints.items()}),
+        "checkpoint_sha256": json.dumps({k: _file_sha(v) for k, v in checkpoints.items()}),
+        "config": yaml.safe_dump(to_dict(cfg), sort_keys=True),
+    }  # fmt: skip
+    try:
+        writer = SampleWriter(out_path, size, attrs, resume=True, overwrite=overwrite)
+    except (ValueError, OSError) as e:
+        raise GenerationError(" ".join(str(e).split())) from None
+
+    recall_path = out_dir / f"{out_path.stem}.recall.json"
+    per_item = _load_recall_rows(recall_path, writer.done_items)
+    todo = [it for it in items if it.id not in writer.done_items]
+    skipped: list[str] = []
+    processed = 0
+    t0 = time.perf_counter()
+    ok = False
+    bar = tqdm(total=len(items) + len(landmark_work), initial=len(items) - len(todo), desc=out_path.name, unit="img",
+               dynamic_ncols=True, mininterval=1.0, file=sys.stderr, disable=not progress)
+    try:
+        loader = torch.utils.data.DataLoader(
+            _ImageItems(todo), batch_size=cfg.batch_images, num_workers=cfg.workers, collate_fn=list,
+        )  # fmt: skip
+        for batch in loader:
+            good = [(it, im) for it, im, err in batch if err is None]
+            for it, _, err in batch:
+                if err is not None:
+                    skipped.append(err)
+                    bar.write(f"skipped unreadable image: {err}", file=sys.stderr)
+            if good:
+                _mine_batch(good, nets, cfg, size, writer, per_item, device)
+            writer.commit([it.id for it, _, _ in batch])
+            atomic_write_text(recall_path.with_suffix(".rows.json"), json.dumps(per_item))
+            processed += len(batch)
+            bar.update(len(batch))
+            bar.set_postfix_str(" ".join(f"{k}={v}" for k, v in writer.lengths().items()), refresh=False)
+        if landmark_work:
+            _add_landmarks(landmark_work, writer, cfg, size, bar, skipped)
+        counts = writer.lengths()
+        ok = True
+    finally:
+        bar.close()
+        writer.close(complete=ok)
+    recall = RecallCounter()
+    for row in per_item.values():
+        recall.update(row)
+    report = {"stage": cfg.test_mode, "output": str(out_path), "counts": counts, "recall": recall.as_dict(),
+              "checkpoints": {k: str(v) for k, v in checkpoints.items()}}
+    atomic_write_text(recall_path, json.dumps(report, indent=2))
+    recall_path.with_suffix(".rows.json").unlink(missing_ok=True)
+    return MiningSummary(out_path, counts, recall.as_dict(), time.perf_counter() - t0, processed, skipped)
+
+
+def _mine_batch(good, nets, cfg: MiningConfig, size: int, writer: SampleWriter, per_item: dict, device) -> None:
+    d = cfg.detector
+    tensors = [torch.from_numpy(im).to(device).permute(2, 0, 1) for _, im in good]
+    cands: Candidates = run_pnet(
+        nets["pnet"], tensors, min_face_size=d.min_face_size, factor=d.factor, threshold=d.thresholds[0],
+        nms_scale=d.nms_pnet_scale, nms_image=d.nms_pnet,
+    )  # fmt: skip
+    if "rnet" in nets:
+        cands = run_rnet(nets["rnet"], tensors, cands, threshold=d.thresholds[1], nms=d.nms_rnet)
+    boxes, scores, owner = cands.boxes.cpu(), cands.scores.cpu(), cands.image_index.cpu()
+    # Exactly the squares the detector's next stage would crop.
+    squares = square_boxes(boxes).trunc()
+    picks, offsets, kinds, sources = [], [], [], []
+    for b, (item, image) in enumerate(good):
+        mine = torch.nonzero(owner == b, as_tuple=True)[0]
+        gt = torch.tensor(item.boxes, dtype=torch.float32)
+        ignore = torch.tensor(item.ignore, dtype=torch.bool)
+        counter = RecallCounter()
+        per_item[str(item.id)] = list(counter.add(gt[~ignore], boxes[mine]))
+        labelled = label_windows(squares[mine], scores[mine], gt, ignore, image.shape[1], image.shape[0], cfg)
+        for kind, (idx, off) in labelled.items():
+            picks.append(mine[idx])
+            offsets.append(off)
+            kinds += [kind] * idx.numel()
+            sources += [item.path] * idx.numel()
+    if not picks:
+        return
+    index = torch.cat(picks)
+    if index.numel() == 0:
+        return
+    crops = crop_resize(tensors, squares[index].to(device), owner[index].to(device), size)
+    crops = crops.round().clamp(0, 255).to(torch.uint8).permute(0, 2, 3, 1).cpu().numpy()
+    off = torch.cat(offsets).numpy().astype(np.float32)
+    sq = squares[index].numpy().astype(np.float32)
+    kinds_arr = np.array(kinds)
+    src = np.array(sources, dtype=object)
+    for kind in ("pos", "part", "neg"):
+        sel = np.nonzero(kinds_arr == kind)[0]
+        if sel.size:
+            writer.add(kind, crops[sel], bbox=off[sel] if kind != "neg" else None, source=list(src[sel]), box=sq[sel])
+
+
+def _add_landmarks(work: list[WorkItem], writer: SampleWriter, cfg: MiningConfig, size: int, bar, skipped: list[str]) -> None:
+    job = _Job(cfg.seed, size, aug=cfg.landmark_aug, wider_box=cfg.wider_box)
+    todo = [it for it in work if it.id not in writer.done_items]
+    bar.update(len(work) - len(todo))
+    chunks = [todo[i : i + 32] for i in range(0, len(todo), 32)]
+    for results in parallel_chunks(_BoundJob(job), chunks, max(cfg.workers, 1)):
+        for r in results:
+            if r.error is not None:
+                skipped.append(r.error)
+                continue
+            b = r.batches.get("landmark")
+            if b is not None and len(b):
+                writer.add("landmark", b.images, landmark=b.landmark, source=r.path, box=b.box)
+        writer.commit([r.id for r in results])
+        bar.update(len(results))
+
+
+def _load_recall_rows(path: Path, done: set[int]) -> dict:
+    rows_path = path.with_suffix(".rows.json")
+    if not rows_path.exists():
+        return {}
+    rows = json.loads(rows_path.read_text())
+    return {k: v for k, v in rows.items() if int(k) in done}
+
+
+def _file_sha(path: Path) -> str:
+    import hashlib
+
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        for block in iter(lambda: f.read(1 << 20), b""):
+            h.update(block)
+    return h.hexdigest()[:16]
+
+
+def check_config(cfg: MiningConfig) -> None:
+    if not cfg.part_iou <= cfg.pos_iou:
+        raise ConfigError(f"part_iou ({cfg.part_iou}) must not exceed pos_iou ({cfg.pos_iou})")
+    if cfg.neg_iou > cfg.part_iou:
+        raise ConfigError(f"neg_iou ({cfg.neg_iou}) must not exceed part_iou ({cfg.part_iou})")

@@ -1,0 +1,32 @@
+import json
+
+import cv2
+import numpy as np
+import pytest
+import torch
+
+from mtcnn import MTCNN
+from mtcnn.io import ImageReadError
+from mtcnn.nets import build_net
+from mtcnn.stream import detect_stream
+
+
+def test_video_frames_are_batched_and_written(tmp_path):
+    path = tmp_path / "clip.avi"
+    writer = cv2.VideoWriter(str(path), cv2.VideoWriter_fourcc(*"MJPG"), 10, (64, 48))
+    rng = np.random.default_rng(0)
+    for _ in range(7):
+        writer.write(rng.integers(0, 256, (48, 64, 3), dtype=np.uint8))
+    writer.release()
+    torch.manual_seed(0)
+    detector = MTCNN(nets={n: build_net(n) for n in ("pnet", "rnet", "onet")}, thresholds=(0.0, 0.0, 0.0), min_face_size=24, device="cpu")
+    stats = detect_stream(detector, path, json_path=tmp_path / "f.jsonl", out_video=tmp_path / "o.mp4", batch_size=3, every=2)
+    lines = [json.loads(line) for line in (tmp_path / "f.jsonl").read_text().splitlines()]
+    assert stats["frames"] == 4 and [r["frame"] for r in lines] == [0, 2, 4, 6]
+    assert stats["faces"] == sum(len(r["faces"]) for r in lines) > 0
+    assert (tmp_path / "o.mp4").stat().st_size > 0
+
+
+def test_missing_video_is_one_clear_error(tmp_path):
+    with pytest.raises(ImageReadError, match="missing.mp4: cannot open video"):
+        detect_stream(None, tmp_path / "missing.mp4")

@@ -54,14 +54,15 @@ def _default_sources() -> SplitSources:
     return SplitSources(
         train=[
             SourceConfig(name="scenes", format="wider", path=scenes.replace("{split}", "train") + "/scenes_bbx_gt.txt"),
+            # LFW photos often show other, unannotated people: no negatives from them.
             SourceConfig(name="cnn_facepoint", format="cnn_facepoint", path="{data}/cnn_facepoint/trainImageList.txt",
-                         box_style="wider_like"),
+                         box_style="wider_like", negatives_per_image=0),
             SourceConfig(name="face_mask", format="voc", path="{data}/face_mask/annotations", split="train"),
         ],
         val=[
             SourceConfig(name="scenes", format="wider", path=scenes.replace("{split}", "val") + "/scenes_bbx_gt.txt"),
             SourceConfig(name="cnn_facepoint", format="cnn_facepoint", path="{data}/cnn_facepoint/testImageList.txt",
-                         box_style="wider_like"),
+                         box_style="wider_like", negatives_per_image=0),
             SourceConfig(name="face_mask", format="voc", path="{data}/face_mask/annotations", split="val"),
         ],
     )
@@ -174,9 +175,15 @@ class MiningSummary:
 
 
 def label_windows(
-    squares: torch.Tensor, scores: torch.Tensor, gt: torch.Tensor, ignore: torch.Tensor, width: int, height: int, cfg: MiningConfig
+    squares: torch.Tensor, scores: torch.Tensor, gt: torch.Tensor, ignore: torch.Tensor, width: int, height: int,
+    cfg: MiningConfig, max_negatives: int | None = None,
 ) -> dict[str, tuple[torch.Tensor, torch.Tensor]]:
-    """Label one image's squared windows: kind -> (window indices, box offsets to the matched face)."""
+    """Label one image's squared windows: kind -> (window indices, box offsets to the matched face).
+
+    ``max_negatives`` overrides ``cfg.max_negatives_per_image`` (a source's own
+    ``negatives_per_image``, e.g. 0 for photos with unannotated people in them).
+    """
+    cap = cfg.max_negatives_per_image if max_negatives is None else max_negatives
     side = squares[:, 2] - squares[:, 0]
     inside = (squares[:, 0] >= 0) & (squares[:, 1] >= 0) & (squares[:, 2] <= width) & (squares[:, 3] <= height)
     usable = inside & (side >= cfg.min_box_size)
@@ -189,7 +196,7 @@ def label_windows(
         best, match = iou.max(dim=1)
     neg = torch.nonzero(usable & (best < cfg.neg_iou), as_tuple=True)[0]
     # The hardest negatives: the windows the detector was most sure of.
-    neg = neg[torch.argsort(scores[neg], descending=True, stable=True)][: cfg.max_negatives_per_image]
+    neg = neg[torch.argsort(scores[neg], descending=True, stable=True)][:cap]
     out = {"neg": (neg, torch.zeros((neg.numel(), 4)))}
     if gt.shape[0]:
         counted = usable & ~ignore[match]
@@ -316,7 +323,7 @@ def _mine_batch(good, nets, cfg: MiningConfig, size: int, writer: SampleWriter, 
         ignore = torch.tensor(item.ignore, dtype=torch.bool)
         counter = RecallCounter()
         per_item[str(item.id)] = list(counter.add(gt[~ignore], boxes[mine]))
-        labelled = label_windows(squares[mine], scores[mine], gt, ignore, image.shape[1], image.shape[0], cfg)
+        labelled = label_windows(squares[mine], scores[mine], gt, ignore, image.shape[1], image.shape[0], cfg, item.negatives)
         for kind, (idx, off) in labelled.items():
             picks.append(mine[idx])
             offsets.append(off)

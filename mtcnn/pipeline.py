@@ -1,0 +1,217 @@
+"""The whole training chain from one config (``tools/run_pipeline.py configs/pipeline.yaml``).
+
+scenes -> P-Net samples (+12 px landmarks) -> train P-Net -> mine with P-Net -> R-Net samples
+(+24 px landmarks) -> train R-Net -> mine with P-Net + R-Net -> O-Net samples (+48 px landmarks)
+-> train O-Net -> weights bundle -> evaluate on the validation scenes.
+
+Everything goes under ``work_dir``. Each step is skipped when its output is complete (a final
+HDF5 file, a final checkpoint, a report), and the steps themselves resume partial work (the
+sample writers from their last commit, training from ``last.pt``), so a crash or Ctrl-C picks up
+where it stopped. Step configs are the library's own typed configs; the pipeline only sets the
+paths that chain them together.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+import sys
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from mtcnn.config import bounded, save_resolved
+from mtcnn.data.config import PNetDataConfig, SceneConfig, SourceConfig, SplitSources
+from mtcnn.data.hard_examples import MiningConfig
+from mtcnn.train_config import TrainConfig
+
+
+@dataclass
+class PipelineEval:
+    enabled: bool = True
+    thresholds: tuple[float, float, float] = bounded((0.6, 0.7, 0.7), 0.0, 1.0)
+    min_face_size: float = bounded(20.0, 4.0, None)
+    factor: float = bounded(0.709, 0.1, 0.99)
+    max_images: int | None = bounded(None, 1, None, help="evaluate on the first N validation scenes")
+
+
+@dataclass
+class PipelineConfig:
+    work_dir: str = "{gen}/pipeline"
+    seed: int = 0
+    device: str = "cpu"
+    threads: int | None = bounded(None, 1, 1024)
+    scenes: SceneConfig = field(default_factory=SceneConfig)
+    pnet_data: PNetDataConfig = field(default_factory=PNetDataConfig)
+    train_pnet: TrainConfig = field(default_factory=lambda: TrainConfig(net="pnet"))
+    mine_pnet: MiningConfig = field(default_factory=lambda: MiningConfig(test_mode="PNet"))
+    train_rnet: TrainConfig = field(default_factory=lambda: TrainConfig(net="rnet"))
+    mine_rnet: MiningConfig = field(default_factory=lambda: MiningConfig(test_mode="RNet"))
+    train_onet: TrainConfig = field(default_factory=lambda: TrainConfig(net="onet"))
+    evaluate: PipelineEval = field(default_factory=PipelineEval)
+
+    def __post_init__(self) -> None:
+        for name, net in (("train_pnet", "pnet"), ("train_rnet", "rnet"), ("train_onet", "onet")):
+            if getattr(self, name).net != net:
+                raise ValueError(f"{name}.net must be '{net}'")
+        if self.mine_pnet.test_mode != "PNet" or self.mine_rnet.test_mode != "RNet":
+            raise ValueError("mine_pnet.test_mode must be PNet and mine_rnet.test_mode RNet")
+
+
+def _log(message: str) -> None:
+    print(f"[pipeline {time.strftime('%H:%M:%S')}] {message}", file=sys.stderr, flush=True)
+
+
+def _with_sources_of_scenes(sources: SplitSources, scenes_dir: Path) -> SplitSources:
+    """Point every 'scenes' source at this pipeline's scenes."""
+    def fix(src: SourceConfig, split: str) -> SourceConfig:
+        if src.name != "scenes":
+            return src
+        return dataclasses.replace(src, path=str(scenes_dir / split / "scenes_bbx_gt.txt"), images_root=None)
+
+    return SplitSources(train=[fix(s, "train") for s in sources.train], val=[fix(s, "val") for s in sources.val])
+
+
+def plan(cfg: PipelineConfig) -> dict:
+    """The chained step configs with every path under ``work_dir`` (resolved, not run)."""
+    from mtcnn.data.config import resolve_path
+
+    work = resolve_path(cfg.work_dir)
+    threads = {"threads": cfg.threads} if cfg.threads else {}
+    scenes_dir = work / "scenes"
+    samples = work / "samples"
+    runs = work / "runs"
+
+    def train_cfg(base: TrainConfig, net: str, train_file: Path, val_file: Path) -> TrainConfig:
+        data = dataclasses.replace(base.data, train=[str(train_file)], val=[str(val_file)])
+        return dataclasses.replace(base, out=str(runs / net), seed=cfg.seed, device=cfg.device, data=data, **threads)
+
+    def mine_cfg(base: MiningConfig, stage: str) -> MiningConfig:
+        return dataclasses.replace(
+            base, seed=cfg.seed, device=cfg.device, out=str(samples), pnet=str(runs / "pnet" / "pnet.pt"),
+            rnet=str(runs / "rnet" / "rnet.pt"), sources=_with_sources_of_scenes(base.sources, scenes_dir),
+            threads=cfg.threads or 0,
+        )  # fmt: skip
+
+    return {
+        "work": work,
+        "scenes": {split: dataclasses.replace(cfg.scenes, seed=cfg.seed, split=split, out=str(scenes_dir / split)) for split in ("train", "val")},
+        "pnet_data": dataclasses.replace(
+            cfg.pnet_data, seed=cfg.seed, out=str(samples), name="pnet",
+            sources=_with_sources_of_scenes(cfg.pnet_data.sources, scenes_dir),
+        ),  # fmt: skip
+        "train_pnet": train_cfg(cfg.train_pnet, "pnet", samples / "pnet_train.h5", samples / "pnet_val.h5"),
+        "mine_pnet": mine_cfg(cfg.mine_pnet, "rnet"),
+        "train_rnet": train_cfg(cfg.train_rnet, "rnet", samples / "rnet_train.h5", samples / "rnet_val.h5"),
+        "mine_rnet": mine_cfg(cfg.mine_rnet, "onet"),
+        "train_onet": train_cfg(cfg.train_onet, "onet", samples / "onet_train.h5", samples / "onet_val.h5"),
+        "bundle": work / "mtcnn_trained.pt",
+        "eval_dir": work / "eval",
+    }
+
+
+def run_pipeline(cfg: PipelineConfig, *, stop_after: str | None = None) -> Path:
+    """Run (or resume) every step; returns the trained weights bundle. ``stop_after`` names a step."""
+    from mtcnn.data.generate import generate_pnet
+    from mtcnn.data.hard_examples import mine_hard_examples
+    from mtcnn.data.scenes import generate_scenes
+    from mtcnn.train import train
+
+    steps = plan(cfg)
+    work: Path = steps["work"]
+    work.mkdir(parents=True, exist_ok=True)
+    save_resolved(cfg, work, "pipeline.resolved.yaml")
+    t_start = time.perf_counter()
+
+    def done(name: str, output: Path) -> bool:
+        if output.exists():
+            _log(f"skip {name}: {output} is complete")
+            return True
+        _log(f"run {name} -> {output}")
+        return False
+
+    def finish(name: str) -> bool:
+        return stop_after == name
+
+    for split in ("train", "val"):
+        scene_cfg = steps["scenes"][split]
+        if not done(f"scenes/{split}", Path(scene_cfg.out) / "scenes_bbx_gt.txt"):
+            generate_scenes(scene_cfg, preview=True)
+    if finish("scenes"):
+        return steps["bundle"]
+    for split in ("train", "val"):
+        if not done(f"pnet_data/{split}", Path(steps["pnet_data"].out) / f"pnet_{split}.h5"):
+            for line in generate_pnet(steps["pnet_data"], split).lines():
+                _log(line)
+    if finish("pnet_data"):
+        return steps["bundle"]
+    for net, miner in (("pnet", "mine_pnet"), ("rnet", "mine_rnet"), ("onet", None)):
+        tcfg = steps[f"train_{net}"]
+        final = Path(tcfg.out) / f"{net}.pt"
+        if not done(f"train_{net}", final):
+            train(tcfg, resume=(Path(tcfg.out) / "last.pt").exists())
+        if finish(f"train_{net}"):
+            return steps["bundle"]
+        if miner:
+            mcfg = steps[miner]
+            stage = "rnet" if miner == "mine_pnet" else "onet"
+            for split in ("train", "val"):
+                if not done(f"{miner}/{split}", Path(mcfg.out) / f"{stage}_{split}.h5"):
+                    for line in mine_hard_examples(mcfg, split).lines():
+                        _log(line)
+            if finish(miner):
+                return steps["bundle"]
+    bundle = steps["bundle"]
+    if not done("bundle", bundle):
+        _write_bundle(steps, bundle)
+    if cfg.evaluate.enabled and not done("evaluate", steps["eval_dir"] / "report.json"):
+        report = evaluate_on_val_scenes(bundle, steps, cfg.evaluate)
+        _log(f"validation scenes: AP@0.5 {report['ap']:.3f}, recall {report['recall']:.3f}, precision {report['precision']:.3f}")
+    _log(f"pipeline finished in {time.perf_counter() - t_start:.0f} s; weights: {bundle}")
+    return bundle
+
+
+def _write_bundle(steps: dict, bundle: Path) -> None:
+    from mtcnn.config import to_dict
+    from mtcnn.weights import load_stage_net, save_bundle
+
+    nets = {net: load_stage_net(Path(steps[f"train_{net}"].out) / f"{net}.pt", net) for net in ("pnet", "rnet", "onet")}
+    meta = {net: {"source": "tools/run_pipeline.py", "train_config": to_dict(steps[f"train_{net}"])} for net in nets}
+    save_bundle(nets, bundle, meta=meta)
+
+
+def evaluate_on_val_scenes(bundle: Path, steps: dict, ecfg: PipelineEval) -> dict:
+    """Detection PR / AP of the trained cascade on the validation scenes; writes report + plot."""
+    import json
+
+    from mtcnn.config import atomic_write_text
+    from mtcnn.data.annotations import read_wider
+    from mtcnn.detector import MTCNN
+    from mtcnn.eval.detection import evaluate_detections
+    from mtcnn.eval.plots import plot_pr_curves
+    from mtcnn.io import read_image_rgb
+
+    scenes_val = Path(steps["scenes"]["val"].out)
+    records = read_wider(scenes_val / "scenes_bbx_gt.txt", scenes_val)
+    if ecfg.max_images:
+        records = records[: ecfg.max_images]
+    detector = MTCNN(weights=bundle, min_face_size=ecfg.min_face_size, factor=ecfg.factor, thresholds=ecfg.thresholds,
+                     device=steps["train_pnet"].device if steps["train_pnet"].device != "auto" else None)
+    detections, truth = [], []
+    for rec in records:
+        faces = detector.detect(read_image_rgb(rec.path))[0]
+        detections.append((faces.boxes.numpy(), faces.scores.numpy()))
+        truth.append((rec.boxes, rec.ignore))
+    report = evaluate_detections(detections, truth)
+    out = steps["eval_dir"]
+    out.mkdir(parents=True, exist_ok=True)
+    summary = {
+        "ap": float(report.ap), "recall": float(report.recall[-1]) if len(report.recall) else 0.0,
+        "precision": float(report.precision[-1]) if len(report.precision) else 0.0,
+        "images": len(records), "faces": int(report.num_gt), "detections": int(report.num_detections),
+        "settings": detector.settings,
+    }  # fmt: skip
+    plot_pr_curves({"validation scenes": (report.recall, report.precision)}, "trained cascade on validation scenes",
+                   detector.settings, out / "pr_curve.png")
+    atomic_write_text(out / "report.json", json.dumps(summary, indent=2))
+    return summary

@@ -134,3 +134,33 @@ def test_cli_errors_are_one_line(tiny_world, tmp_path):
         capture_output=True, text=True,
     )
     assert bad.returncode == 1 and "pos_iou=1.5 is out of range" in bad.stderr
+
+
+def test_mining_resumes_after_a_crash_without_duplicates(tiny_world, monkeypatch):
+    import mtcnn.data.hard_examples as he
+
+    def config(out):
+        cfg = _config(tiny_world, "PNet")
+        return type(cfg)(**{**cfg.__dict__, "out": str(tiny_world / out / "{stage}"), "batch_images": 1})
+
+    reference = mine_hard_examples(config("uninterrupted"), "train", progress=False)
+    real_batch = he._mine_batch
+    calls = {"n": 0}
+
+    def crash_on_second(*args, **kwargs):
+        calls["n"] += 1
+        if calls["n"] == 2:
+            raise KeyboardInterrupt
+        return real_batch(*args, **kwargs)
+
+    monkeypatch.setattr(he, "_mine_batch", crash_on_second)
+    with pytest.raises(KeyboardInterrupt):
+        mine_hard_examples(config("crashed"), "train", progress=False)
+    monkeypatch.setattr(he, "_mine_batch", real_batch)
+    resumed = mine_hard_examples(config("crashed"), "train", progress=False)
+    assert resumed.counts == reference.counts
+    assert resumed.recall == reference.recall
+    with h5py.File(reference.path) as a, h5py.File(resumed.path) as b:
+        for kind in ("pos", "part", "neg"):
+            assert np.array_equal(a[kind]["images"][:], b[kind]["images"][:])
+            assert np.array_equal(a[kind]["box"][:], b[kind]["box"][:])

@@ -2,9 +2,7 @@
 
 from __future__ import annotations
 
-import dataclasses
 import os
-from pathlib import Path
 from typing import Sequence
 
 import numpy as np

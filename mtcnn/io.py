@@ -6,6 +6,7 @@ problem, so command-line tools can print it and carry on with the next file.
 
 from __future__ import annotations
 
+import hashlib
 import os
 from pathlib import Path
 
@@ -101,3 +102,12 @@ def list_images(paths: list[str | os.PathLike]) -> list[Path]:
         else:
             out.append(p)
     return out
+
+
+def file_sha256(path: str | os.PathLike) -> str:
+    """SHA-256 of a file's bytes (hex), read in 1 MiB blocks."""
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        for block in iter(lambda: f.read(1 << 20), b""):
+            h.update(block)
+    return h.hexdigest()

@@ -14,7 +14,6 @@ paths that chain them together.
 from __future__ import annotations
 
 import dataclasses
-import os
 import sys
 import time
 from dataclasses import dataclass, field

@@ -39,7 +39,7 @@ from mtcnn.data.generate import (
     parallel_chunks,
 )
 from mtcnn.data.h5 import KINDS, SampleWriter
-from mtcnn.io import ImageReadError, read_image_rgb
+from mtcnn.io import ImageReadError, file_sha256, read_image_rgb
 from mtcnn.ops.boxes import box_iou, square_boxes
 from mtcnn.ops.coding import encode_boxes
 from mtcnn.ops.crops import crop_resize
@@ -253,7 +253,7 @@ def mine_hard_examples(cfg: MiningConfig, split: str = "train", *, overwrite: bo
         "stage": stage, "split": split, "seed": cfg.seed, "generator": "mtcnn.data.hard_examples",
         "test_mode": cfg.test_mode, "iou_neg": cfg.neg_iou, "iou_part": cfg.part_iou, "iou_pos": cfg.pos_iou,
         "checkpoints": json.dumps({k: str(v) for k, v in checkpoints.items()}),
-        "checkpoint_sha256": json.dumps({k: _file_sha(v) for k, v in checkpoints.items()}),
+        "checkpoint_sha256": json.dumps({k: file_sha256(v)[:16] for k, v in checkpoints.items()}),
         "config": yaml.safe_dump(to_dict(cfg), sort_keys=True),
     }  # fmt: skip
     try:
@@ -369,16 +369,6 @@ def _load_recall_rows(path: Path, done: set[int]) -> dict:
         return {}
     rows = json.loads(rows_path.read_text())
     return {k: v for k, v in rows.items() if int(k) in done}
-
-
-def _file_sha(path: Path) -> str:
-    import hashlib
-
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        for block in iter(lambda: f.read(1 << 20), b""):
-            h.update(block)
-    return h.hexdigest()[:16]
 
 
 def check_config(cfg: MiningConfig) -> None:

@@ -30,9 +30,7 @@ be evaluated (no annotations, weights that do not load, an unreadable detections
 from __future__ import annotations
 
 import argparse
-import hashlib
 import json
-import math
 import os
 import sys
 from collections.abc import Callable, Sequence
@@ -42,6 +40,8 @@ from typing import Any
 
 import numpy as np
 
+from mtcnn.eval.detection import _jsonable
+from mtcnn.io import file_sha256
 from mtcnn.config import atomic_write_text
 from mtcnn.data.annotations import (
     AnnotationError,
@@ -114,33 +114,6 @@ class ErrorLog:
 
     def __len__(self) -> int:
         return len(self.messages)
-
-
-def file_sha256(path: str | os.PathLike) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        for chunk in iter(lambda: f.read(1 << 20), b""):
-            h.update(chunk)
-    return h.hexdigest()
-
-
-def _jsonable(value: Any) -> Any:
-    if isinstance(value, dict):
-        return {str(k): _jsonable(v) for k, v in value.items()}
-    if isinstance(value, (list, tuple)):
-        return [_jsonable(v) for v in value]
-    if isinstance(value, np.ndarray):
-        return _jsonable(value.tolist())
-    if isinstance(value, (bool, np.bool_)):
-        return bool(value)
-    if isinstance(value, np.integer):
-        return int(value)
-    if isinstance(value, (float, np.floating)):
-        f = float(value)
-        return f if math.isfinite(f) else None
-    if isinstance(value, Path):
-        return str(value)
-    return value
 
 
 def _fmt(v: Any) -> str:

@@ -1,0 +1,196 @@
+"""Typed training configuration (SPEC §3, §4, §11), validated by :mod:`mtcnn.config`.
+
+``configs/train_{pnet,rnet,onet}.yaml`` are checked against :class:`TrainConfig`; a
+``key=value`` override such as ``optim.lr=0.01`` goes through the same checks, so an unknown
+key (``optim.lrr``) fails with a "did you mean" and a ratio outside ``[0, 1]``
+(``loss.ohem_keep_ratio=1.5``) with the range, before any work starts.
+
+Defaults left as ``null`` depend on the net: ``epochs`` (P 30 / R 22 / O 22),
+``val.threshold`` (the detector's stage threshold: P 0.6, R 0.7, O 0.7) and
+``loss.weights`` (cls : box : landmark = 1 : 0.5 : 0.5 for P/R, 1 : 0.5 : 1 for O);
+:meth:`TrainConfig.resolved` fills them in. ``steps_per_epoch: null`` means
+``ceil(training samples / batch_size)`` (SPEC §4: boundaries = epoch · N / 384 steps).
+
+Paths may use the ``{gen}`` and ``{data}`` placeholders of :func:`mtcnn.data.config.resolve_path`.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from dataclasses import dataclass, field
+from typing import Literal
+
+from mtcnn.config import bounded
+
+NET_INPUT_SIZE = {"pnet": 12, "rnet": 24, "onet": 48}
+DEFAULT_EPOCHS = {"pnet": 30, "rnet": 22, "onet": 22}
+# SPEC §11 detector thresholds 0.6 / 0.7 / 0.7.
+DEFAULT_VAL_THRESHOLD = {"pnet": 0.6, "rnet": 0.7, "onet": 0.7}
+# SPEC §3: cls : box : landmark.
+DEFAULT_LOSS_WEIGHTS = {"pnet": (1.0, 0.5, 0.5), "rnet": (1.0, 0.5, 0.5), "onet": (1.0, 0.5, 1.0)}
+
+
+@dataclass
+class KindFiles:
+    """Per-kind file lists that replace ``train`` / ``val`` for that kind (null: use the main list).
+
+    Example: landmark samples generated into their own file,
+    ``landmark: ["{gen}/samples/landmark12_train.h5"]``.
+    """
+
+    pos: list[str] | None = None
+    part: list[str] | None = None
+    neg: list[str] | None = None
+    landmark: list[str] | None = None
+
+
+@dataclass
+class Composition:
+    """Samples of each kind per (global) batch; all null = ``composition_for(net, batch_size)``."""
+
+    pos: int | None = bounded(None, 0, None)
+    part: int | None = bounded(None, 0, None)
+    neg: int | None = bounded(None, 0, None)
+    landmark: int | None = bounded(None, 0, None)
+
+
+@dataclass
+class DataSection:
+    """Sample files (HDF5 written by :class:`mtcnn.data.h5.SampleWriter`) and loader settings.
+
+    Every kind's rows are concatenated across the files listed (in order); a kind listed in
+    ``train_by_kind`` / ``val_by_kind`` is read only from those files.
+    """
+
+    train: str | list[str] = field(default_factory=lambda: ["{gen}/samples/pnet_train.h5"])
+    val: str | list[str] | None = field(default_factory=lambda: ["{gen}/samples/pnet_val.h5"])
+    train_by_kind: KindFiles = field(default_factory=KindFiles)
+    val_by_kind: KindFiles = field(default_factory=KindFiles)
+    composition: Composition = field(default_factory=Composition)
+    num_workers: int = bounded(2, 0, 64, help="DataLoader worker processes per rank")
+    cache_mb: int = bounded(
+        1024, 0, None, help="hold the training samples in RAM when they take at most this many MiB (0: never)"
+    )
+    flip: bool = True
+    color_jitter: bool = True
+
+
+@dataclass
+class OptimSection:
+    name: Literal["sgd", "adam", "adamw"] = "sgd"
+    lr: float = bounded(0.001, 0.0, 10.0, help="base learning rate (SPEC §4: 0.001)")
+    momentum: float = bounded(0.9, 0.0, 1.0, help="SGD momentum")
+    nesterov: bool = False
+    betas: tuple[float, float] = bounded((0.9, 0.999), 0.0, 1.0, help="Adam betas ([S]: 0.8, 0.999)")
+    weight_decay: float = bounded(0.0005, 0.0, 1.0, help="L2 on conv/linear weights only")
+    lr_boundaries: list[int] = bounded([6, 14, 20], 0, None, help="epochs where the LR is multiplied by lr_gamma")
+    lr_gamma: float = bounded(0.1, 0.0, 1.0)
+
+
+@dataclass
+class LossWeights:
+    """Task weights; a null weight takes the net's SPEC §3 default."""
+
+    cls: float | None = bounded(None, 0.0, None)
+    box: float | None = bounded(None, 0.0, None)
+    landmark: float | None = bounded(None, 0.0, None)
+
+
+@dataclass
+class LossSection:
+    ohem_keep_ratio: float = bounded(0.7, 0.0, 1.0, help="fraction of the hardest pos+neg kept (SPEC §3)")
+    weights: LossWeights = field(default_factory=LossWeights)
+
+
+@dataclass
+class ValSection:
+    enabled: bool = True
+    every_epochs: int = bounded(1, 1, None)
+    threshold: float | None = bounded(None, 0.0, 1.0, help="face-probability threshold; null: the stage's detector threshold")
+    batch_size: int = bounded(2048, 1, None)
+    max_per_kind: int | None = bounded(None, 1, None, help="validate on the first N samples of each kind")
+    num_images: int = bounded(16, 0, 256, help="validation crops drawn to TensorBoard each epoch")
+
+
+@dataclass
+class CheckpointSection:
+    every_steps: int = bounded(0, 0, None, help="also write last.pt every N steps (0: epoch ends only)")
+
+
+@dataclass
+class LogSection:
+    tensorboard: bool = True
+    every_steps: int = bounded(10, 1, None, help="TensorBoard scalars every N steps")
+    progress: bool = True  # tqdm progress bar on rank 0
+
+
+@dataclass
+class DebugSection:
+    stop_after_steps: int | None = bounded(
+        None, 1, None, help="write last.pt after this many steps, then hard-exit (os._exit(3)); for resume tests"
+    )
+    save_rank_weights: bool = False  # every rank writes <out>/rank<r>_weights.pt at the end (DDP tests)
+
+
+@dataclass
+class TrainConfig:
+    """One training run of one net. See the module docstring for the net-dependent defaults."""
+
+    net: Literal["pnet", "rnet", "onet"] = "pnet"
+    out: str = "runs/pnet"
+    seed: int = bounded(0, 0, None)
+    device: str = "auto"  # auto | cpu | cuda | cuda:N (under torchrun: cuda:LOCAL_RANK)
+    threads: int | None = bounded(None, 1, 1024, help="torch CPU threads per process; null: torch default")
+    amp: bool = True  # automatic mixed precision on CUDA (never on CPU)
+    epochs: int | None = bounded(None, 1, None)
+    steps_per_epoch: int | None = bounded(None, 1, None)
+    batch_size: int = bounded(384, 6, None, help="global batch (split evenly across DDP ranks)")
+    data: DataSection = field(default_factory=DataSection)
+    optim: OptimSection = field(default_factory=OptimSection)
+    loss: LossSection = field(default_factory=LossSection)
+    val: ValSection = field(default_factory=ValSection)
+    checkpoint: CheckpointSection = field(default_factory=CheckpointSection)
+    log: LogSection = field(default_factory=LogSection)
+    debug: DebugSection = field(default_factory=DebugSection)
+
+    def __post_init__(self) -> None:
+        if self.device != "auto" and not (self.device == "cpu" or self.device.startswith("cuda")):
+            raise ValueError(f"device={self.device!r} must be auto, cpu, cuda or cuda:N")
+        bounds = list(self.optim.lr_boundaries)
+        if bounds != sorted(bounds):
+            raise ValueError(f"optim.lr_boundaries={bounds} must be increasing")
+        if not self.data.train:
+            raise ValueError("data.train must name at least one sample file")
+
+    def resolved(self) -> TrainConfig:
+        """A copy with the net-dependent nulls filled in (what the run actually uses)."""
+        c = dataclasses.replace(self)
+        if c.epochs is None:
+            c.epochs = DEFAULT_EPOCHS[c.net]
+        val = dataclasses.replace(c.val)
+        if val.threshold is None:
+            val.threshold = DEFAULT_VAL_THRESHOLD[c.net]
+        c.val = val
+        defaults = DEFAULT_LOSS_WEIGHTS[c.net]
+        w = c.loss.weights
+        c.loss = dataclasses.replace(c.loss, weights=LossWeights(
+            cls=defaults[0] if w.cls is None else w.cls,
+            box=defaults[1] if w.box is None else w.box,
+            landmark=defaults[2] if w.landmark is None else w.landmark,
+        ))
+        return c
+
+
+__all__ = [
+    "CheckpointSection",
+    "Composition",
+    "DataSection",
+    "DebugSection",
+    "KindFiles",
+    "LogSection",
+    "LossSection",
+    "LossWeights",
+    "OptimSection",
+    "TrainConfig",
+    "ValSection",
+]

@@ -1,0 +1,18 @@
+#!/usr/bin/env python
+"""Train the MTCNN rnet.
+
+    python train_models/train_rnet.py [--config configs/train_rnet.yaml] [--out DIR] [--resume] [key=value ...]
+    python -m torch.distributed.run --nproc_per_node N train_models/train_rnet.py ...   (DDP)
+
+Overrides are checked before any work (unknown keys get a "did you mean"); see mtcnn/train.py.
+"""
+
+import sys
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+
+from mtcnn.train import main  # noqa: E402
+
+if __name__ == "__main__":
+    sys.exit(main("rnet"))

@@ -277,8 +277,7 @@ class DetectorConfig:
     nms_rnet: float = bounded(0.7, 0.0, 1.0)
     nms_onet: float = bounded(0.7, 0.0, 1.0, help="'min' NMS after O-Net")
     onet_nms_mode: typing.Literal["union", "min"] = "min"
-    chunk_size: int = bounded(512, 1, None, help="R/O-Net crops per forward pass (bounds memory)")
-    max_pnet_candidates: int = bounded(20000, 1, None, help="per image, after P-Net NMS, keep the best this many")
+    chunk_size: int | None = bounded(None, 1, None, help="R/O-Net crops per forward pass; null: 32 on a CPU (cache-sized, 2x faster than 512 for O-Net), 1024 on a GPU")
 
 
 DETECTOR_PRESETS: dict[str, dict[str, Any]] = {

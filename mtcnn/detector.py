@@ -97,10 +97,11 @@ class MTCNN:
             threshold=t1, nms_scale=cfg.nms_pnet_scale, nms_image=cfg.nms_pnet,
         )  # fmt: skip
         mips: dict = {}
-        cands = run_rnet(self.rnet, tensors, cands, threshold=t2, nms=cfg.nms_rnet, chunk_size=cfg.chunk_size, mip_cache=mips)
+        chunk = cfg.chunk_size or (32 if self.device.type == "cpu" else 1024)
+        cands = run_rnet(self.rnet, tensors, cands, threshold=t2, nms=cfg.nms_rnet, chunk_size=chunk, mip_cache=mips)
         return run_onet(
             self.onet, tensors, cands, threshold=t3, nms=cfg.nms_onet, nms_mode=cfg.onet_nms_mode,
-            chunk_size=cfg.chunk_size, mip_cache=mips,
+            chunk_size=chunk, mip_cache=mips,
         )  # fmt: skip
 
     def with_settings(self, **changes) -> "MTCNN":

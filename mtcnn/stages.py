@@ -196,7 +196,7 @@ def run_rnet(
     *,
     threshold: float = 0.7,
     nms: float = 0.7,
-    chunk_size: int = 512,
+    chunk_size: int = 32,
     mip_cache: dict | None = None,
 ) -> Candidates:
     """Refinement stage: score 24×24 crops, keep ≥ threshold, NMS per image, then calibrate."""
@@ -222,7 +222,7 @@ def run_onet(
     threshold: float = 0.7,
     nms: float = 0.7,
     nms_mode: str = "min",
-    chunk_size: int = 512,
+    chunk_size: int = 32,
     mip_cache: dict | None = None,
 ) -> Candidates:
     """Output stage: score 48×48 crops, decode landmarks in the square fed to O-Net, calibrate,

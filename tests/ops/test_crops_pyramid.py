@@ -45,6 +45,19 @@ def test_non_power_of_two_downscale_is_close_to_area():
     assert ours_error < 0.5 * (aliased - area).abs().mean()
 
 
+def test_uint8_fast_path_matches_float_path():
+    g = torch.Generator().manual_seed(3)
+    smooth = F.interpolate(torch.rand(1, 3, 20, 25, generator=g), size=(301, 397), mode="bilinear")[0] * 255
+    image_u8 = smooth.round().to(torch.uint8)
+    boxes = torch.tensor([[-20.0, 10.0, 180.0, 210.0], [5.0, 5.0, 45.0, 45.0], [100.0, 50.0, 390.0, 300.0], [0, 0, 20, 20]])
+    index = torch.zeros(4, dtype=torch.long)
+    for size in (24, 48):
+        fast = crop_resize([image_u8], boxes, index, size)
+        slow = crop_resize([image_u8.float()], boxes, index, size)
+        # Same geometry; only the uint8 rounding of the halved levels differs.
+        assert (fast - slow).abs().max() < 1.5 and (fast - slow).abs().mean() < 0.3
+
+
 def test_boxes_from_images_of_different_sizes_land_in_order():
     a = torch.full((3, 30, 40), 10.0)
     b = torch.full((3, 60, 20), 99.0)

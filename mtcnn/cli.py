@@ -9,7 +9,7 @@ import sys
 import time
 from pathlib import Path
 
-from mtcnn.config import ConfigError
+from mtcnn.config import ConfigError, load_config
 
 
 def _detector_arguments(parser: argparse.ArgumentParser) -> None:
@@ -212,3 +212,47 @@ def benchmark_main(argv: list[str] | None = None) -> int:
         a.sizes, a.min_face, a.batch_size, a.device, threads=a.threads, repeats=a.repeats, warmup=a.warmup,
         weights=a.weights, image=a.image, json_path=a.json_path, compare_facenet=a.compare_facenet, verbose=not a.quiet,
     )  # fmt: skip
+
+
+def data_job_main(
+    argv: list[str] | None,
+    *,
+    prog: str,
+    description: str,
+    config_cls,
+    default_config: str,
+    run,
+    sizes: tuple[int, ...] | None = None,
+) -> int:
+    """Shared command line of the sample generators: ``[--config] [--split] [--out] [--seed]
+    [--workers] [--size] [--overwrite] [--quiet] [key=value ...]`` -> ``run(cfg, split, ...)``."""
+    from mtcnn.data.generate import GenerationError
+
+    project = Path(__file__).resolve().parent.parent
+    p = argparse.ArgumentParser(prog=prog, description=description)
+    p.add_argument("overrides", nargs="*", metavar="key=value", help="config overrides, e.g. seed=1")
+    p.add_argument("--config", default=str(project / "configs" / default_config))
+    p.add_argument("--split", choices=("train", "val"), default="train")
+    p.add_argument("--out", help="output folder (default from the config)")
+    p.add_argument("--seed", type=int)
+    p.add_argument("--workers", type=int)
+    if sizes:
+        p.add_argument("--size", type=int, choices=sizes, default=sizes[0])
+    p.add_argument("--overwrite", action="store_true", help="replace an existing complete file")
+    p.add_argument("--quiet", action="store_true", help="no progress bar")
+    a = p.parse_args(argv)
+    flags = {"seed": a.seed, "workers": a.workers, "size": getattr(a, "size", None)}
+    overrides = list(a.overrides) + [f"{k}={v}" for k, v in flags.items() if v is not None]
+    try:
+        cfg = load_config(config_cls, a.config, overrides)
+        if a.out is not None:
+            cfg.out = a.out
+        summary = run(cfg, a.split, overwrite=a.overwrite, progress=not a.quiet)
+    except (ConfigError, GenerationError, OSError) as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print("interrupted: rerun the same command to resume", file=sys.stderr)
+        return 130
+    print("\n".join(summary.lines() + [f"wrote {summary.path}"]))
+    return 0

@@ -579,6 +579,28 @@ def _wider_official(pairs, gt_dir, explicit: bool, errors: ErrorLog, log) -> tup
     return out, curves
 
 
+
+def _gather_for_task(task, annotations, fmt, images_root, errors, split, limit, detections, detector,
+                     detector_kwargs, batch_size, out, progress, log):
+    """Shared first half of both evaluations: annotations -> detections per image.
+
+    Returns ``(pairs, failed, source, report)`` or, when nothing can be evaluated, the fatal
+    :class:`EvalOutcome`.
+    """
+    records = load_annotation_records(annotations, fmt, images_root, errors, split, limit)
+    if not records:
+        return _fatal("no annotated images to evaluate", errors, out)
+    try:
+        source = _make_source(detections, detector, detector_kwargs, errors, batch_size, out)
+    except FatalError as e:
+        return _fatal(str(e), errors, out)
+    log(_settings_line(source.settings))
+    pairs, failed = _gather(records, source, progress)
+    report = _common_report(task, annotations, fmt, images_root, split, limit, source, records, pairs, failed)
+    if not pairs:
+        return _fatal("no image could be evaluated", errors, out, report)
+    return pairs, failed, source, report
+
 def evaluate_detection_set(
     annotations: Sequence[str | os.PathLike],
     fmt: str,
@@ -611,18 +633,11 @@ def evaluate_detection_set(
     annotations = [annotations] if isinstance(annotations, (str, os.PathLike)) else list(annotations)
     if not 0.0 < iou <= 1.0:
         return _fatal(f"--iou must be within (0, 1], got {iou}", errors, None)
-    records = load_annotation_records(annotations, fmt, images_root, errors, split, limit)
-    if not records:
-        return _fatal("no annotated images to evaluate", errors, out)
-    try:
-        source = _make_source(detections, detector, detector_kwargs, errors, batch_size, out)
-    except FatalError as e:
-        return _fatal(str(e), errors, out)
-    log(_settings_line(source.settings))
-    pairs, failed = _gather(records, source, progress)
-    report = _common_report("detection", annotations, fmt, images_root, split, limit, source, records, pairs, failed)
-    if not pairs:
-        return _fatal("no image could be evaluated", errors, out, report)
+    gathered = _gather_for_task("detection", annotations, fmt, images_root, errors, split, limit, detections,
+                                detector, detector_kwargs, batch_size, out, progress, log)
+    if isinstance(gathered, EvalOutcome):
+        return gathered
+    pairs, failed, source, report = gathered
 
     dets = [(r.boxes, r.scores) for _, r in pairs]
     gts = [(a.boxes, a.ignore) for a, _ in pairs]
@@ -761,18 +776,11 @@ def evaluate_landmark_set(
     errors = errors if errors is not None else ErrorLog()
     out = Path(out_dir)
     annotations = [annotations] if isinstance(annotations, (str, os.PathLike)) else list(annotations)
-    records = load_annotation_records(annotations, fmt, images_root, errors, split, limit)
-    if not records:
-        return _fatal("no annotated images to evaluate", errors, out)
-    try:
-        source = _make_source(detections, detector, detector_kwargs, errors, batch_size, out)
-    except FatalError as e:
-        return _fatal(str(e), errors, out)
-    log(_settings_line(source.settings))
-    pairs, failed = _gather(records, source, progress)
-    report = _common_report("landmarks", annotations, fmt, images_root, split, limit, source, records, pairs, failed)
-    if not pairs:
-        return _fatal("no image could be evaluated", errors, out, report)
+    gathered = _gather_for_task("landmarks", annotations, fmt, images_root, errors, split, limit, detections,
+                                detector, detector_kwargs, batch_size, out, progress, log)
+    if isinstance(gathered, EvalOutcome):
+        return gathered
+    pairs, failed, source, report = gathered
 
     pred, gt, gt_boxes, ious, unmatched = [], [], [], [], []
     num_faces = skipped = 0

@@ -11,6 +11,9 @@ from pathlib import Path
 
 from mtcnn.config import ConfigError, load_config
 
+PROJECT_ROOT = Path(__file__).resolve().parent.parent
+PIPELINE_STEPS = ["scenes", "pnet_data", "train_pnet", "mine_pnet", "train_rnet", "mine_rnet", "train_onet"]
+
 
 def _detector_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--weights", help="weights bundle or folder (default: $MTCNN_WEIGHTS, then the shipped weights)")
@@ -228,10 +231,9 @@ def data_job_main(
     [--workers] [--size] [--overwrite] [--quiet] [key=value ...]`` -> ``run(cfg, split, ...)``."""
     from mtcnn.data.generate import GenerationError
 
-    project = Path(__file__).resolve().parent.parent
     p = argparse.ArgumentParser(prog=prog, description=description)
     p.add_argument("overrides", nargs="*", metavar="key=value", help="config overrides, e.g. seed=1")
-    p.add_argument("--config", default=str(project / "configs" / default_config))
+    p.add_argument("--config", default=str(PROJECT_ROOT / "configs" / default_config))
     p.add_argument("--split", choices=("train", "val"), default="train")
     p.add_argument("--out", help="output folder (default from the config)")
     p.add_argument("--seed", type=int)
@@ -256,3 +258,123 @@ def data_job_main(
         return 130
     print("\n".join(summary.lines() + [f"wrote {summary.path}"]))
     return 0
+
+
+
+def gen_scenes_main(argv: list[str] | None = None) -> int:
+    from mtcnn.data.config import SceneConfig
+    from mtcnn.data.generate import GenerationError
+    from mtcnn.data.scenes import generate_scenes
+
+    p = argparse.ArgumentParser(prog="gen_scenes.py", description="Composite training scenes: real faces pasted onto face-free photos, WIDER-format annotations.")
+    p.add_argument("overrides", nargs="*", metavar="key=value", help="config overrides, e.g. canvas=null")
+    p.add_argument("--config", default=str(PROJECT_ROOT / "configs" / "scenes.yaml"))
+    p.add_argument("--split", choices=("train", "val"))
+    p.add_argument("--num-scenes", type=int)
+    p.add_argument("--out", help="output folder (default {gen}/scenes/<split>)")
+    p.add_argument("--seed", type=int)
+    p.add_argument("--workers", type=int)
+    p.add_argument("--preview", action="store_true", help="also write <out>/preview.png")
+    p.add_argument("--quiet", action="store_true", help="no progress bar")
+    a = p.parse_args(argv)
+    flags = {"split": a.split, "num_scenes": a.num_scenes, "seed": a.seed, "workers": a.workers}
+    overrides = list(a.overrides) + [f"{k}={v}" for k, v in flags.items() if v is not None]
+    try:
+        cfg = load_config(SceneConfig, a.config, overrides)
+        if a.out is not None:
+            cfg.out = a.out
+        summary = generate_scenes(cfg, preview=a.preview, progress=not a.quiet)
+    except (ConfigError, GenerationError, OSError) as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print("interrupted: rerun the same command to resume", file=sys.stderr)
+        return 130
+    print("\n".join(summary.lines()))
+    return 0
+
+
+def gen_hard_example_main(argv: list[str] | None = None) -> int:
+    from mtcnn.data.generate import GenerationError
+    from mtcnn.data.hard_examples import MiningConfig, mine_hard_examples
+    from mtcnn.weights import WeightsError
+
+    parser = argparse.ArgumentParser(prog="gen_hard_example.py", description="Mine the next stage's training set with the trained earlier stages (PNet: R-Net 24 px set; RNet: O-Net 48 px set).")
+    parser.add_argument("--test_mode", "--test-mode", choices=["PNet", "RNet"], required=True)
+    parser.add_argument("--split", choices=["train", "val", "both"], default="both")
+    parser.add_argument("--config", default=str(PROJECT_ROOT / "configs" / "mine.yaml"))
+    parser.add_argument("--pnet", help="P-Net checkpoint (overrides the config)")
+    parser.add_argument("--rnet", help="R-Net checkpoint (overrides the config)")
+    parser.add_argument("--overwrite", action="store_true", help="replace a complete output file")
+    parser.add_argument("overrides", nargs="*", help="config overrides, e.g. detector.thresholds=[0.4,0.1]")
+    args = parser.parse_args(argv)
+    overrides = [f"test_mode={args.test_mode}", *args.overrides]
+    overrides += [f"pnet={args.pnet}"] * bool(args.pnet) + [f"rnet={args.rnet}"] * bool(args.rnet)
+    try:
+        cfg = load_config(MiningConfig, args.config, overrides)
+        for split in ("train", "val") if args.split == "both" else (args.split,):
+            summary = mine_hard_examples(cfg, split, overwrite=args.overwrite)
+            print("\n".join(summary.lines()))
+    except (ConfigError, GenerationError, WeightsError) as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 1
+    return 0
+
+
+def run_pipeline_main(argv: list[str] | None = None) -> int:
+    from mtcnn.pipeline import PipelineConfig, run_pipeline
+
+    parser = argparse.ArgumentParser(prog="run_pipeline.py", description="Run the whole MTCNN training chain from one config, resuming where it stopped.")
+    parser.add_argument("config", help="pipeline YAML (configs/pipeline.yaml, configs/pipeline_tiny.yaml)")
+    parser.add_argument("--stop-after", choices=PIPELINE_STEPS, help="stop after this step")
+    parser.add_argument("overrides", nargs="*", help="config overrides, e.g. train_pnet.epochs=5")
+    args = parser.parse_args(argv)
+    try:
+        cfg = load_config(PipelineConfig, args.config, args.overrides)
+        bundle = run_pipeline(cfg, stop_after=args.stop_after)
+    except ConfigError as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print("interrupted: run the same command again to resume", file=sys.stderr)
+        return 130
+    except (OSError, RuntimeError, ValueError) as e:
+        print(f"error: {' '.join(str(e).split())}", file=sys.stderr)
+        return 1
+    print(f"trained weights: {bundle}")
+    return 0
+
+
+def gen_12net_data_main(argv: list[str] | None = None) -> int:
+    from mtcnn.data.config import PNetDataConfig
+    from mtcnn.data.generate import generate_pnet
+
+    return data_job_main(argv, prog="gen_12net_data.py", description="P-Net training samples (12x12 pos / part / neg crops + landmark samples) into one HDF5 file.",
+                         config_cls=PNetDataConfig, default_config="data_pnet.yaml", run=generate_pnet)
+
+
+def gen_landmark_aug_main(argv: list[str] | None = None) -> int:
+    from mtcnn.data.config import LandmarkDataConfig
+    from mtcnn.data.generate import generate_landmarks
+
+    return data_job_main(argv, prog="gen_landmark_aug.py", description="Landmark training samples (SPEC §1 augmentation of CNN_FacePoint faces) into HDF5.",
+                         config_cls=LandmarkDataConfig, default_config="landmarks_aug.yaml",
+                         run=generate_landmarks, sizes=(12, 24, 48))
+
+
+def train_pnet_main(argv: list[str] | None = None) -> int:
+    from mtcnn.train import main
+
+    return main("pnet", argv)
+
+
+def train_rnet_main(argv: list[str] | None = None) -> int:
+    from mtcnn.train import main
+
+    return main("rnet", argv)
+
+
+def train_onet_main(argv: list[str] | None = None) -> int:
+    from mtcnn.train import main
+
+    return main("onet", argv)

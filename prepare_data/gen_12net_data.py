@@ -13,14 +13,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from mtcnn.cli import data_job_main  # noqa: E402
-from mtcnn.data.config import PNetDataConfig  # noqa: E402
-from mtcnn.data.generate import generate_pnet  # noqa: E402
-
-def main(argv: list[str] | None = None) -> int:
-    return data_job_main(argv, prog="gen_12net_data.py", description=__doc__.splitlines()[0],
-                         config_cls=PNetDataConfig, default_config="data_pnet.yaml", run=generate_pnet)
-
+from mtcnn.cli import gen_12net_data_main as main  # noqa: E402
 
 if __name__ == "__main__":
     sys.exit(main())

@@ -13,15 +13,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from mtcnn.cli import data_job_main  # noqa: E402
-from mtcnn.data.config import LandmarkDataConfig  # noqa: E402
-from mtcnn.data.generate import generate_landmarks  # noqa: E402
-
-def main(argv: list[str] | None = None) -> int:
-    return data_job_main(argv, prog="gen_landmark_aug.py", description=__doc__.splitlines()[0],
-                         config_cls=LandmarkDataConfig, default_config="landmarks_aug.yaml",
-                         run=generate_landmarks, sizes=(12, 24, 48))
-
+from mtcnn.cli import gen_landmark_aug_main as main  # noqa: E402
 
 if __name__ == "__main__":
     sys.exit(main())

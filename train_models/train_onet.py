@@ -10,9 +10,9 @@ Overrides are checked before any work (unknown keys get a "did you mean"); see m
 import sys
 from pathlib import Path
 
-sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from mtcnn.train import main  # noqa: E402
+from mtcnn.cli import train_onet_main as main  # noqa: E402
 
 if __name__ == "__main__":
-    sys.exit(main("onet"))
+    sys.exit(main())

@@ -17,24 +17,17 @@ PIPELINE_STEPS = ["scenes", "pnet_data", "train_pnet", "mine_pnet", "train_rnet"
 
 def _detector_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--weights", help="weights bundle or folder (default: $MTCNN_WEIGHTS, then the shipped weights)")
-    parser.add_argument("--min-face", type=float, default=20.0, help="smallest face side in pixels (default 20)")
-    parser.add_argument("--factor", type=float, default=0.709, help="pyramid scale step (default 0.709)")
-    parser.add_argument("--thresholds", type=float, nargs=3, default=(0.6, 0.7, 0.7), metavar=("P", "R", "O"))
+    parser.add_argument("--min-face", type=float, help="smallest face side in pixels (default 20; 10 with --preset wider)")
+    parser.add_argument("--factor", type=float, help="pyramid scale step (default 0.709)")
+    parser.add_argument("--thresholds", type=float, nargs=3, metavar=("P", "R", "O"), help="stage thresholds (default 0.6 0.7 0.7)")
     parser.add_argument("--preset", choices=["default", "wider"], help="'wider': min face 10, factor 0.79, thresholds 0.5 0.5 0.3")
     parser.add_argument("--device", default=None, help="cpu, cuda or cuda:N (default: cuda if available)")
 
 
 def build_detector(args: argparse.Namespace):
-    from mtcnn.detector import MTCNN
+    from mtcnn.eval.runner import build_detector as build
 
-    return MTCNN(
-        weights=args.weights,
-        min_face_size=args.min_face,
-        factor=args.factor,
-        thresholds=tuple(args.thresholds),
-        device=args.device,
-        preset=None if args.preset in (None, "default") else args.preset,
-    )
+    return build(args.weights, args.min_face, args.factor, args.thresholds, args.device, args.preset)
 
 
 def _unique_name(save_dir: Path, path: Path, used: set[str]) -> Path:

@@ -33,22 +33,21 @@ class MTCNN:
     def __init__(
         self,
         weights: str | os.PathLike | None = None,
-        min_face_size: float = 20.0,
-        factor: float = 0.709,
-        thresholds: Sequence[float] = (0.6, 0.7, 0.7),
+        min_face_size: float | None = None,
+        factor: float | None = None,
+        thresholds: Sequence[float] | None = None,
         device: str | torch.device | None = None,
         *,
         preset: str | None = None,
         nets: dict[str, nn.Module] | None = None,
         **options,
     ) -> None:
-        settings: dict = dict(DETECTOR_PRESETS[preset]) if preset else {}
-        explicit = {"min_face_size": min_face_size, "factor": factor, "thresholds": tuple(thresholds)}
-        defaults = DetectorConfig()
-        for key, value in explicit.items():
-            # A preset fills what the caller left at its default.
-            if key not in settings or value != getattr(defaults, key):
-                settings[key] = value
+        if preset is not None and preset not in DETECTOR_PRESETS:
+            raise ValueError(f"unknown preset {preset!r}: choose one of {', '.join(DETECTOR_PRESETS)}")
+        # DetectorConfig's defaults, then the preset, then every setting given (None = not given).
+        settings: dict = dict(DETECTOR_PRESETS[preset or "default"])
+        given = {"min_face_size": min_face_size, "factor": factor, "thresholds": None if thresholds is None else tuple(thresholds)}
+        settings.update({k: v for k, v in given.items() if v is not None})
         settings.update(options)
         self.config: DetectorConfig = from_dict(DetectorConfig, settings)
         self.device = torch.device(device) if device is not None else torch.device("cuda" if torch.cuda.is_available() else "cpu")

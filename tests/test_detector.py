@@ -85,6 +85,12 @@ def test_config_validation_in_constructor():
         MTCNN(nets=random_nets(), chunksize=3)
     wider = MTCNN(nets=random_nets(), preset="wider")
     assert (wider.config.min_face_size, wider.config.factor, wider.config.thresholds) == (10.0, 0.79, (0.5, 0.5, 0.3))
+    # A setting given explicitly wins over the preset, even when it equals the plain default.
+    mixed = MTCNN(nets=random_nets(), preset="wider", min_face_size=20)
+    assert (mixed.config.min_face_size, mixed.config.factor) == (20.0, 0.79)
+    assert MTCNN(nets=random_nets()).config.min_face_size == 20.0
+    with pytest.raises(ValueError, match="unknown preset 'widr'"):
+        MTCNN(nets=random_nets(), preset="widr")
 
 
 def test_checkpoint_round_trip_and_validation(tmp_path):

@@ -200,15 +200,10 @@ def build_detector(
     really uses 20."""
     from mtcnn.detector import MTCNN
 
-    detector = MTCNN(weights=weights, device=device, preset=None if preset in (None, "default") else preset)
-    changes: dict[str, Any] = {}
-    if min_face is not None:
-        changes["min_face_size"] = float(min_face)
-    if factor is not None:
-        changes["factor"] = float(factor)
-    if thresholds is not None:
-        changes["thresholds"] = tuple(float(t) for t in thresholds)
-    return detector.with_settings(**changes) if changes else detector
+    return MTCNN(
+        weights=weights, min_face_size=min_face, factor=factor, thresholds=thresholds, device=device,
+        preset=None if preset in (None, "default") else preset,
+    )  # fmt: skip
 
 
 class FileDetections:

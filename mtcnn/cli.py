@@ -53,7 +53,8 @@ def detect_main(argv: list[str] | None = None) -> int:
     if args.batch_size < 1:
         parser.error("--batch-size must be at least 1")
 
-    from mtcnn.io import ImageReadError, list_images, read_image_rgb, write_image_rgb
+    from mtcnn.io import ImageReadError, iter_image_batches, list_images, write_image_rgb
+    from mtcnn.structures import image_record
     from mtcnn.weights import WeightsError
 
     try:
@@ -79,25 +80,21 @@ def detect_main(argv: list[str] | None = None) -> int:
 
     failures = 0
     used_names: set[str] = set()
+
+    def report_failure(path: Path, error: ImageReadError) -> None:
+        nonlocal failures
+        print(f"error: {error}", file=sys.stderr)
+        failures += 1
+
     try:
-        for start in range(0, len(paths), args.batch_size):
-            batch = []
-            for path in paths[start : start + args.batch_size]:
-                try:
-                    batch.append((path, read_image_rgb(path)))
-                except ImageReadError as e:
-                    print(f"error: {e}", file=sys.stderr)
-                    failures += 1
-            if not batch:
-                continue
+        for batch in iter_image_batches(paths, args.batch_size, report_failure):
             t0 = time.perf_counter()
             results = detector.detect([image for _, image in batch])
             per_image_ms = (time.perf_counter() - t0) * 1000 / len(batch)
             for (path, image), faces in zip(batch, results):
                 print(f"{path}: {len(faces)} face{'s' if len(faces) != 1 else ''}, {per_image_ms:.1f} ms")
                 if json_file:
-                    record = {"image": str(path), "width": int(image.shape[1]), "height": int(image.shape[0]), "faces": faces.to_records()}
-                    json_file.write(json.dumps(record) + "\n")
+                    json_file.write(json.dumps(image_record(path, image.shape[1], image.shape[0], faces)) + "\n")
                 if save_dir:
                     from mtcnn.visualize import draw_detections
 

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import hashlib
 import os
+from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
 
 import cv2
@@ -111,3 +112,23 @@ def file_sha256(path: str | os.PathLike) -> str:
         for block in iter(lambda: f.read(1 << 20), b""):
             h.update(block)
     return h.hexdigest()
+
+
+def iter_image_batches(
+    paths: Sequence[str | os.PathLike], batch_size: int, on_error: Callable[[Path, ImageReadError], None]
+) -> Iterator[list[tuple[Path, np.ndarray]]]:
+    """Read ``paths`` in order as batches of up to ``batch_size`` (path, RGB image) pairs.
+
+    A file that cannot be read goes to ``on_error`` and is left out of its batch; empty batches
+    are not yielded, so one bad file never stops the others.
+    """
+    paths = [Path(p) for p in paths]
+    for start in range(0, len(paths), batch_size):
+        batch = []
+        for path in paths[start : start + batch_size]:
+            try:
+                batch.append((path, read_image_rgb(path)))
+            except ImageReadError as e:
+                on_error(path, e)
+        if batch:
+            yield batch

@@ -81,3 +81,9 @@ class Detections:
             {"box": [round(v, 2) for v in b], "score": round(s, 5), "landmarks": [[round(x, 2), round(y, 2)] for x, y in lm]}
             for b, s, lm in zip(boxes, scores, landmarks)
         ]
+
+
+def image_record(path, width: int, height: int, detections: Detections) -> dict:
+    """One image in the detect CLI's JSON-lines schema:
+    ``{"image", "width", "height", "faces": [{"box", "score", "landmarks"}]}``."""
+    return {"image": str(path), "width": int(width), "height": int(height), "faces": detections.to_records()}

@@ -346,24 +346,21 @@ class DetectorSource:
     def results_for(self, records: Sequence[ImageAnnotation], progress: bool = False) -> list[ImageResult | None]:
         from tqdm import tqdm
 
-        from mtcnn.io import ImageReadError, read_image_rgb
+        from mtcnn.io import iter_image_batches
+        from mtcnn.structures import image_record
 
         paths = list(dict.fromkeys(r.path for r in records))
         done: dict[Path, ImageResult | None] = {}
         lines: list[str] = []
         bar = tqdm(total=len(paths), unit="img", desc="detect", disable=not progress, file=sys.stderr, dynamic_ncols=True)
+
+        def unreadable(path: Path, error: Exception) -> None:
+            self._errors(str(error))
+            done[path] = None
+            bar.update(1)
+
         try:
-            for start in range(0, len(paths), self.batch_size):
-                batch = []
-                for p in paths[start : start + self.batch_size]:
-                    try:
-                        batch.append((p, read_image_rgb(p)))
-                    except ImageReadError as e:
-                        self._errors(str(e))
-                        done[p] = None
-                        bar.update(1)
-                if not batch:
-                    continue
+            for batch in iter_image_batches(paths, self.batch_size, unreadable):
                 faces = self.detector.detect([img for _, img in batch])
                 for (p, img), det in zip(batch, faces):
                     h, w = img.shape[:2]
@@ -374,7 +371,7 @@ class DetectorSource:
                         int(w),
                         int(h),
                     )
-                    lines.append(json.dumps({"image": str(p), "width": int(w), "height": int(h), "faces": det.to_records()}))
+                    lines.append(json.dumps(image_record(p, w, h, det)))
                     bar.update(1)
         finally:
             bar.close()

@@ -207,6 +207,24 @@ def benchmark_main(argv: list[str] | None = None) -> int:
     )  # fmt: skip
 
 
+def _run_job(load, run, errors: tuple[type[BaseException], ...], error_code: int) -> int:
+    """The shared ending of the long-job commands: ``run(load())`` yields lines to print.
+
+    A config or data problem prints one ``error:`` line and returns ``error_code``; Ctrl-C says
+    how to resume (every such job resumes where it stopped) and returns 130.
+    """
+    try:
+        for line in run(load()):
+            print(line, flush=True)
+    except errors as e:
+        print(f"error: {' '.join(str(e).split())}", file=sys.stderr)
+        return error_code
+    except KeyboardInterrupt:
+        print("interrupted: rerun the same command to resume", file=sys.stderr)
+        return 130
+    return 0
+
+
 def data_job_main(
     argv: list[str] | None,
     *,
@@ -235,20 +253,18 @@ def data_job_main(
     a = p.parse_args(argv)
     flags = {"seed": a.seed, "workers": a.workers, "size": getattr(a, "size", None)}
     overrides = list(a.overrides) + [f"{k}={v}" for k, v in flags.items() if v is not None]
-    try:
+
+    def load():
         cfg = load_config(config_cls, a.config, overrides)
         if a.out is not None:
             cfg.out = a.out
-        summary = run(cfg, a.split, overwrite=a.overwrite, progress=not a.quiet)
-    except (ConfigError, GenerationError, OSError) as e:
-        print(f"error: {e}", file=sys.stderr)
-        return 2
-    except KeyboardInterrupt:
-        print("interrupted: rerun the same command to resume", file=sys.stderr)
-        return 130
-    print("\n".join(summary.lines() + [f"wrote {summary.path}"]))
-    return 0
+        return cfg
 
+    def job(cfg):
+        summary = run(cfg, a.split, overwrite=a.overwrite, progress=not a.quiet)
+        return summary.lines() + [f"wrote {summary.path}"]
+
+    return _run_job(load, job, (ConfigError, GenerationError, OSError), 2)
 
 
 def gen_scenes_main(argv: list[str] | None = None) -> int:
@@ -269,19 +285,17 @@ def gen_scenes_main(argv: list[str] | None = None) -> int:
     a = p.parse_args(argv)
     flags = {"split": a.split, "num_scenes": a.num_scenes, "seed": a.seed, "workers": a.workers}
     overrides = list(a.overrides) + [f"{k}={v}" for k, v in flags.items() if v is not None]
-    try:
+
+    def load():
         cfg = load_config(SceneConfig, a.config, overrides)
         if a.out is not None:
             cfg.out = a.out
-        summary = generate_scenes(cfg, preview=a.preview, progress=not a.quiet)
-    except (ConfigError, GenerationError, OSError) as e:
-        print(f"error: {e}", file=sys.stderr)
-        return 2
-    except KeyboardInterrupt:
-        print("interrupted: rerun the same command to resume", file=sys.stderr)
-        return 130
-    print("\n".join(summary.lines()))
-    return 0
+        return cfg
+
+    def job(cfg):
+        return generate_scenes(cfg, preview=a.preview, progress=not a.quiet).lines()
+
+    return _run_job(load, job, (ConfigError, GenerationError, OSError), 2)
 
 
 def gen_hard_example_main(argv: list[str] | None = None) -> int:
@@ -300,15 +314,14 @@ def gen_hard_example_main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     overrides = [f"test_mode={args.test_mode}", *args.overrides]
     overrides += [f"pnet={args.pnet}"] * bool(args.pnet) + [f"rnet={args.rnet}"] * bool(args.rnet)
-    try:
-        cfg = load_config(MiningConfig, args.config, overrides)
-        for split in ("train", "val") if args.split == "both" else (args.split,):
-            summary = mine_hard_examples(cfg, split, overwrite=args.overwrite)
-            print("\n".join(summary.lines()))
-    except (ConfigError, GenerationError, WeightsError) as e:
-        print(f"error: {e}", file=sys.stderr)
-        return 1
-    return 0
+    splits = ("train", "val") if args.split == "both" else (args.split,)
+
+    def job(cfg):
+        for split in splits:
+            yield from mine_hard_examples(cfg, split, overwrite=args.overwrite).lines()
+
+    return _run_job(lambda: load_config(MiningConfig, args.config, overrides), job,
+                    (ConfigError, GenerationError, WeightsError), 1)
 
 
 def run_pipeline_main(argv: list[str] | None = None) -> int:

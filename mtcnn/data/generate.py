@@ -156,7 +156,7 @@ def landmark_items(sources: Sequence[SourceConfig], start_id: int = 0) -> list[W
 
 
 @dataclass
-class _Job:
+class SampleJob:
     seed: int
     size: int
     sampling: PNetSamplingConfig = field(default_factory=PNetSamplingConfig)
@@ -181,7 +181,7 @@ def _concat(batches: list[SampleBatch], size: int) -> SampleBatch:
     return SampleBatch(*(np.concatenate([getattr(b, f) for b in batches]) for f in ("images", "bbox", "landmark", "box")))
 
 
-def process_item(item: WorkItem, job: _Job) -> _ItemResult:
+def process_item(item: WorkItem, job: SampleJob) -> _ItemResult:
     """Samples of one work item (runs in a worker). Unreadable images give ``error``."""
     rng = np.random.default_rng([job.seed, item.id])
     try:
@@ -200,6 +200,19 @@ def process_item(item: WorkItem, job: _Job) -> _ItemResult:
     return _ItemResult(item.id, item.path, batches)
 
 
+def write_item(writer: SampleWriter, result: _ItemResult) -> None:
+    """Append one processed work item's samples, every kind, to ``writer`` (not committed)."""
+    for kind, b in result.batches.items():
+        if len(b) == 0:
+            continue
+        writer.add(
+            kind, b.images,
+            bbox=b.bbox if kind in ("pos", "part") else None,
+            landmark=b.landmark if kind == "landmark" else None,
+            source=result.path, box=b.box,
+        )  # fmt: skip
+
+
 _WORKER_STATE: dict[str, Any] = {}
 
 
@@ -212,10 +225,10 @@ def _run_chunk(chunk: list[Any]) -> list[Any]:
     return [fn(x) for x in chunk]
 
 
-class _BoundJob:
+class ItemProcessor:
     """Picklable ``item -> process_item(item, job)``."""
 
-    def __init__(self, job: _Job):
+    def __init__(self, job: SampleJob):
         self.job = job
 
     def __call__(self, item: WorkItem) -> _ItemResult:
@@ -282,7 +295,7 @@ def _progress(total: int, initial: int, desc: str):
 def run_sample_job(
     items: Sequence[WorkItem],
     out_path: Path,
-    job: _Job,
+    job: SampleJob,
     attrs: dict[str, Any],
     *,
     workers: int = 2,
@@ -312,7 +325,7 @@ def run_sample_job(
     t0 = time.perf_counter()
     ok = False
     try:
-        for results in parallel_chunks(_BoundJob(job), chunks, workers):
+        for results in parallel_chunks(ItemProcessor(job), chunks, workers):
             committed = []
             for r in results:
                 processed += 1
@@ -321,15 +334,7 @@ def run_sample_job(
                     msg = f"skipped unreadable image: {r.error}"
                     (bar.write(msg, file=sys.stderr) if bar is not None else print(msg, file=sys.stderr))
                     continue
-                for kind, b in r.batches.items():
-                    if len(b) == 0:
-                        continue
-                    writer.add(
-                        kind, b.images,
-                        bbox=b.bbox if kind in ("pos", "part") else None,
-                        landmark=b.landmark if kind == "landmark" else None,
-                        source=r.path, box=b.box,
-                    )
+                write_item(writer, r)
                 committed.append(r.id)
             writer.commit(committed)
             if bar is not None:
@@ -397,7 +402,7 @@ def generate_pnet(cfg: PNetDataConfig, split: str = "train", *, overwrite: bool 
         items += landmark_items(getattr(cfg.landmarks.sources, split), start_id=len(items))
     s = cfg.sampling
     attrs = _attrs("pnet", split, cfg, {"iou_neg": s.neg_iou, "iou_part": s.part_iou, "iou_pos": s.pos_iou})
-    job = _Job(cfg.seed, cfg.size, cfg.sampling, cfg.landmarks.aug, cfg.wider_box)
+    job = SampleJob(cfg.seed, cfg.size, cfg.sampling, cfg.landmarks.aug, cfg.wider_box)
     out_dir.mkdir(parents=True, exist_ok=True)
     save_resolved(cfg, out_dir, f"{out_path.stem}.config.yaml")
     return run_sample_job(items, out_path, job, attrs, workers=cfg.workers, chunk_items=cfg.chunk_images,
@@ -413,7 +418,7 @@ def generate_landmarks(cfg: LandmarkDataConfig, split: str = "train", *, overwri
     out_path = out_dir / f"landmark{cfg.size}_{split}.h5"
     items = landmark_items(getattr(cfg.sources, split))
     attrs = _attrs("landmark", split, cfg, {"landmark_crop_iou": cfg.aug.crop_iou})
-    job = _Job(cfg.seed, cfg.size, PNetSamplingConfig(), cfg.aug, cfg.wider_box)
+    job = SampleJob(cfg.seed, cfg.size, PNetSamplingConfig(), cfg.aug, cfg.wider_box)
     out_dir.mkdir(parents=True, exist_ok=True)
     save_resolved(cfg, out_dir, f"{out_path.stem}.config.yaml")
     return run_sample_job(items, out_path, job, attrs, workers=cfg.workers, chunk_items=cfg.chunk_images,

@@ -32,11 +32,12 @@ from mtcnn.data.config import LandmarkAugConfig, SourceConfig, SplitSources, Wid
 from mtcnn.data.generate import (
     GenerationError,
     WorkItem,
-    _BoundJob,
-    _Job,
+    ItemProcessor,
+    SampleJob,
     detection_items,
     landmark_items,
     parallel_chunks,
+    write_item,
 )
 from mtcnn.data.h5 import KINDS, SampleWriter
 from mtcnn.io import ImageReadError, file_sha256, read_image_rgb
@@ -118,6 +119,15 @@ def _expand(path: str, stage: str = "") -> Path:
     return resolve_path(path.replace("{runs}", str(runs)).replace("{stage}", stage))
 
 
+def coverage_row(gt: torch.Tensor, windows: torch.Tensor) -> list[int]:
+    """One image's [faces, covered at IoU ≥ 0.65, covered at IoU ≥ 0.4, windows]."""
+    n = int(gt.shape[0])
+    if n and windows.shape[0]:
+        best = box_iou(gt, windows).max(dim=1).values
+        return [n, int((best >= 0.65).sum()), int((best >= 0.4).sum()), int(windows.shape[0])]
+    return [n, 0, 0, int(windows.shape[0])]
+
+
 @dataclass
 class RecallCounter:
     """Ground-truth faces covered by at least one kept window, per IoU threshold."""
@@ -127,15 +137,6 @@ class RecallCounter:
     covered_040: int = 0
     windows: int = 0
     images: int = 0
-
-    def add(self, gt: torch.Tensor, windows: torch.Tensor) -> tuple[int, int, int, int]:
-        n = int(gt.shape[0])
-        if n and windows.shape[0]:
-            best = box_iou(gt, windows).max(dim=1).values
-            c65, c40 = int((best >= 0.65).sum()), int((best >= 0.4).sum())
-        else:
-            c65 = c40 = 0
-        return n, c65, c40, int(windows.shape[0])
 
     def update(self, row: list[int]) -> None:
         self.faces += row[0]
@@ -321,8 +322,7 @@ def _mine_batch(good, nets, cfg: MiningConfig, size: int, writer: SampleWriter, 
         mine = torch.nonzero(owner == b, as_tuple=True)[0]
         gt = torch.tensor(item.boxes, dtype=torch.float32)
         ignore = torch.tensor(item.ignore, dtype=torch.bool)
-        counter = RecallCounter()
-        per_item[str(item.id)] = list(counter.add(gt[~ignore], boxes[mine]))
+        per_item[str(item.id)] = coverage_row(gt[~ignore], boxes[mine])
         labelled = label_windows(squares[mine], scores[mine], gt, ignore, image.shape[1], image.shape[0], cfg, item.negatives)
         for kind, (idx, off) in labelled.items():
             picks.append(mine[idx])
@@ -347,18 +347,16 @@ def _mine_batch(good, nets, cfg: MiningConfig, size: int, writer: SampleWriter, 
 
 
 def _add_landmarks(work: list[WorkItem], writer: SampleWriter, cfg: MiningConfig, size: int, bar, skipped: list[str]) -> None:
-    job = _Job(cfg.seed, size, aug=cfg.landmark_aug, wider_box=cfg.wider_box)
+    job = SampleJob(cfg.seed, size, aug=cfg.landmark_aug, wider_box=cfg.wider_box)
     todo = [it for it in work if it.id not in writer.done_items]
     bar.update(len(work) - len(todo))
     chunks = [todo[i : i + 32] for i in range(0, len(todo), 32)]
-    for results in parallel_chunks(_BoundJob(job), chunks, max(cfg.workers, 1)):
+    for results in parallel_chunks(ItemProcessor(job), chunks, max(cfg.workers, 1)):
         for r in results:
             if r.error is not None:
                 skipped.append(r.error)
-                continue
-            b = r.batches.get("landmark")
-            if b is not None and len(b):
-                writer.add("landmark", b.images, landmark=b.landmark, source=r.path, box=b.box)
+            else:
+                write_item(writer, r)
         writer.commit([r.id for r in results])
         bar.update(len(results))
 

@@ -81,7 +81,8 @@ def run_pnet(
     max_canvas_pixels: int = 6_000_000,
     solo_pixels: int | None | str = "auto",
 ) -> Candidates:
-    """Proposal stage: all pyramid levels of all images packed onto canvases, one P-Net pass each.
+    """Proposal stage: the pyramid levels of all images on a few canvases, one P-Net pass each
+    (on a GPU all levels share packed canvases; on a CPU large levels get a canvas each).
 
     Cells with face probability ≥ ``threshold`` become boxes (SPEC §11: cell (i, j) of a level
     with scale s is ``(2j/s, 2i/s, (2j+12)/s, (2i+12)/s)``), NMS runs per level (``nms_scale``)

@@ -89,8 +89,9 @@ def pack_pyramid(
             lh, lw = level_size(h, w, s)
             items.append((index, lh, lw, lw / w, lh / h))
     items.sort(key=lambda t: (-t[1], -t[2], t[0]))
-    solo = [t for t in items if solo_pixels is not None and t[1] * t[2] >= solo_pixels]
-    items = [t for t in items if not (solo_pixels is not None and t[1] * t[2] >= solo_pixels)]
+    alone = [solo_pixels is not None and lh * lw >= solo_pixels for _, lh, lw, _, _ in items]
+    solo = [t for t, a in zip(items, alone) if a]
+    items = [t for t, a in zip(items, alone) if not a]
     solo_levels = [Level(index, sx, sy, lh, lw, k, 0, 0) for k, (index, lh, lw, sx, sy) in enumerate(solo)]
     solo_sizes = [(_even(lh), _even(lw)) for _, lh, lw, _, _ in solo]
     if not items:

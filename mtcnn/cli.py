@@ -121,16 +121,10 @@ def convert_weights_main(argv: list[str] | None = None) -> int:
 
     try:
         nets = import_facenet_pytorch(args.source)
-        meta = {"source": f"facenet-pytorch 2.6.0 ({Path(args.source).name})", "landmark_head_trained": None}
-        save_bundle(
-            nets,
-            args.out,
-            meta={
-                "pnet": {**meta, "landmark_head_trained": False},
-                "rnet": {**meta, "landmark_head_trained": False},
-                "onet": {**meta, "landmark_head_trained": True},
-            },
-        )
+        source = f"facenet-pytorch 2.6.0 ({Path(args.source).name})"
+        # Only the original O-Net has a landmark head; P/R-Net's stay zero.
+        meta = {net: {"source": source, "landmark_head_trained": net == "onet"} for net in nets}
+        save_bundle(nets, args.out, meta=meta)
         _, info = load_bundle(args.out)
     except WeightsError as e:
         print(f"error: {e}", file=sys.stderr)

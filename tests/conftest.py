@@ -9,7 +9,7 @@ import pytest
 
 from mtcnn.config import data_root
 
-PROJECT_ROOT = Path(__file__).resolve().parent.parent
+from tests_helpers import PROJECT_ROOT
 
 
 def original_weights_path() -> Path:

@@ -16,17 +16,25 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from mtcnn.nets.registry import get_net_spec
 from mtcnn.ops.boxes import batched_nms, square_boxes
 from mtcnn.ops.coding import decode_boxes, decode_landmarks, unflatten_landmarks
 from mtcnn.ops.crops import crop_resize
 from mtcnn.ops.pyramid import PNET_CELL, PNET_STRIDE, cell_level_map, pack_pyramid
 
-PIXEL_MEAN = 127.5
-PIXEL_SCALE = 0.0078125
+# The cascade's nets share one input normalisation; the registry holds it (SPEC §2/§11).
+PIXEL_MEAN = get_net_spec("pnet").mean
+PIXEL_SCALE = get_net_spec("pnet").scale
+if any((get_net_spec(n).mean, get_net_spec(n).scale) != (PIXEL_MEAN, PIXEL_SCALE) for n in ("rnet", "onet")):
+    raise ImportError("the stages need P-, R- and O-Net to share one input normalisation")
+if (PNET_CELL, PNET_STRIDE) != (get_net_spec("pnet").crop_size, get_net_spec("pnet").stride):
+    raise ImportError("mtcnn.ops.pyramid's P-Net cell and stride differ from the registered pnet")
+RNET_SIZE = get_net_spec("rnet").crop_size
+ONET_SIZE = get_net_spec("onet").crop_size
 
 
 def normalise(pixels: torch.Tensor) -> torch.Tensor:
-    """Raw 0..255 values -> the nets' input range, (x - 127.5) / 128, in channels-last layout.
+    """Raw 0..255 values -> the nets' input range, (x - mean) * scale, in channels-last layout.
 
     Channels-last is what oneDNN and cuDNN run fastest for these narrow convolutions (4-5× on a
     CPU versus NCHW for O-Net); the nets are converted to it by :func:`prepare_for_inference`.
@@ -203,7 +211,7 @@ def run_rnet(
     """Refinement stage: score 24×24 crops, keep ≥ threshold, NMS per image, then calibrate."""
     if len(candidates) == 0:
         return candidates
-    crops, squares = crop_candidates(images, candidates, 24, mip_cache)
+    crops, squares = crop_candidates(images, candidates, RNET_SIZE, mip_cache)
     logits, reg, _ = _forward_chunks(rnet, crops, chunk_size, with_landmarks=False)
     scores = torch.softmax(logits, dim=1)[:, 1]
     passed = torch.nonzero(scores >= threshold, as_tuple=True)[0]
@@ -230,7 +238,7 @@ def run_onet(
     then NMS per image (``nms_mode`` "min" as in the original)."""
     if len(candidates) == 0:
         return candidates
-    crops, squares = crop_candidates(images, candidates, 48, mip_cache)
+    crops, squares = crop_candidates(images, candidates, ONET_SIZE, mip_cache)
     logits, reg, marks = _forward_chunks(onet, crops, chunk_size, with_landmarks=True)
     scores = torch.softmax(logits, dim=1)[:, 1]
     passed = torch.nonzero(scores >= threshold, as_tuple=True)[0]

@@ -43,6 +43,8 @@ from typing import Any, Literal
 
 import numpy as np
 
+from mtcnn.errors import InputError
+
 
 __all__ = [
     "ANNOTATION_FORMATS",
@@ -76,7 +78,7 @@ WIDER_ATTRIBUTES = ("blur", "expression", "illumination", "invalid", "occlusion"
 # --------------------------------------------------------------------------------------------
 
 
-class AnnotationError(ValueError):
+class AnnotationError(InputError, ValueError):
     """A malformed or missing annotation file. ``str(err)`` is ``"{file}:{line}: {problem}"``.
 
     ``line`` is 1-based and left out of the message when it does not apply (a missing file, an

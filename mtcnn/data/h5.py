@@ -50,6 +50,7 @@ import numpy as np
 import yaml
 
 from mtcnn.config import to_dict
+from mtcnn.errors import InputError
 from mtcnn.structures import Label
 
 FORMAT_VERSION = 1
@@ -78,7 +79,7 @@ CONVENTIONS: dict[str, Any] = {
 }
 
 
-class SampleFileError(ValueError):
+class SampleFileError(InputError, ValueError):
     """A sample file is missing a part, has the wrong shape, or cannot be resumed."""
 
 

@@ -40,9 +40,11 @@ from typing import Any
 
 import numpy as np
 
+from mtcnn.errors import MTCNNError
 from mtcnn.eval.detection import _jsonable
 from mtcnn.io import file_sha256
 from mtcnn.atomic import atomic_write_text
+from mtcnn.detect import build_detector
 from mtcnn.data.annotations import (
     AnnotationError,
     ImageAnnotation,
@@ -73,7 +75,6 @@ __all__ = [
     "EvalOutcome",
     "FileDetections",
     "ImageResult",
-    "build_detector",
     "evaluate_detection_set",
     "evaluate_from_args",
     "evaluate_landmark_set",
@@ -89,7 +90,7 @@ LANDMARK_NAMES = ("left_eye", "right_eye", "nose", "left_mouth", "right_mouth")
 EXIT_OK, EXIT_PARTIAL, EXIT_FATAL = 0, 1, 2
 
 
-class FatalError(Exception):
+class FatalError(MTCNNError):
     """Nothing can be evaluated; ``str(e)`` is one line."""
 
 
@@ -185,25 +186,6 @@ def load_annotation_records(
 # --------------------------------------------------------------------------------------------
 # detection sources
 # --------------------------------------------------------------------------------------------
-
-
-def build_detector(
-    weights: str | os.PathLike | None = None,
-    min_face: float | None = None,
-    factor: float | None = None,
-    thresholds: Sequence[float] | None = None,
-    device: str | None = None,
-    preset: str | None = None,
-):
-    """An :class:`~mtcnn.detector.MTCNN`: the preset's (or the default) settings, then every
-    setting given explicitly (``None`` = not given) on top, so ``--preset wider --min-face 20``
-    really uses 20."""
-    from mtcnn.detector import MTCNN
-
-    return MTCNN(
-        weights=weights, min_face_size=min_face, factor=factor, thresholds=thresholds, device=device,
-        preset=None if preset in (None, "default") else preset,
-    )  # fmt: skip
 
 
 class FileDetections:
@@ -346,7 +328,7 @@ class DetectorSource:
     def results_for(self, records: Sequence[ImageAnnotation], progress: bool = False) -> list[ImageResult | None]:
         from tqdm import tqdm
 
-        from mtcnn.io import iter_image_batches
+        from mtcnn.detect import detect_files
         from mtcnn.structures import image_record
 
         paths = list(dict.fromkeys(r.path for r in records))
@@ -360,19 +342,18 @@ class DetectorSource:
             bar.update(1)
 
         try:
-            for batch in iter_image_batches(paths, self.batch_size, unreadable):
-                faces = self.detector.detect([img for _, img in batch])
-                for (p, img), det in zip(batch, faces):
-                    h, w = img.shape[:2]
-                    done[p] = ImageResult(
-                        det.boxes.numpy().astype(np.float64),
-                        det.scores.numpy().astype(np.float64),
-                        det.landmarks.numpy().astype(np.float64),
-                        int(w),
-                        int(h),
-                    )
-                    lines.append(json.dumps(image_record(p, w, h, det)))
-                    bar.update(1)
+            for found in detect_files(self.detector, paths, self.batch_size, unreadable):
+                p, det = found.key, found.faces
+                h, w = found.image.shape[:2]
+                done[p] = ImageResult(
+                    det.boxes.numpy().astype(np.float64),
+                    det.scores.numpy().astype(np.float64),
+                    det.landmarks.numpy().astype(np.float64),
+                    int(w),
+                    int(h),
+                )
+                lines.append(json.dumps(image_record(p, w, h, det)))
+                bar.update(1)
         finally:
             bar.close()
         if self.jsonl_out is not None:
@@ -614,7 +595,7 @@ def evaluate_detection_set(
     """Detection accuracy of a detector (or a detections file) on an annotated image set.
 
     ``detector``: a ready :class:`~mtcnn.detector.MTCNN`, else one is built from
-    ``detector_kwargs`` (see :func:`build_detector`); ignored with ``detections`` (a JSON-lines
+    ``detector_kwargs`` (see :func:`mtcnn.detect.build_detector`); ignored with ``detections`` (a JSON-lines
     file). Writes ``report.json`` and ``pr_curve.png`` (+ ``wider_pr_curve.png`` for WIDER, +
     ``roc.png`` for FDDB, + ``detections.jsonl`` when the detector ran) into ``out_dir``.
     """

@@ -39,6 +39,8 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+
+from mtcnn.errors import MTCNNError
 import torch
 
 __all__ = [
@@ -56,7 +58,7 @@ DEFAULT_SIZES: tuple[tuple[int, int], ...] = ((640, 480), (1280, 720), (1920, 10
 REPO_ROOT = Path(__file__).resolve().parent.parent.parent
 
 
-class BenchmarkError(Exception):
+class BenchmarkError(MTCNNError):
     """The benchmark cannot run; ``str(e)`` is one line."""
 
 

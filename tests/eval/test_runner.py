@@ -170,7 +170,7 @@ def test_real_detector_report_and_rerun_from_its_jsonl(dlib_dir, original_weight
 
 
 def test_explicit_settings_override_the_preset(original_weights):
-    from mtcnn.eval.runner import build_detector
+    from mtcnn.detect import build_detector
 
     det = build_detector(weights=original_weights, preset="wider", min_face=20, device="cpu")
     assert (det.config.min_face_size, det.config.factor, det.config.thresholds) == (20.0, 0.79, (0.5, 0.5, 0.3))

@@ -55,7 +55,6 @@ __all__ = [
 ]
 
 DEFAULT_SIZES: tuple[tuple[int, int], ...] = ((640, 480), (1280, 720), (1920, 1080))
-REPO_ROOT = Path(__file__).resolve().parent.parent.parent
 
 
 class BenchmarkError(MTCNNError):
@@ -302,13 +301,8 @@ def _detector_on(base, device: torch.device):
 
 
 def _load_reference_class():
-    bench = str(REPO_ROOT / "benchmarks")
-    if bench not in sys.path:
-        sys.path.insert(0, bench)
-    try:
-        from facenet_reference import FacenetReference
-    except ImportError as e:
-        raise BenchmarkError(f"cannot import benchmarks/facenet_reference.py ({e})") from None
+    from mtcnn.eval.facenet_reference import FacenetReference
+
     return FacenetReference
 
 

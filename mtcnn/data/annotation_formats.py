@@ -429,3 +429,11 @@ def read_box_list(path: PathLike, images_root: PathLike | None = None) -> list[I
     return [
         _record(_join(root, name), boxes[idx], landmarks=landmarks[idx]) for name, idx in order.items()
     ]
+
+
+def read_voc_any(path: PathLike, images_dir: PathLike | None = None) -> list[ImageAnnotation]:
+    """A VOC folder of XML files, or one XML file (images in ``../images`` by default)."""
+    p = Path(path)
+    if p.is_file():
+        return [read_voc_xml(p, images_dir if images_dir is not None else p.parent.parent / "images")]
+    return read_voc_dir(p, images_dir)

@@ -30,6 +30,7 @@ Formats (quirks checked against the real files in ``data_root()``, see its READM
 
 from __future__ import annotations
 
+import importlib
 import itertools
 import math
 import os
@@ -346,26 +347,19 @@ def read_annotations(
     folder or one ellipse list. images_root: see each reader for its default.
     """
     readers = {
-        "wider": read_wider,
-        "cnn_facepoint": read_cnn_facepoint,
-        "fddb": read_fddb,
-        "dlib": read_dlib_xml,
-        "voc": read_voc_any,
-        "csv68": read_68pt_csv,
-        "list": read_box_list,
+        "wider": "read_wider",
+        "cnn_facepoint": "read_cnn_facepoint",
+        "fddb": "read_fddb",
+        "dlib": "read_dlib_xml",
+        "voc": "read_voc_any",
+        "csv68": "read_68pt_csv",
+        "list": "read_box_list",
     }
     reader = readers.get(str(format))
     if reader is None:
         choices = ", ".join(ANNOTATION_FORMATS)
         raise AnnotationError(path, f"unknown annotation format {format!r}; choose one of {choices}")
-    return reader(path, images_root)
-
-
-def read_voc_any(path: PathLike, images_dir: PathLike | None = None) -> list[ImageAnnotation]:
-    p = Path(path)
-    if p.is_file():
-        return [read_voc_xml(p, images_dir if images_dir is not None else p.parent.parent / "images")]
-    return read_voc_dir(p, images_dir)
+    return __getattr__(reader)(path, images_root)
 
 
 def split_by_name(
@@ -386,17 +380,18 @@ def split_by_name(
     return ordered[:n_train] if part == "train" else ordered[n_train:]
 
 
-# The readers live in mtcnn.data.wider and mtcnn.data.annotation_formats (they use the records and
-# parsing helpers above); importing them here keeps one place to import every reader from.
-from mtcnn.data.annotation_formats import (  # noqa: E402
-    ellipses_to_boxes,
-    landmarks_68_to_5,
-    read_68pt_csv,
-    read_box_list,
-    read_cnn_facepoint,
-    read_dlib_xml,
-    read_fddb,
-    read_voc_dir,
-    read_voc_xml,
-)
-from mtcnn.data.wider import read_wider, write_landmark_sidefile, write_wider  # noqa: E402
+# The readers live in mtcnn.data.wider and mtcnn.data.annotation_formats (they build on the
+# records and parsing helpers above); they stay importable from here, resolved on first use.
+_READER_MODULES = {
+    **dict.fromkeys(("read_wider", "write_wider", "write_landmark_sidefile"), "mtcnn.data.wider"),
+    **dict.fromkeys(("ellipses_to_boxes", "landmarks_68_to_5", "read_68pt_csv", "read_box_list",
+                     "read_cnn_facepoint", "read_dlib_xml", "read_fddb", "read_voc_any", "read_voc_dir",
+                     "read_voc_xml"), "mtcnn.data.annotation_formats"),
+}
+
+
+def __getattr__(name: str) -> Any:
+    module = _READER_MODULES.get(name)
+    if module is None:
+        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+    return getattr(importlib.import_module(module), name)

@@ -19,7 +19,8 @@ import numpy as np
 import pytest
 
 from mtcnn.data.annotations import landmarks_68_to_5, read_annotations
-from mtcnn.eval.runner import ErrorLog, evaluate_detection_set, evaluate_landmark_set
+from mtcnn.eval.landmark_set import evaluate_landmark_set
+from mtcnn.eval.runner import ErrorLog, evaluate_detection_set
 
 ROOT = Path(__file__).resolve().parents[2]
 PNG_MAGIC = b"\x89PNG\r\n\x1a\n"

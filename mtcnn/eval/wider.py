@@ -219,8 +219,24 @@ def evaluate_wider_curves(
     * ``pred`` is not modified (the official ``norm_score`` normalises in place).
     """
     gt = gt_dir if isinstance(gt_dir, WiderGroundTruth) else load_wider_ground_truth(gt_dir)
+    per_image, min_score, max_score = _submission_form(pred, gt)
+    thresholds = np.array([1 - (t + 1) / thresh_num for t in range(thresh_num)], dtype=np.float64)
+    pr_curves = _pr_counts(gt, per_image, min_score, max_score, thresholds, iou_threshold)
+    out: dict[str, WiderCurve] = {}
+    for s in WIDER_SETTINGS:
+        count_face = gt.num_faces(s)
+        pr = pr_curves[s]
+        with np.errstate(divide="ignore", invalid="ignore"):
+            precision = pr[:, 1] / pr[:, 0]
+            recall = pr[:, 1] / count_face
+        ap = voc_ap(recall, precision)
+        out[s] = WiderCurve(s, ap, precision, recall, thresholds.copy(), count_face)
+    return out
 
-    # gather per-image detections in the ground truth's order, as float64 x, y, w, h, score
+
+def _submission_form(pred: Mapping[str, Mapping[str, np.ndarray]], gt: WiderGroundTruth):
+    """Per-image detections in the ground truth's order as float64 x, y, w, h, score (None when
+    absent), and the set's min / max score as the official ``norm_score`` finds them."""
     per_image: list[np.ndarray | None] = []
     min_score, max_score = 1.0, 0.0
     for _, _, event, name in gt.iter_images():
@@ -242,11 +258,16 @@ def evaluate_wider_curves(
         per_image.append(sub)
         min_score = min(float(np.min(sub[:, 4])), min_score)
         max_score = max(float(np.max(sub[:, 4])), max_score)
+    return per_image, min_score, max_score
 
+
+def _pr_counts(gt: WiderGroundTruth, per_image: list[np.ndarray | None], min_score: float, max_score: float,
+               thresholds: np.ndarray, iou_threshold: float) -> dict[str, np.ndarray]:
+    """The official ``img_pr_info`` summed over images: per setting and threshold, the
+    proposals kept and the faces recalled ``[T, 2]``."""
     diff = max_score - min_score
-    thresholds = np.array([1 - (t + 1) / thresh_num for t in range(thresh_num)], dtype=np.float64)
     neg_thresholds = -thresholds
-    pr_curves = {s: np.zeros((thresh_num, 2), dtype=np.float64) for s in WIDER_SETTINGS}
+    pr_curves = {s: np.zeros((len(thresholds), 2), dtype=np.float64) for s in WIDER_SETTINGS}
 
     flat = 0
     for e, i, _, _ in gt.iter_images():
@@ -284,17 +305,7 @@ def evaluate_wider_curves(
             pr = pr_curves[s]
             pr[:, 0] += np.where(has, proposal_cum[r_index], 0)
             pr[:, 1] += np.where(has, pred_recall[r_index], 0)
-
-    out: dict[str, WiderCurve] = {}
-    for s in WIDER_SETTINGS:
-        count_face = gt.num_faces(s)
-        pr = pr_curves[s]
-        with np.errstate(divide="ignore", invalid="ignore"):
-            precision = pr[:, 1] / pr[:, 0]
-            recall = pr[:, 1] / count_face
-        ap = voc_ap(recall, precision)
-        out[s] = WiderCurve(s, ap, precision, recall, thresholds.copy(), count_face)
-    return out
+    return pr_curves
 
 
 def evaluate_wider(

@@ -197,6 +197,17 @@ def crop_candidates(
     return normalise(crops), squares
 
 
+def _score_crops(net: nn.Module, images: list[torch.Tensor], candidates: Candidates, size: int, threshold: float,
+                 chunk_size: int, mip_cache: dict | None, with_landmarks: bool):
+    """Crop, run ``net`` and keep the crops whose face probability is ≥ ``threshold``: returns
+    (indices of the kept candidates, their squares, scores, box offsets, landmark outputs or None)."""
+    crops, squares = crop_candidates(images, candidates, size, mip_cache)
+    logits, reg, marks = _forward_chunks(net, crops, chunk_size, with_landmarks=with_landmarks)
+    scores = torch.softmax(logits, dim=1)[:, 1]
+    passed = torch.nonzero(scores >= threshold, as_tuple=True)[0]
+    return passed, squares[passed], scores[passed], reg[passed], (marks[passed] if with_landmarks else None)
+
+
 @torch.inference_mode()
 def run_rnet(
     rnet: nn.Module,
@@ -211,11 +222,8 @@ def run_rnet(
     """Refinement stage: score 24×24 crops, keep ≥ threshold, NMS per image, then calibrate."""
     if len(candidates) == 0:
         return candidates
-    crops, squares = crop_candidates(images, candidates, RNET_SIZE, mip_cache)
-    logits, reg, _ = _forward_chunks(rnet, crops, chunk_size, with_landmarks=False)
-    scores = torch.softmax(logits, dim=1)[:, 1]
-    passed = torch.nonzero(scores >= threshold, as_tuple=True)[0]
-    squares, scores, reg = squares[passed], scores[passed], reg[passed]
+    passed, squares, scores, reg, _ = _score_crops(rnet, images, candidates, RNET_SIZE, threshold, chunk_size,
+                                                   mip_cache, with_landmarks=False)
     image_index = candidates.image_index[passed]
     keep = batched_nms(squares, scores, image_index, nms)
     boxes = decode_boxes(squares[keep], reg[keep])
@@ -238,11 +246,8 @@ def run_onet(
     then NMS per image (``nms_mode`` "min" as in the original)."""
     if len(candidates) == 0:
         return candidates
-    crops, squares = crop_candidates(images, candidates, ONET_SIZE, mip_cache)
-    logits, reg, marks = _forward_chunks(onet, crops, chunk_size, with_landmarks=True)
-    scores = torch.softmax(logits, dim=1)[:, 1]
-    passed = torch.nonzero(scores >= threshold, as_tuple=True)[0]
-    squares, scores, reg, marks = squares[passed], scores[passed], reg[passed], marks[passed]
+    passed, squares, scores, reg, marks = _score_crops(onet, images, candidates, ONET_SIZE, threshold, chunk_size,
+                                                       mip_cache, with_landmarks=True)
     image_index = candidates.image_index[passed]
     landmarks = decode_landmarks(squares, unflatten_landmarks(marks))
     boxes = decode_boxes(squares, reg)

@@ -29,6 +29,12 @@ from mtcnn.data.annotations import (
 # --------------------------------------------------------------------------------------------
 
 
+def _list_file(path: PathLike, images_root: PathLike | None) -> tuple[Path, Path, list[str]]:
+    """A list file's path, its images root (default: the list's folder) and its lines."""
+    path = Path(path)
+    return path, Path(images_root) if images_root is not None else path.parent, _read_lines(path)
+
+
 def read_cnn_facepoint(path: PathLike, images_root: PathLike | None = None) -> list[ImageAnnotation]:
     """Read a CUHK CNN_FacePoint list (``trainImageList.txt`` / ``testImageList.txt``).
 
@@ -39,9 +45,7 @@ def read_cnn_facepoint(path: PathLike, images_root: PathLike | None = None) -> l
     boxes [1, 4] and landmarks [1, 5, 2]. images_root defaults to the list file's folder.
     The train/test lists are the split; do not re-split them.
     """
-    path = Path(path)
-    root = Path(images_root) if images_root is not None else path.parent
-    lines = _read_lines(path)
+    path, root, lines = _list_file(path, images_root)
     names: list[str] = []
     rows: list[list[str]] = []
     line_numbers: list[int] = []
@@ -394,9 +398,7 @@ def read_box_list(path: PathLike, images_root: PathLike | None = None) -> list[I
     starting with ``#`` are skipped. Paths (no whitespace; '\\' turned into '/') are relative
     to images_root, default the list file's folder; absolute paths are kept.
     """
-    path = Path(path)
-    root = Path(images_root) if images_root is not None else path.parent
-    lines = _read_lines(path)
+    path, root, lines = _list_file(path, images_root)
     names: list[str] = []
     rows: list[list[str]] = []
     line_numbers: list[int] = []

@@ -164,14 +164,18 @@ class SampleWriter:
             out[key] = value
         return out
 
-    def _create(self, compression, image_compression, image_chunk_bytes) -> h5py.File:
-        S = self.size
+    def _open_partial(self, mode: str, failure: str) -> h5py.File:
+        """Open the partial file; a lock or an unreadable file becomes one SampleFileError line."""
         try:
-            f = h5py.File(self.partial, "w")
+            return h5py.File(self.partial, mode)
         except OSError as e:
             if _locked(e):
                 raise SampleFileError(_locked_message(self.partial)) from None
-            raise SampleFileError(f"cannot create {self.partial}: {_one_line(e)}") from None
+            raise SampleFileError(failure.format(path=self.partial, error=_one_line(e))) from None
+
+    def _create(self, compression, image_compression, image_chunk_bytes) -> h5py.File:
+        S = self.size
+        f = self._open_partial("w", "cannot create {path}: {error}")
         for key, value in self._attrs.items():
             f.attrs[key] = value
         f.attrs["complete"] = False
@@ -193,12 +197,7 @@ class SampleWriter:
 
     def _open_resume(self) -> h5py.File:
         hint = f"delete {self.partial} to start over"
-        try:
-            f = h5py.File(self.partial, "r+")
-        except OSError as e:
-            if _locked(e):
-                raise SampleFileError(_locked_message(self.partial)) from None
-            raise SampleFileError(f"cannot resume from {self.partial}: unreadable ({_one_line(e)}); {hint}") from None
+        f = self._open_partial("r+", "cannot resume from {path}: unreadable ({error}); " + hint)
         try:
             progress = json.loads(f.attrs["progress"])
             lengths = {k: int(progress["lengths"][k]) for k in KINDS}

@@ -1044,8 +1044,8 @@ def read_box_list(path: PathLike, images_root: PathLike | None = None) -> list[I
 # dispatch and splits
 # --------------------------------------------------------------------------------------------
 
-ANNOTATION_FORMATS = ("wider", "cnn_facepoint", "fddb", "dlib", "voc", "csv68", "list")
-AnnotationFormat = Literal["wider", "cnn_facepoint", "fddb", "dlib", "voc", "csv68", "list"]
+ANNOTATION_FORMATS = ("wider", "cnn_facepoint", "fddb", "dlib", "voc", "csv68", "list", "webfaces")
+AnnotationFormat = Literal["wider", "cnn_facepoint", "fddb", "dlib", "voc", "csv68", "list", "webfaces"]
 
 
 def read_annotations(
@@ -1056,6 +1056,8 @@ def read_annotations(
     ``voc`` takes a folder of XML files (a single ``.xml`` file also works); ``fddb`` a folds
     folder or one ellipse list. images_root: see each reader for its default.
     """
+    from mtcnn.data.webfaces import read_webfaces  # imports this module: resolve at call time
+
     readers = {
         "wider": read_wider,
         "cnn_facepoint": read_cnn_facepoint,
@@ -1064,6 +1066,7 @@ def read_annotations(
         "voc": _read_voc_any,
         "csv68": read_68pt_csv,
         "list": read_box_list,
+        "webfaces": read_webfaces,
     }
     reader = readers.get(str(format))
     if reader is None:

@@ -35,6 +35,7 @@ __all__ = [
     "WiderBoxConfig",
     "gen_root",
     "resolve_path",
+    "webfaces_root",
 ]
 
 
@@ -46,10 +47,19 @@ def gen_root() -> Path:
     return Path(__file__).resolve().parents[3] / "gen"
 
 
+def webfaces_root() -> Path:
+    """Caltech WebFaces: ``$MTCNN_WEBFACES``, else ``../webfaces`` beside the project."""
+    env = os.environ.get("MTCNN_WEBFACES")
+    if env:
+        return Path(env)
+    return Path(__file__).resolve().parents[3] / "webfaces"
+
+
 def resolve_path(text: str | os.PathLike, split: str | None = None) -> Path:
-    """Expand ``{data}``, ``{gen}``, ``{split}`` and ``~`` in a config path."""
+    """Expand ``{data}``, ``{gen}``, ``{webfaces}``, ``{split}`` and ``~`` in a config path."""
     s = str(text)
     s = s.replace("{data}", str(data_root())).replace("{gen}", str(gen_root()))
+    s = s.replace("{webfaces}", str(webfaces_root()))
     if split is not None:
         s = s.replace("{split}", split)
     return Path(os.path.expanduser(s))

@@ -72,7 +72,7 @@ from mtcnn.config import (
     to_dict,
 )
 from mtcnn.data.config import resolve_path
-from mtcnn.data.datasets import MixedBatchLoader, composition_for
+from mtcnn.data.datasets import ColorJitter, MixedBatchLoader, composition_for
 from mtcnn.data.h5 import KINDS, TRAIN_FIELDS, SampleFileError, SampleReader
 from mtcnn.losses import TaskWeights, flatten_head, mtcnn_loss
 from mtcnn.nets import build_net
@@ -618,6 +618,7 @@ class Trainer:
         self.loader = MixedBatchLoader(
             self.train_reader, self.rank_composition, self.steps_per_epoch, seed=cfg.seed, rank=info.rank,
             world_size=info.world_size, flip=cfg.data.flip, color_jitter=cfg.data.color_jitter,
+            jitter=ColorJitter(grayscale_prob=cfg.data.grayscale_prob, blur_prob=cfg.data.blur_prob),
             num_workers=cfg.data.num_workers, pin_memory=self.device.type == "cuda",
         )
         self.weights = TaskWeights(cfg.loss.weights.cls, cfg.loss.weights.box, cfg.loss.weights.landmark)

@@ -25,6 +25,7 @@ from mtcnn.data.annotations import (
     _read_lines,
     _record,
 )
+from mtcnn.ops.np_boxes import paired_iou
 
 
 def points5_to_points4(landmarks5: np.ndarray) -> np.ndarray:
@@ -95,13 +96,9 @@ class PointsToBox:
 
 def box_fit_report(mapping: PointsToBox, points4: np.ndarray, boxes: np.ndarray) -> dict[str, float]:
     """How well ``mapping`` reproduces annotated boxes: IoU statistics and corner error / width."""
-    import torch
-
-    from mtcnn.ops.boxes import paired_iou
-
     predicted = mapping(points4).astype(np.float64)
     boxes = np.asarray(boxes, np.float64)
-    iou = paired_iou(torch.from_numpy(predicted), torch.from_numpy(boxes)).numpy()
+    iou = paired_iou(predicted, boxes)
     width = boxes[:, 2] - boxes[:, 0]
     return {
         "faces": float(len(boxes)),

@@ -10,6 +10,8 @@ from __future__ import annotations
 import torch
 from torch import nn
 
+from mtcnn.nets.registry import NetSpec, register_net
+
 
 def _init(module: nn.Module) -> None:
     for m in module.modules():
@@ -20,10 +22,23 @@ def _init(module: nn.Module) -> None:
             nn.init.constant_(m.weight, 0.25)
 
 
-class PNet(nn.Module):
+class _ThreeHeads(nn.Module):
+    """A body and three heads on its features; landmarks may be skipped (the detector's P/R stages)."""
+
+    body: nn.Module
+    cls: nn.Module
+    box: nn.Module
+    landmark: nn.Module
+
+    def forward(self, x: torch.Tensor, with_landmarks: bool = True):
+        features = self.body(x)
+        landmarks = self.landmark(features) if with_landmarks else None
+        return self.cls(features), self.box(features), landmarks
+
+
+class PNet(_ThreeHeads):
     """12×12 proposal net, fully convolutional: ``[N,3,H,W]`` -> maps ``[N,2|4|10, h, w]``."""
 
-    input_size = 12
 
     def __init__(self) -> None:
         super().__init__()
@@ -37,16 +52,10 @@ class PNet(nn.Module):
         self.landmark = nn.Conv2d(32, 10, 1)
         _init(self)
 
-    def forward(self, x: torch.Tensor, with_landmarks: bool = True):
-        features = self.body(x)
-        landmarks = self.landmark(features) if with_landmarks else None
-        return self.cls(features), self.box(features), landmarks
 
-
-class RNet(nn.Module):
+class RNet(_ThreeHeads):
     """24×24 refinement net: ``[N,3,24,24]`` -> ``[N,2]``, ``[N,4]``, ``[N,10]``."""
 
-    input_size = 24
 
     def __init__(self) -> None:
         super().__init__()
@@ -62,16 +71,10 @@ class RNet(nn.Module):
         self.landmark = nn.Linear(128, 10)
         _init(self)
 
-    def forward(self, x: torch.Tensor, with_landmarks: bool = True):
-        features = self.body(x)
-        landmarks = self.landmark(features) if with_landmarks else None
-        return self.cls(features), self.box(features), landmarks
 
-
-class ONet(nn.Module):
+class ONet(_ThreeHeads):
     """48×48 output net: ``[N,3,48,48]`` -> ``[N,2]``, ``[N,4]``, ``[N,10]``."""
 
-    input_size = 48
 
     def __init__(self, dropout: float = 0.25) -> None:
         super().__init__()
@@ -88,17 +91,11 @@ class ONet(nn.Module):
         self.landmark = nn.Linear(256, 10)
         _init(self)
 
-    def forward(self, x: torch.Tensor, with_landmarks: bool = True):
-        features = self.body(x)
-        landmarks = self.landmark(features) if with_landmarks else None
-        return self.cls(features), self.box(features), landmarks
 
-
-NETS: dict[str, type[nn.Module]] = {"pnet": PNet, "rnet": RNet, "onet": ONet}
-
-
-def build_net(name: str) -> nn.Module:
-    try:
-        return NETS[name]()
-    except KeyError:
-        raise ValueError(f"unknown net '{name}': choose one of {', '.join(NETS)}") from None
+# SPEC §2/§11: RGB input, (pixel - 127.5) / 128, three heads, five landmarks.
+PNET = register_net(NetSpec("pnet", PNet, (12, 12), fully_convolutional=True, stride=2,
+                            description="12x12 proposal net (fully convolutional)"))
+RNET = register_net(NetSpec("rnet", RNet, (24, 24), description="24x24 refinement net"))
+ONET = register_net(NetSpec("onet", ONet, (48, 48), description="48x48 output net"))
+# The detector's cascade, in order.
+MTCNN_NETS = ("pnet", "rnet", "onet")

@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 
 from mtcnn.data.annotations import AnnotationError, read_annotations, read_cnn_facepoint, split_by_name
-from mtcnn.data.config import webfaces_root
+from mtcnn.config.paths import webfaces_root
 from mtcnn.data.webfaces import PointsToBox, box_fit_report, points5_to_points4, read_webfaces
 
 

@@ -3,7 +3,8 @@ the package (read through ``importlib.resources``, so they work from an installe
 
 Placeholders: ``{data}`` :func:`data_root` (``$MTCNN_DATA`` or ``../shared/data``), ``{gen}``
 :func:`gen_root` (``$MTCNN_GEN`` or ``../gen`` beside the project: generated data never goes
-into the project tree), ``{split}`` (``train`` / ``val``, when given) and ``~``.
+into the project tree), ``{webfaces}`` :func:`webfaces_root` (``$MTCNN_WEBFACES`` or ``../webfaces``
+beside the project: Caltech WebFaces, which is not in the shared data), ``{split}`` (``train`` / ``val``, when given) and ``~``.
 """
 
 from __future__ import annotations
@@ -36,10 +37,20 @@ def gen_root() -> Path:
     return _BESIDE_CHECKOUT / "gen"
 
 
+def webfaces_root() -> Path:
+    """Caltech WebFaces (``WebFaces_GroundThruth.txt``, ``Caltech_WebFaces/``): ``$MTCNN_WEBFACES``,
+    else ``../webfaces`` beside the project."""
+    env = os.environ.get("MTCNN_WEBFACES")
+    if env:
+        return Path(env)
+    return _BESIDE_CHECKOUT / "webfaces"
+
+
 def resolve_path(text: str | os.PathLike, split: str | None = None) -> Path:
-    """Expand ``{data}``, ``{gen}``, ``{split}`` and ``~`` in a config path."""
+    """Expand ``{data}``, ``{gen}``, ``{webfaces}``, ``{split}`` and ``~`` in a config path."""
     s = str(text)
     s = s.replace("{data}", str(data_root())).replace("{gen}", str(gen_root()))
+    s = s.replace("{webfaces}", str(webfaces_root()))
     if split is not None:
         s = s.replace("{split}", split)
     return Path(os.path.expanduser(s))
@@ -58,4 +69,4 @@ def default_config(name: str) -> Path:
     return Path(str(entry))
 
 
-__all__ = ["data_root", "default_config", "default_config_names", "gen_root", "resolve_path"]
+__all__ = ["data_root", "default_config", "default_config_names", "gen_root", "resolve_path", "webfaces_root"]

@@ -76,6 +76,8 @@ class DataSection:
     )
     flip: bool = True
     color_jitter: bool = True
+    grayscale_prob: float = bounded(0.0, 0.0, 1.0, help="chance a sample is turned grey (grey / infrared photos)")
+    blur_prob: float = bounded(0.0, 0.0, 1.0, help="chance a sample is blurred (out-of-focus, upscaled faces)")
 
 
 @dataclass

@@ -334,8 +334,8 @@ def _fmt(value: float) -> str:
 # dispatch and splits
 # --------------------------------------------------------------------------------------------
 
-ANNOTATION_FORMATS = ("wider", "cnn_facepoint", "fddb", "dlib", "voc", "csv68", "list")
-AnnotationFormat = Literal["wider", "cnn_facepoint", "fddb", "dlib", "voc", "csv68", "list"]
+ANNOTATION_FORMATS = ("wider", "cnn_facepoint", "fddb", "dlib", "voc", "csv68", "list", "webfaces")
+AnnotationFormat = Literal["wider", "cnn_facepoint", "fddb", "dlib", "voc", "csv68", "list", "webfaces"]
 
 
 def read_annotations(
@@ -354,6 +354,7 @@ def read_annotations(
         "voc": "read_voc_any",
         "csv68": "read_68pt_csv",
         "list": "read_box_list",
+        "webfaces": "read_webfaces",
     }
     reader = readers.get(str(format))
     if reader is None:
@@ -387,6 +388,7 @@ _READER_MODULES = {
     **dict.fromkeys(("ellipses_to_boxes", "landmarks_68_to_5", "read_68pt_csv", "read_box_list",
                      "read_cnn_facepoint", "read_dlib_xml", "read_fddb", "read_voc_any", "read_voc_dir",
                      "read_voc_xml"), "mtcnn.data.annotation_formats"),
+    "read_webfaces": "mtcnn.data.webfaces",
 }
 
 

@@ -31,6 +31,11 @@ Online augmentation (vectorised on the batch, per sample):
   (as [A]: +-25.6 grey levels, +-0.1 on a 0..1 scale); the saturation factor
   ``s ~ U[0.5, 1.5]`` blends with the per-pixel grey ``g = 0.299 R + 0.587 G + 0.114 B``.
   Hue jitter is not applied. ``color_jitter=False`` turns it off (``flip=False`` likewise).
+* photo degradations users' photos have and the training sets lack (off unless asked, in
+  :class:`ColorJitter`): with ``grayscale_prob`` a sample becomes grey (old scans, infrared
+  cameras), with ``blur_prob`` it is blurred by a binomial [1, 2, 1] / 4 kernel in x and y
+  (repeated ``round(S / 24)`` times, at least once, so the blur is alike in face-relative terms
+  at 12, 24 and 48 px), as out-of-focus and upscaled small faces are.
 
 Output batch: ``images`` float32 [B,3,S,S] = (pixel - 127.5) / 128 in RGB order, ``label``
 int64 [B], ``bbox`` float32 [B,4], ``landmark`` float32 [B,10].
@@ -79,6 +84,21 @@ class ColorJitter:
     brightness: float = 0.2  # additive, in units of the normalised input (pixel - 127.5) / 128
     contrast: tuple[float, float] = (0.5, 1.5)
     saturation: tuple[float, float] = (0.5, 1.5)
+    grayscale_prob: float = 0.0
+    blur_prob: float = 0.0
+
+
+def binomial_blur(x: torch.Tensor, repeats: int = 1) -> torch.Tensor:
+    """[B, C, H, W] float blurred by the separable [1, 2, 1] / 4 kernel, edges replicated.
+
+    Shifted-slice sums only (no convolution kernel), so the result is bit-identical whatever the
+    thread count, like the rest of the augmentation.
+    """
+    for _ in range(repeats):
+        p = torch.nn.functional.pad(x, (1, 1, 1, 1), mode="replicate")
+        h = (p[..., :, :-2] + 2.0 * p[..., :, 1:-1] + p[..., :, 2:]) * 0.25
+        x = (h[..., :-2, :] + 2.0 * h[..., 1:-1, :] + h[..., 2:, :]) * 0.25
+    return x
 
 
 def _seed_int(*keys: int) -> int:
@@ -141,6 +161,7 @@ def augment_batch(
         grey = xf[:, 0:1] * 0.299 + xf[:, 1:2] * 0.587 + xf[:, 2:3] * 0.114
         grey.mul_((1.0 - saturation)[:, None, None, None])
         xf.mul_(saturation[:, None, None, None]).add_(grey).clamp_(0.0, 255.0)
+    xf = _degrade(xf, torch.rand(B, 2, generator=generator), jitter)
     out = xf.sub_(127.5).mul_(1.0 / 128.0)  # == (x - 127.5) / 128 exactly (power of two)
     return {
         "images": out,
@@ -148,6 +169,19 @@ def augment_batch(
         "bbox": bbox.contiguous(),
         "landmark": landmark.contiguous(),
     }
+
+
+def _degrade(xf: torch.Tensor, u: torch.Tensor, jitter: ColorJitter) -> torch.Tensor:
+    """Random greyscale and blur of float [B, 3, S, S] grey levels; ``u`` [B, 2] uniform draws."""
+    grey_sel = (u[:, 0] < jitter.grayscale_prob).nonzero().squeeze(1)
+    if grey_sel.numel():
+        sub = xf[grey_sel]
+        grey = sub[:, 0:1] * 0.299 + sub[:, 1:2] * 0.587 + sub[:, 2:3] * 0.114
+        xf[grey_sel] = grey.expand_as(sub)
+    blur_sel = (u[:, 1] < jitter.blur_prob).nonzero().squeeze(1)
+    if blur_sel.numel():
+        xf[blur_sel] = binomial_blur(xf[blur_sel], repeats=max(1, round(xf.shape[-1] / 24)))
+    return xf
 
 
 class _PlanDataset(Dataset):
@@ -385,4 +419,5 @@ __all__ = [
     "augment_batch",
     "benchmark_loader",
     "composition_for",
+    "binomial_blur",
 ]

@@ -92,6 +92,8 @@ def load_source(src: SourceConfig) -> list[ImageAnnotation]:
     label = src.name or src.format
     if not path.exists():
         hint = " (generate it first: prepare_data/gen_scenes.py)" if "scenes" in str(path) else ""
+        if src.format == "webfaces":
+            hint = " (Caltech WebFaces is not in the shared data: see the README, or set MTCNN_WEBFACES)"
         raise GenerationError(f"source '{label}': {path} not found{hint}")
     root = resolve_path(src.images_root) if src.images_root else None
     try:

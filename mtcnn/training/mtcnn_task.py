@@ -29,7 +29,7 @@ import torch
 from torch import nn
 
 from mtcnn.config import ConfigError
-from mtcnn.data.datasets import MixedBatchLoader, composition_for
+from mtcnn.data.datasets import ColorJitter, MixedBatchLoader, composition_for
 from mtcnn.data.h5 import KINDS
 from mtcnn.data.readers import InMemoryReader, open_samples
 from mtcnn.errors import DataError
@@ -104,6 +104,7 @@ class MTCNNTask:
         return MixedBatchLoader(
             self.train_reader, self.rank_composition, steps_per_epoch, seed=cfg.seed, rank=rank,
             world_size=world_size, flip=cfg.data.flip, color_jitter=cfg.data.color_jitter,
+            jitter=ColorJitter(grayscale_prob=cfg.data.grayscale_prob, blur_prob=cfg.data.blur_prob),
             num_workers=cfg.data.num_workers, pin_memory=pin_memory,
         )
 

@@ -8,6 +8,7 @@ import pytest
 import torch
 
 from mtcnn.data.datasets import (
+    binomial_blur,
     ColorJitter,
     MixedBatchLoader,
     augment_batch,
@@ -225,6 +226,37 @@ def test_color_jitter():
     neutral = ColorJitter(brightness=0.0, contrast=(1.0, 1.0), saturation=(1.0, 1.0))
     same = augment_batch(images, label, z4, z10, torch.Generator().manual_seed(5), flip=False, jitter=neutral)
     assert torch.allclose(same["images"], plain, atol=1e-5)
+
+
+def test_binomial_blur_matches_the_2d_kernel_and_keeps_flat_images():
+    impulse = torch.zeros(1, 1, 7, 7)
+    impulse[0, 0, 3, 3] = 16.0
+    kernel = torch.tensor([1.0, 2.0, 1.0])
+    expected = torch.zeros(7, 7)
+    expected[2:5, 2:5] = torch.outer(kernel, kernel)  # 16 * outer([1,2,1]/4, [1,2,1]/4)
+    assert torch.equal(binomial_blur(impulse)[0, 0], expected)
+    flat = torch.full((2, 3, 12, 12), 77.0)
+    assert torch.equal(binomial_blur(flat, repeats=3), flat)  # edges replicated: no dark border
+
+
+def test_grayscale_and_blur_degradations():
+    rng = np.random.default_rng(1)
+    n = 400
+    images = torch.from_numpy(rng.integers(0, 256, (n, S, S, 3), dtype=np.uint8))
+    label, z4, z10 = torch.zeros(n, dtype=torch.int64), torch.zeros(n, 4), torch.zeros(n, 10)
+    kw = dict(flip=False, color_jitter=False)
+    plain = augment_batch(images, label, z4, z10, torch.Generator().manual_seed(3), **kw)["images"]
+    grey = augment_batch(images, label, z4, z10, torch.Generator().manual_seed(3), **kw,
+                         jitter=ColorJitter(grayscale_prob=1.0))["images"]
+    expected = plain[:, 0] * 0.299 + plain[:, 1] * 0.587 + plain[:, 2] * 0.114
+    for c in range(3):
+        assert torch.allclose(grey[:, c], expected, atol=1e-5)
+    some = augment_batch(images, label, z4, z10, torch.Generator().manual_seed(3), **kw,
+                         jitter=ColorJitter(blur_prob=0.3))["images"]
+    changed = (some != plain).flatten(1).any(1)
+    assert 0.22 < changed.float().mean() < 0.38  # about blur_prob of the samples, drawn per sample
+    blurred = binomial_blur(plain[changed] * 128 + 127.5) - 127.5
+    assert torch.allclose(some[changed] * 128, blurred, atol=1e-3)
 
 
 def test_state_dict_resume_identical(sample_file):

@@ -22,12 +22,23 @@ def _detector_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--thresholds", type=float, nargs=3, metavar=("P", "R", "O"), help="stage thresholds (default 0.6 0.7 0.7)")
     parser.add_argument("--preset", choices=["default", "wider"], help="'wider': min face 10, factor 0.79, thresholds 0.5 0.5 0.3")
     parser.add_argument("--device", default=None, help="cpu, cuda or cuda:N (default: cuda if available)")
+    parser.add_argument("--crops", metavar="DIR", help="write one aligned face crop per face into DIR (5-point similarity to the face-recognition template)")
+    parser.add_argument("--crop-size", default="112", help="aligned crop size: 112 (ArcFace template), 96x112, or any N / WxH (default 112)")
 
 
 def build_detector(args: argparse.Namespace):
     from mtcnn.eval.runner import build_detector as build
 
     return build(args.weights, args.min_face, args.factor, args.thresholds, args.device, args.preset)
+
+
+def _crop_size(parser: argparse.ArgumentParser, args: argparse.Namespace):
+    from mtcnn.align import parse_crop_size
+
+    try:
+        return parse_crop_size(args.crop_size)
+    except ValueError as e:
+        parser.error(str(e))
 
 
 def _unique_name(save_dir: Path, path: Path, used: set[str]) -> Path:
@@ -52,6 +63,7 @@ def detect_main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     if args.batch_size < 1:
         parser.error("--batch-size must be at least 1")
+    crop_size = _crop_size(parser, args)
 
     from mtcnn.io import ImageReadError, iter_image_batches, list_images, write_image_rgb
     from mtcnn.structures import image_record
@@ -80,6 +92,7 @@ def detect_main(argv: list[str] | None = None) -> int:
 
     failures = 0
     used_names: set[str] = set()
+    crop_stems: set[str] = set()
 
     def report_failure(path: Path, error: ImageReadError) -> None:
         nonlocal failures
@@ -99,6 +112,10 @@ def detect_main(argv: list[str] | None = None) -> int:
                     from mtcnn.visualize import draw_detections
 
                     write_image_rgb(_unique_name(save_dir, path, used_names), draw_detections(image, faces))
+                if args.crops:
+                    from mtcnn.align import save_aligned_crops
+
+                    save_aligned_crops(image, faces.landmarks, args.crops, _unique_name(Path(args.crops), path, crop_stems).stem, crop_size)
     finally:
         if json_file:
             json_file.close()

@@ -23,13 +23,11 @@ import torch
 from torch import nn
 
 from mtcnn.config import _umask_mode
-from mtcnn.nets import build_net
+from mtcnn.nets import MTCNN_NETS, build_net, get_net_spec
 
 FORMAT = "mtcnn-checkpoint"
 FORMAT_VERSION = 1
-NET_NAMES = ("pnet", "rnet", "onet")
-# SPEC §2/§11: (pixel - 127.5) / 128 on RGB input.
-PREPROCESSING = {"mean": 127.5, "scale": 0.0078125, "channel_order": "RGB"}
+NET_NAMES = MTCNN_NETS
 DEFAULT_WEIGHTS = Path(__file__).resolve().parent / "weights" / "default.pt"
 WEIGHTS_HINT = (
     "get weights with: pip download facenet-pytorch==2.6.0 --no-deps -d third_party && "
@@ -44,12 +42,15 @@ class WeightsError(ValueError):
 
 
 def make_checkpoint(net_name: str, model: nn.Module, config: dict | None = None, meta: dict | None = None) -> dict:
+    """A checkpoint of ``model`` recording its registered spec (loading refuses a mismatch)."""
+    spec = get_net_spec(net_name)
     return {
         "format": FORMAT,
         "version": FORMAT_VERSION,
         "net": net_name,
         "state_dict": {k: v.detach().cpu().clone() for k, v in model.state_dict().items()},
-        "preprocessing": dict(PREPROCESSING),
+        "preprocessing": spec.preprocessing(),
+        "spec": spec.to_dict(),
         "config": config or {},
         "meta": meta or {},
     }
@@ -88,10 +89,18 @@ def validate_checkpoint(ckpt: Any, expected_net: str, source: str) -> dict:
         raise WeightsError(f"{source}: checkpoint version {ckpt.get('version')} is not supported (expected {FORMAT_VERSION})")
     if ckpt.get("net") != expected_net:
         raise WeightsError(f"{source}: holds a '{ckpt.get('net')}' but a '{expected_net}' was expected")
+    try:
+        spec = get_net_spec(expected_net)
+    except ValueError as e:
+        raise WeightsError(f"{source}: {e}") from None
     pre = ckpt.get("preprocessing", {})
-    for key, value in PREPROCESSING.items():
+    for key, value in spec.preprocessing().items():
         if pre.get(key) != value:
-            raise WeightsError(f"{source}: preprocessing {key}={pre.get(key)!r} differs from this library's {value!r}")
+            raise WeightsError(f"{source}: preprocessing {key}={pre.get(key)!r} differs from the registered {expected_net}'s {value!r}")
+    # Checkpoints written before the registry have no "spec"; their preprocessing was checked above.
+    problem = spec.mismatch(ckpt["spec"]) if isinstance(ckpt.get("spec"), dict) else None
+    if problem:
+        raise WeightsError(f"{source}: {expected_net} spec {problem}")
     return ckpt
 
 

@@ -1,3 +1,13 @@
-from mtcnn.nets.mtcnn_nets import NETS, ONet, PNet, RNet, build_net
+"""Nets and their registry. Importing this package registers every built-in net.
 
-__all__ = ["NETS", "ONet", "PNet", "RNet", "build_net"]
+Adding a net: one module here that defines it and calls :func:`register_net`, plus its import
+below (see /docs or the registry module docstring).
+"""
+
+from mtcnn.nets.registry import HEAD_NAMES, NetSpec, UnknownNetError, build_net, get_net_spec, net_names, register_net
+from mtcnn.nets.mtcnn_nets import MTCNN_NETS, ONet, PNet, RNet  # noqa: E402  (registers pnet, rnet, onet)
+
+__all__ = [
+    "HEAD_NAMES", "MTCNN_NETS", "NetSpec", "ONet", "PNet", "RNet", "UnknownNetError",
+    "build_net", "get_net_spec", "net_names", "register_net",
+]

@@ -10,6 +10,8 @@ from __future__ import annotations
 import torch
 from torch import nn
 
+from mtcnn.nets.registry import NetSpec, register_net
+
 
 def _init(module: nn.Module) -> None:
     for m in module.modules():
@@ -23,7 +25,6 @@ def _init(module: nn.Module) -> None:
 class PNet(nn.Module):
     """12×12 proposal net, fully convolutional: ``[N,3,H,W]`` -> maps ``[N,2|4|10, h, w]``."""
 
-    input_size = 12
 
     def __init__(self) -> None:
         super().__init__()
@@ -46,7 +47,6 @@ class PNet(nn.Module):
 class RNet(nn.Module):
     """24×24 refinement net: ``[N,3,24,24]`` -> ``[N,2]``, ``[N,4]``, ``[N,10]``."""
 
-    input_size = 24
 
     def __init__(self) -> None:
         super().__init__()
@@ -71,7 +71,6 @@ class RNet(nn.Module):
 class ONet(nn.Module):
     """48×48 output net: ``[N,3,48,48]`` -> ``[N,2]``, ``[N,4]``, ``[N,10]``."""
 
-    input_size = 48
 
     def __init__(self, dropout: float = 0.25) -> None:
         super().__init__()
@@ -94,11 +93,10 @@ class ONet(nn.Module):
         return self.cls(features), self.box(features), landmarks
 
 
-NETS: dict[str, type[nn.Module]] = {"pnet": PNet, "rnet": RNet, "onet": ONet}
-
-
-def build_net(name: str) -> nn.Module:
-    try:
-        return NETS[name]()
-    except KeyError:
-        raise ValueError(f"unknown net '{name}': choose one of {', '.join(NETS)}") from None
+# SPEC §2/§11: RGB input, (pixel - 127.5) / 128, three heads, five landmarks.
+PNET = register_net(NetSpec("pnet", PNet, (12, 12), fully_convolutional=True, stride=2,
+                            description="12x12 proposal net (fully convolutional)"))
+RNET = register_net(NetSpec("rnet", RNet, (24, 24), description="24x24 refinement net"))
+ONET = register_net(NetSpec("onet", ONet, (48, 48), description="48x48 output net"))
+# The detector's cascade, in order.
+MTCNN_NETS = ("pnet", "rnet", "onet")

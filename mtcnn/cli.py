@@ -218,6 +218,34 @@ def benchmark_main(argv: list[str] | None = None) -> int:
     )  # fmt: skip
 
 
+def export_main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="export.py", description="Export every net of a weights bundle to ONNX or TorchScript, verified against PyTorch on real crops.")
+    parser.add_argument("--format", required=True, choices=["onnx", "torchscript"])
+    parser.add_argument("--out", required=True, help="output folder: <net>.onnx or <net>.pt for each net, and manifest.json")
+    parser.add_argument("--weights", help="weights bundle or folder (default: $MTCNN_WEIGHTS, then the shipped weights)")
+    parser.add_argument("--image", help="photo whose crops verify the export (default data_root()/dlib_faces/bald_guys.jpg)")
+    parser.add_argument("--no-verify", action="store_true", help="write the files without running them")
+    args = parser.parse_args(argv)
+
+    from mtcnn.eval.speed import default_image
+    from mtcnn.export import ExportError, export_bundle, verification_inputs
+    from mtcnn.io import ImageReadError, read_image_rgb
+    from mtcnn.weights import WeightsError, load_bundle, resolve_weights
+
+    try:
+        nets, info = load_bundle(resolve_weights(args.weights))
+        image = read_image_rgb(args.image) if args.image else default_image()[0]
+        inputs = None if args.no_verify else verification_inputs(nets, image)
+        results = export_bundle(nets, args.out, args.format, inputs, info)
+    except (WeightsError, ImageReadError, ExportError) as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 1
+    for r in results:
+        check = "not run" if r.max_abs_diff is None else f"max |diff| {max(r.max_abs_diff.values()):.2e} on {', '.join(r.verified_on)}"
+        print(f"{Path(args.out) / r.file}: input {r.input['shape']}, outputs {', '.join(r.outputs)}; {check}")
+    return 0
+
+
 def _run_job(load, run, errors: tuple[type[BaseException], ...], error_code: int) -> int:
     """The shared ending of the long-job commands: ``run(load())`` yields lines to print.
 

@@ -22,6 +22,7 @@ def _detector_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--thresholds", type=float, nargs=3, metavar=("P", "R", "O"), help="stage thresholds (default 0.6 0.7 0.7)")
     parser.add_argument("--preset", choices=["default", "wider"], help="'wider': min face 10, factor 0.79, thresholds 0.5 0.5 0.3")
     parser.add_argument("--device", default=None, help="cpu, cuda or cuda:N (default: cuda if available)")
+    parser.add_argument("--backend", choices=["torch", "onnxruntime"], default="torch", help='what runs the nets (default torch; onnxruntime: CPU, needs pip install -e ".[onnx]")')
     parser.add_argument("--crops", metavar="DIR", help="write one aligned face crop per face into DIR (5-point similarity to the face-recognition template)")
     parser.add_argument("--crop-size", default="112", help="aligned crop size: 112 (ArcFace template), 96x112, or any N / WxH (default 112)")
 
@@ -29,7 +30,7 @@ def _detector_arguments(parser: argparse.ArgumentParser) -> None:
 def build_detector(args: argparse.Namespace):
     from mtcnn.eval.runner import build_detector as build
 
-    return build(args.weights, args.min_face, args.factor, args.thresholds, args.device, args.preset)
+    return build(args.weights, args.min_face, args.factor, args.thresholds, args.device, args.preset, backend=args.backend)
 
 
 def _crop_size(parser: argparse.ArgumentParser, args: argparse.Namespace):
@@ -164,6 +165,7 @@ def evaluate_parser() -> argparse.ArgumentParser:
     a("--thresholds", type=float, nargs=3, metavar=("P", "R", "O"), help="stage thresholds (default 0.6 0.7 0.7)")
     a("--preset", choices=["default", "wider"], help="'wider': min face 10, factor 0.79, thresholds 0.5 0.5 0.3")
     a("--device", help="cpu, cuda or cuda:N (default: cuda if available)")
+    a("--backend", choices=["torch", "onnxruntime"], default="torch", help='what runs the nets (onnxruntime: pip install -e ".[onnx]")')
     a("--batch-size", type=int, default=8, help="images per detector call (default 8)")
     a("--split", choices=["all", "train", "val"], default="all", help="project split rule: files sorted by name, first 80%% train")
     a("--limit", type=int, help="evaluate only the first N annotated images")

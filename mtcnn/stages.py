@@ -19,6 +19,7 @@ from torch import nn
 from mtcnn.ops.boxes import batched_nms, square_boxes
 from mtcnn.ops.coding import decode_boxes, decode_landmarks, unflatten_landmarks
 from mtcnn.ops.crops import crop_resize
+from mtcnn.ops.inference import speed_up_layers
 from mtcnn.ops.pyramid import PNET_CELL, PNET_STRIDE, cell_level_map, pack_pyramid
 
 PIXEL_MEAN = 127.5
@@ -35,8 +36,9 @@ def normalise(pixels: torch.Tensor) -> torch.Tensor:
 
 
 def prepare_for_inference(net: nn.Module, device: torch.device | str) -> nn.Module:
-    """Move a net to ``device`` in eval mode and channels-last layout (see :func:`normalise`)."""
-    return net.to(device=device, memory_format=torch.channels_last).eval()
+    """Move a net to ``device`` in eval mode and channels-last layout (see :func:`normalise`),
+    with layers swapped for identical faster ones (:func:`mtcnn.ops.inference.speed_up_layers`)."""
+    return speed_up_layers(net.to(device=device, memory_format=torch.channels_last).eval())
 
 
 @dataclass(frozen=True)

@@ -61,6 +61,8 @@ class MTCNN:
         else:
             self.weights_info = {"path": "<in memory>", "sha256": "", "meta": {}}
         self.backend = backend
+        # The PyTorch nets themselves, whatever runs them (export, copies to other devices).
+        self.source_nets = {k: nets[k] for k in ("pnet", "rnet", "onet")}
         self.pnet, self.rnet, self.onet = backend_nets(nets, ("pnet", "rnet", "onet"), backend, self.device)
 
     @property

@@ -105,8 +105,11 @@ def torchscript_bytes(net: nn.Module, name: str) -> bytes:
 def _cpu_fp32_eval(net: nn.Module) -> nn.Module:
     import copy
 
-    # A copy: the caller's net keeps its device, dtype and memory format.
-    return copy.deepcopy(net).to(device="cpu", dtype=torch.float32, memory_format=torch.contiguous_format).eval()
+    from mtcnn.ops.inference import restore_layers
+
+    # A copy: the caller's net keeps its device, dtype, memory format and layers.
+    net = copy.deepcopy(net).to(device="cpu", dtype=torch.float32, memory_format=torch.contiguous_format).eval()
+    return restore_layers(net)
 
 
 def run_exported(data: bytes | str | os.PathLike, fmt: str, inputs: torch.Tensor) -> list[torch.Tensor]:

@@ -10,6 +10,7 @@ shared ``mip_cache`` dict so both read crops from the same per-image mip chains.
 
 from __future__ import annotations
 
+import copy
 from dataclasses import dataclass
 
 import torch
@@ -36,9 +37,10 @@ def normalise(pixels: torch.Tensor) -> torch.Tensor:
 
 
 def prepare_for_inference(net: nn.Module, device: torch.device | str) -> nn.Module:
-    """Move a net to ``device`` in eval mode and channels-last layout (see :func:`normalise`),
-    with layers swapped for identical faster ones (:func:`mtcnn.ops.inference.speed_up_layers`)."""
-    return speed_up_layers(net.to(device=device, memory_format=torch.channels_last).eval())
+    """A copy of ``net`` on ``device`` in eval mode and channels-last layout (see
+    :func:`normalise`), with layers swapped for identical faster ones
+    (:func:`mtcnn.ops.inference.speed_up_layers`); ``net`` itself is left as it was."""
+    return speed_up_layers(copy.deepcopy(net).to(device=device, memory_format=torch.channels_last).eval())
 
 
 @dataclass(frozen=True)

@@ -1,7 +1,8 @@
 """Inference-only replacements of layers with faster, numerically identical ones.
 
-:func:`speed_up_layers` swaps them into a net in place; the state dict is unchanged (none of the
-replaced layers has parameters), so checkpoints, export and training see the same net.
+:func:`speed_up_layers` swaps them into a net in place and :func:`restore_layers` swaps them
+back (export traces the standard layers); the state dict is unchanged (none of the replaced
+layers has parameters).
 """
 
 from __future__ import annotations
@@ -44,4 +45,13 @@ def speed_up_layers(net: nn.Module) -> nn.Module:
         for name, child in list(parent.named_children()):
             if _is_pair_pool(child):
                 setattr(parent, name, MaxPool2x2())
+    return net
+
+
+def restore_layers(net: nn.Module) -> nn.Module:
+    """Undo :func:`speed_up_layers`, in place (exporters know the standard layers)."""
+    for parent in list(net.modules()):
+        for name, child in list(parent.named_children()):
+            if isinstance(child, MaxPool2x2):
+                setattr(parent, name, nn.MaxPool2d(2, 2, ceil_mode=True))
     return net

@@ -30,3 +30,20 @@ def test_only_2x2_stride_2_ceil_pools_are_swapped_and_weights_stay():
     assert all(torch.equal(v, net.state_dict()[k]) for k, v in state.items())
     other = nn.Sequential(nn.MaxPool2d(2, 2), nn.MaxPool2d(2, 1, ceil_mode=True))
     assert [type(m) for m in speed_up_layers(other)] == [nn.MaxPool2d, nn.MaxPool2d]
+
+
+def test_detector_leaves_the_callers_nets_alone_and_they_still_export():
+    from mtcnn import MTCNN
+    from mtcnn.export import onnx_bytes, torchscript_bytes
+    from mtcnn.ops.inference import restore_layers
+
+    torch.manual_seed(0)
+    nets = {k: build_net(k) for k in ("pnet", "rnet", "onet")}
+    detector = MTCNN(nets=nets, device="cpu")
+    assert not any(isinstance(m, MaxPool2x2) for n in nets.values() for m in n.modules())
+    assert any(isinstance(m, MaxPool2x2) for m in detector.pnet.modules())
+    torchscript_bytes(detector.pnet, "pnet")  # a prepared net exports through the standard layers
+    restored = restore_layers(speed_up_layers(build_net("pnet")))
+    assert [type(m) for m in restored.body] == [type(m) for m in build_net("pnet").body]
+    pytest.importorskip("onnx")
+    assert len(onnx_bytes(detector.pnet, "pnet")) > 1000

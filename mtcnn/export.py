@@ -32,6 +32,8 @@ import numpy as np
 import torch
 from torch import nn
 
+from mtcnn.atomic import atomic_write_bytes, atomic_write_text
+from mtcnn.errors import MTCNNError
 from mtcnn.nets import get_net_spec
 
 OPSET = 17
@@ -43,8 +45,8 @@ TOLERANCE = 1e-4
 ONNX_HINT = 'onnxruntime is not installed: pip install -e ".[onnx]" (or pip install onnx onnxruntime)'
 
 
-class ExportError(RuntimeError):
-    """An export or its verification failed; ``str(e)`` is one line."""
+class ExportError(MTCNNError, RuntimeError):
+    """An export or its verification failed, or onnxruntime is missing; ``str(e)`` is one line (exit 1)."""
 
 
 class AllHeads(nn.Module):
@@ -204,11 +206,9 @@ def export_bundle(
             name=name, file=f"{name}{SUFFIX[fmt]}", format=fmt, input={"name": INPUT_NAME, "shape": shape},
             outputs=out_shapes, preprocessing=spec.preprocessing(), max_abs_diff=diffs, verified_on=shapes,
         ))  # fmt: skip
-    from mtcnn.config import atomic_write_text
-
     out_dir.mkdir(parents=True, exist_ok=True)
     for name, blob in blobs.items():
-        _atomic_write_bytes(out_dir / f"{name}{SUFFIX[fmt]}", blob)
+        atomic_write_bytes(out_dir / f"{name}{SUFFIX[fmt]}", blob)
     manifest = {
         "format": fmt,
         "opset": OPSET if fmt == "onnx" else None,
@@ -220,12 +220,6 @@ def export_bundle(
     }
     atomic_write_text(out_dir / "manifest.json", json.dumps(manifest, indent=2) + "\n")
     return results
-
-
-def _atomic_write_bytes(path: Path, data: bytes) -> None:
-    tmp = path.with_name(f".{path.name}.tmp")
-    tmp.write_bytes(data)
-    os.replace(tmp, path)
 
 
 def verification_inputs(nets: dict[str, nn.Module], image: np.ndarray, max_crops: int = 512) -> dict[str, list[torch.Tensor]]:

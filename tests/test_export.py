@@ -4,7 +4,7 @@ import numpy as np
 import pytest
 import torch
 
-from mtcnn.cli import export_main
+from mtcnn.commands.export import main as export_main
 from mtcnn.export import INPUT_NAME, OPSET, ExportError, export_bundle, max_differences, onnx_bytes, run_exported, torchscript_bytes
 from mtcnn.nets import build_net
 from mtcnn.weights import NET_NAMES

@@ -15,7 +15,7 @@ How one scene is made (:func:`compose_scene`), all randomness from
   * shorter canvas side]``; faces are pasted largest first (small faces stay on top);
 * face choice: uniform among source faces that need at most ``max_upscale`` enlargement;
 * box style: CNN_FacePoint boxes are tight (brows to chin). The recorded box is the WIDER-like
-  mapping of :class:`mtcnn.data.config.WiderBoxConfig` (1.15 w x 1.35 h, extended upward to
+  mapping of :class:`mtcnn.config.data.WiderBoxConfig` (1.15 w x 1.35 h, extended upward to
   the forehead), the same mapping the P-Net generator applies to CNN_FacePoint photos;
 * placement: uniform inside the canvas (the recorded box always lies inside it); rejected
   when the IoU with an earlier face exceeds ``max_iou`` or the new paste (out to ``mask_outer``)
@@ -69,9 +69,12 @@ from mtcnn.data.annotations import (
     write_landmark_sidefile,
     write_wider,
 )
-from mtcnn.data.config import SceneConfig, WiderBoxConfig, resolve_path
+from mtcnn.config.data import SceneConfig, WiderBoxConfig
+from mtcnn.config.paths import resolve_path
 from mtcnn.data.generate import GenerationError, parallel_chunks
-from mtcnn.data.sampling import FLIP_POINT_ORDER, iou_matrix, tight_to_wider
+from mtcnn.data.sampling import tight_to_wider
+from mtcnn.ops.coding import FLIP_POINT_ORDER
+from mtcnn.ops.np_boxes import box_iou
 from mtcnn.io import ImageReadError, list_images, read_image_rgb, write_image_rgb
 
 __all__ = [
@@ -354,7 +357,7 @@ def compose_scene(index: int, cfg: SceneConfig, split: str, backgrounds: list[Pa
 
 
 def _placement_ok(cand: np.ndarray, earlier: np.ndarray, cfg: SceneConfig) -> bool:
-    if iou_matrix(cand[None], earlier).max() > cfg.max_iou:
+    if box_iou(cand[None], earlier).max() > cfg.max_iou:
         return False
     # The new paste is opaque out to mask_outer x its half-axes: it may hide earlier faces.
     cx, cy = (cand[0] + cand[2]) / 2, (cand[1] + cand[3]) / 2

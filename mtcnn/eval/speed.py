@@ -38,6 +38,8 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+
+from mtcnn.errors import MTCNNError
 import torch
 
 __all__ = [
@@ -52,10 +54,9 @@ __all__ = [
 ]
 
 DEFAULT_SIZES: tuple[tuple[int, int], ...] = ((640, 480), (1280, 720), (1920, 1080))
-REPO_ROOT = Path(__file__).resolve().parent.parent.parent
 
 
-class BenchmarkError(Exception):
+class BenchmarkError(MTCNNError):
     """The benchmark cannot run; ``str(e)`` is one line."""
 
 
@@ -325,13 +326,8 @@ def _detector_on(base, device: torch.device, backend: str = "torch"):
 
 
 def _load_reference_class():
-    bench = str(REPO_ROOT / "benchmarks")
-    if bench not in sys.path:
-        sys.path.insert(0, bench)
-    try:
-        from facenet_reference import FacenetReference
-    except ImportError as e:
-        raise BenchmarkError(f"cannot import benchmarks/facenet_reference.py ({e})") from None
+    from mtcnn.eval.facenet_reference import FacenetReference
+
     return FacenetReference
 
 
@@ -374,7 +370,6 @@ def run_benchmark(
     with ours. ``mixed``: also one batch of that many differently sized copies of the image
     (:data:`MIXED_SIZES`, up to 8) in a single detect call.
     """
-    from mtcnn.config import to_dict
     from mtcnn.io import read_image_rgb
 
     log = log or (lambda _msg: None)
@@ -398,8 +393,43 @@ def run_benchmark(
         from mtcnn.detector import MTCNN
 
         detector = MTCNN(weights=weights, device="cpu")
+    settings = _settings(detector, base_image, image_source, sizes, min_faces, batch_sizes, devices, repeats, warmup,
+                         compare_facenet, backends, mixed)
+    result = BenchmarkResult(settings=settings)
+    reference_cls = _load_reference_class() if compare_facenet else None
+    if compare_facenet and not Path(compare_facenet).is_file():
+        raise BenchmarkError(f"{compare_facenet}: facenet-pytorch wheel not found")
+    for dev_name in devices:
+        device = torch.device(dev_name)
+        if device.type == "cuda" and not torch.cuda.is_available():
+            result.skipped.append({"device": dev_name, "reason": "CUDA is not available"})
+            log(f"skipping {dev_name}: CUDA is not available")
+            continue
+        if device.type == "cuda":
+            settings.setdefault("cuda_devices", {})[dev_name] = torch.cuda.get_device_name(device)
+        reference = reference_cls(compare_facenet, dev_name) if reference_cls else None
+        for backend in backends:
+            if backend != "torch" and device.type != "cpu":
+                result.skipped.append({"device": dev_name, "reason": f"backend {backend} runs on the CPU only"})
+                continue
+            det_dev = _detector_on(detector, device, backend)
+            for label, images in _inputs(base_image, sizes, mixed):
+                for m in min_faces:
+                    det = det_dev.with_settings(min_face_size=float(m))
+                    run = _Run(det, reference, images, label, device, dev_name, backend, float(m), repeats, warmup, log)
+                    result.cases.extend(run.cases([len(images)] if len(images) > 1 else batch_sizes))
+                    if reference is not None:
+                        result.comparisons.append(run.compare())
+    return result
+
+
+def _settings(detector, base_image, image_source, sizes, min_faces, batch_sizes, devices, repeats, warmup,
+              compare_facenet, backends=("torch",), mixed=0) -> dict[str, Any]:
+    """Everything a benchmark result must say about how it was measured."""
+    from mtcnn.config import to_dict
+
     cfg = detector.config
-    settings = {
+    return {
         "image": image_source,
         "image_size": [int(base_image.shape[1]), int(base_image.shape[0])],
         "sizes": [f"{w}x{h}" for w, h in sizes],
@@ -424,40 +454,19 @@ def run_benchmark(
         "compare_facenet": str(compare_facenet) if compare_facenet else None,
         "time": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
     }
-    result = BenchmarkResult(settings=settings)
-    reference_cls = _load_reference_class() if compare_facenet else None
-    if compare_facenet and not Path(compare_facenet).is_file():
-        raise BenchmarkError(f"{compare_facenet}: facenet-pytorch wheel not found")
 
-    for dev_name in devices:
-        device = torch.device(dev_name)
-        if device.type == "cuda" and not torch.cuda.is_available():
-            result.skipped.append({"device": dev_name, "reason": "CUDA is not available"})
-            log(f"skipping {dev_name}: CUDA is not available")
-            continue
-        if device.type == "cuda":
-            settings.setdefault("cuda_devices", {})[dev_name] = torch.cuda.get_device_name(device)
-        reference = reference_cls(compare_facenet, dev_name) if reference_cls else None
-        for backend in backends:
-            if backend != "torch" and device.type != "cpu":
-                result.skipped.append({"device": dev_name, "reason": f"backend {backend} runs on the CPU only"})
-                continue
-            det_dev = _detector_on(detector, device, backend)
-            inputs = [(f"{w}x{h}", [_resize(base_image, int(w), int(h))]) for w, h in sizes]
-            if mixed:
-                inputs.append((f"mixed×{mixed}", [_resize(base_image, w, h) for w, h in MIXED_SIZES[:mixed]]))
-            for label, images in inputs:
-                for m in min_faces:
-                    det = det_dev.with_settings(min_face_size=float(m))
-                    run = _Run(det, reference, images, label, device, dev_name, backend, float(m), repeats, warmup, log)
-                    result.cases.extend(run.cases([len(images)] if len(images) > 1 else batch_sizes))
-                    if reference is not None:
-                        result.comparisons.append(run.compare())
-    return result
 
 
 # A mixed batch: sizes of phones, webcams and screens, portrait and landscape.
 MIXED_SIZES = ((640, 480), (1280, 720), (480, 640), (1920, 1080), (800, 600), (320, 240), (1024, 768), (720, 1280))
+
+
+def _inputs(base_image: np.ndarray, sizes, mixed: int) -> list[tuple[str, list[np.ndarray]]]:
+    """(label, images) per case: the photo at each size, then the mixed batch if asked for."""
+    inputs = [(f"{w}x{h}", [_resize(base_image, int(w), int(h))]) for w, h in sizes]
+    if mixed:
+        inputs.append((f"mixed×{mixed}", [_resize(base_image, w, h) for w, h in MIXED_SIZES[:mixed]]))
+    return inputs
 
 
 @dataclass
@@ -551,7 +560,8 @@ def benchmark_command(
     ``error: ...`` line when the benchmark cannot run."""
     import json
 
-    from mtcnn.config import ConfigError, atomic_write_text
+    from mtcnn.atomic import atomic_write_text
+    from mtcnn.config import ConfigError
     from mtcnn.export import ExportError
     from mtcnn.io import ImageReadError
     from mtcnn.weights import WeightsError

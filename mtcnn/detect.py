@@ -23,6 +23,7 @@ def build_detector(
     thresholds: Sequence[float] | None = None,
     device: str | None = None,
     preset: str | None = None,
+    backend: str = "torch",
 ):
     """An :class:`~mtcnn.detector.MTCNN`: the preset's (or the default) settings, then every
     setting given explicitly (``None`` = not given) on top, so ``--preset wider --min-face 20``
@@ -31,7 +32,7 @@ def build_detector(
 
     return MTCNN(
         weights=weights, min_face_size=min_face, factor=factor, thresholds=thresholds, device=device,
-        preset=None if preset in (None, "default") else preset,
+        preset=None if preset in (None, "default") else preset, backend=backend,
     )  # fmt: skip
 
 

@@ -11,7 +11,8 @@ from torch import nn
 
 from mtcnn.config import DETECTOR_PRESETS, DetectorConfig, from_dict, to_dict
 from mtcnn.io import to_rgb_uint8
-from mtcnn.stages import Candidates, prepare_for_inference, run_onet, run_pnet, run_rnet
+from mtcnn.backends import backend_nets
+from mtcnn.stages import Candidates, run_onet, run_pnet, run_rnet
 from mtcnn.structures import Detections
 from mtcnn.weights import load_bundle, resolve_weights
 
@@ -28,6 +29,9 @@ class MTCNN:
     ``images`` for :meth:`detect` are RGB uint8 ``H×W×3`` arrays or tensors (one, or a list of
     different sizes). Boxes are (x1, y1, x2, y2) floats, 0-based, width = x2 - x1, not clipped to
     the image (a face cut by the border keeps its full extent).
+
+    ``backend``: "torch" (default) or "onnxruntime" (CPU; ``pip install -e ".[onnx]"``): what
+    runs the nets; pyramid, crops and NMS are the same code for both.
     """
 
     def __init__(
@@ -40,6 +44,7 @@ class MTCNN:
         *,
         preset: str | None = None,
         nets: dict[str, nn.Module] | None = None,
+        backend: str = "torch",
         **options,
     ) -> None:
         if preset is not None and preset not in DETECTOR_PRESETS:
@@ -55,12 +60,15 @@ class MTCNN:
             nets, self.weights_info = load_bundle(resolve_weights(weights))
         else:
             self.weights_info = {"path": "<in memory>", "sha256": "", "meta": {}}
-        self.pnet, self.rnet, self.onet = (prepare_for_inference(nets[k], self.device) for k in ("pnet", "rnet", "onet"))
+        self.backend = backend
+        # The PyTorch nets themselves, whatever runs them (export, copies to other devices).
+        self.source_nets = {k: nets[k] for k in ("pnet", "rnet", "onet")}
+        self.pnet, self.rnet, self.onet = backend_nets(nets, ("pnet", "rnet", "onet"), backend, self.device)
 
     @property
     def settings(self) -> dict:
         """What a report needs to reproduce a figure: detector settings and the weights' hash."""
-        return {**to_dict(self.config), "weights": self.weights_info["path"], "weights_sha256": self.weights_info["sha256"]}
+        return {**to_dict(self.config), "backend": self.backend, "weights": self.weights_info["path"], "weights_sha256": self.weights_info["sha256"]}
 
     def _to_tensors(self, images: Sequence[ImageLike]) -> list[torch.Tensor]:
         tensors = []

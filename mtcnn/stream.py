@@ -8,6 +8,7 @@ from pathlib import Path
 
 import cv2
 
+from mtcnn.align import save_aligned_crops
 from mtcnn.detect import detect_batches
 from mtcnn.io import ImageReadError
 from mtcnn.visualize import draw_detections
@@ -22,11 +23,14 @@ def detect_stream(
     batch_size: int = 4,
     max_frames: int | None = None,
     every: int = 1,
+    crops_dir: str | os.PathLike | None = None,
+    crop_size: int | tuple[int, int] = 112,
 ) -> dict:
     """Run ``detector`` on every ``every``-th frame of a video file or camera index.
 
     Writes an annotated video (mp4v) and/or JSON lines ``{"frame": k, "faces": [...]}``; returns
-    counts and the mean milliseconds per frame.
+    counts and the mean milliseconds per frame. ``crops_dir``: one aligned face crop per face,
+    ``frame{k:06d}_{face}.png`` (see :func:`mtcnn.align.norm_crop`).
     """
     capture = cv2.VideoCapture(int(source) if str(source).isdigit() else str(source))
     if not capture.isOpened():
@@ -48,6 +52,8 @@ def detect_stream(
             index, rgb, faces = found.key, found.image, found.faces
             seconds += found.ms / 1000
             faces_total += len(faces)
+            if crops_dir:
+                save_aligned_crops(rgb, faces.landmarks, crops_dir, f"frame{index:06d}", crop_size)
             if json_file:
                 json_file.write(json.dumps({"frame": index, "faces": faces.to_records()}) + "\n")
             if out_video:

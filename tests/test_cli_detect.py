@@ -85,6 +85,28 @@ def test_bad_arguments(random_weights, image_folder):
     assert e.value.code == 2
 
 
+@pytest.mark.weights
+@pytest.mark.data
+def test_aligned_crops_one_per_face(original_weights, shared_data, tmp_path):
+    photo = shared_data / "dlib_faces" / "2008_002506.jpg"
+    out = tmp_path / "faces.jsonl"
+    code = detect_main([str(photo), str(photo), "--weights", str(original_weights), "--json", str(out),
+                        "--crops", str(tmp_path / "crops"), "--crop-size", "96x112", "--device", "cpu"])
+    assert code == 0
+    faces = [len(json.loads(line)["faces"]) for line in out.read_text().splitlines()]
+    crops = sorted(p.name for p in (tmp_path / "crops").iterdir())
+    # The same photo twice: the second gets its own names instead of overwriting the first.
+    assert faces[0] == faces[1] > 0
+    assert crops == sorted([f"2008_002506_{k}.png" for k in range(faces[0])] + [f"2008_002506_1_{k}.png" for k in range(faces[0])])
+    assert cv2.imread(str(tmp_path / "crops" / crops[0])).shape == (112, 96, 3)
+
+
+def test_bad_crop_size_is_a_usage_error(random_weights, image_folder):
+    with pytest.raises(SystemExit) as e:
+        detect_main([str(image_folder), "--crop-size", "0x5", "--weights", str(random_weights)])
+    assert e.value.code == 2
+
+
 def test_leaves_a_bundle_for_the_installed_package_check(random_weights, image_folder, tmp_path):
     """.ci/check_installed.sh runs the installed wheel on the bundle and image this test writes
     into $MTCNN_CI_ARTIFACTS (after checking here that they detect)."""

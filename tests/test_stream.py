@@ -30,3 +30,19 @@ def test_video_frames_are_batched_and_written(tmp_path):
 def test_missing_video_is_one_clear_error(tmp_path):
     with pytest.raises(ImageReadError, match="missing.mp4: cannot open video"):
         detect_stream(None, tmp_path / "missing.mp4")
+
+
+def test_video_writes_aligned_crops(tmp_path):
+    path = tmp_path / "clip.avi"
+    writer = cv2.VideoWriter(str(path), cv2.VideoWriter_fourcc(*"MJPG"), 10, (64, 48))
+    rng = np.random.default_rng(1)
+    for _ in range(3):
+        writer.write(rng.integers(0, 256, (48, 64, 3), dtype=np.uint8))
+    writer.release()
+    torch.manual_seed(0)
+    detector = MTCNN(nets={n: build_net(n) for n in ("pnet", "rnet", "onet")}, thresholds=(0.0, 0.0, 0.0), min_face_size=24, device="cpu")
+    stats = detect_stream(detector, path, json_path=tmp_path / "f.jsonl", crops_dir=tmp_path / "crops", crop_size=(96, 112))
+    lines = [json.loads(line) for line in (tmp_path / "f.jsonl").read_text().splitlines()]
+    expected = sorted(f"frame{r['frame']:06d}_{k}.png" for r in lines for k in range(len(r["faces"])))
+    assert stats["faces"] > 0 and sorted(p.name for p in (tmp_path / "crops").iterdir()) == expected
+    assert cv2.imread(str(tmp_path / "crops" / expected[0])).shape == (112, 96, 3)

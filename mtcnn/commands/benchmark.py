@@ -17,7 +17,9 @@ def parser() -> argparse.ArgumentParser:
     p.add_argument("--weights", help="weights bundle (default: $MTCNN_WEIGHTS, then the shipped weights)")
     p.add_argument("--image", help="photo to resize to each size (default data_root()/dlib_faces/bald_guys.jpg)")
     p.add_argument("--json", dest="json_path", help="write settings and per-case results here")
-    p.add_argument("--compare-facenet", metavar="WHEEL", help="also time facenet-pytorch 2.6.0's MTCNN from this wheel")
+    p.add_argument("--compare-facenet", metavar="WHEEL", help="also time facenet-pytorch 2.6.0's MTCNN from this wheel (interleaved with ours)")
+    p.add_argument("--backend", nargs="+", default=["torch"], choices=["torch", "onnxruntime"], help="what runs the nets (default torch)")
+    p.add_argument("--mixed", type=int, default=0, metavar="N", help="also time one batch of N (<= 8) differently sized copies of the image")
     p.add_argument("--quiet", action="store_true", help="no per-case progress lines")
     return p
 
@@ -29,4 +31,5 @@ def main(argv: list[str] | None = None) -> int:
     return benchmark_command(
         a.sizes, a.min_face, a.batch_size, a.device, threads=a.threads, repeats=a.repeats, warmup=a.warmup,
         weights=a.weights, image=a.image, json_path=a.json_path, compare_facenet=a.compare_facenet, verbose=not a.quiet,
+        backends=a.backend, mixed=a.mixed,
     )  # fmt: skip

@@ -19,12 +19,25 @@ def detector_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--thresholds", type=float, nargs=3, metavar=("P", "R", "O"), help="stage thresholds (default 0.6 0.7 0.7)")
     parser.add_argument("--preset", choices=["default", "wider"], help="'wider': min face 10, factor 0.79, thresholds 0.5 0.5 0.3")
     parser.add_argument("--device", default=None, help="cpu, cuda or cuda:N (default: cuda if available)")
+    parser.add_argument("--backend", choices=["torch", "onnxruntime"], default="torch", help='what runs the nets (default torch; onnxruntime: CPU, needs pip install -e ".[onnx]")')
+    parser.add_argument("--crops", metavar="DIR", help="write one aligned face crop per face into DIR (5-point similarity to the face-recognition template)")
+    parser.add_argument("--crop-size", default="112", help="aligned crop size: 112 (ArcFace template), 96x112, or any N / WxH (default 112)")
 
 
 def detector_from_args(args: argparse.Namespace):
     from mtcnn.detect import build_detector
 
-    return build_detector(args.weights, args.min_face, args.factor, args.thresholds, args.device, args.preset)
+    return build_detector(args.weights, args.min_face, args.factor, args.thresholds, args.device, args.preset, backend=args.backend)
+
+
+def crop_size_from_args(parser: argparse.ArgumentParser, args: argparse.Namespace):
+    """``--crop-size`` as an int or (width, height); a bad value is a usage error (exit 2)."""
+    from mtcnn.align import parse_crop_size
+
+    try:
+        return parse_crop_size(args.crop_size)
+    except ValueError as e:
+        parser.error(str(e))
 
 
 def report(error: BaseException) -> int:

@@ -7,7 +7,7 @@ import json
 import sys
 from pathlib import Path
 
-from mtcnn.commands.common import detector_arguments, detector_from_args, report
+from mtcnn.commands.common import crop_size_from_args, detector_arguments, detector_from_args, report
 from mtcnn.errors import MTCNNError
 
 
@@ -36,6 +36,7 @@ def main(argv: list[str] | None = None) -> int:
     args = p.parse_args(argv)
     if args.batch_size < 1:
         p.error("--batch-size must be at least 1")
+    crop_size = crop_size_from_args(p, args)
 
     from mtcnn.atomic import atomic_path
     from mtcnn.detect import detect_files
@@ -58,6 +59,7 @@ def main(argv: list[str] | None = None) -> int:
         save_dir.mkdir(parents=True, exist_ok=True)
     failures: list[Path] = []
     used_names: set[str] = set()
+    crop_stems: set[str] = set()
 
     def failed(path: Path, error: Exception) -> None:
         report(error)
@@ -72,6 +74,11 @@ def main(argv: list[str] | None = None) -> int:
             from mtcnn.visualize import draw_detections
 
             write_image_rgb(_unique_name(save_dir, path, used_names), draw_detections(image, faces))
+        if args.crops:
+            from mtcnn.align import save_aligned_crops
+
+            stem = _unique_name(Path(args.crops), path, crop_stems).stem
+            save_aligned_crops(image, faces.landmarks, args.crops, stem, crop_size)
     if args.json_path:
         with atomic_path(args.json_path) as tmp:  # written once complete: never half a file
             tmp.write_text("".join(r + "\n" for r in records))

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import argparse
 
-from mtcnn.commands.common import detector_arguments, detector_from_args, report
+from mtcnn.commands.common import crop_size_from_args, detector_arguments, detector_from_args, report
 from mtcnn.errors import MTCNNError
 
 
@@ -23,10 +23,13 @@ def parser() -> argparse.ArgumentParser:
 def main(argv: list[str] | None = None) -> int:
     from mtcnn.stream import detect_stream
 
-    args = parser().parse_args(argv)
+    p = parser()
+    args = p.parse_args(argv)
+    crop_size = crop_size_from_args(p, args)
     try:
         stats = detect_stream(detector_from_args(args), args.source, out_video=args.out, json_path=args.json,
-                              batch_size=args.batch_size, max_frames=args.max_frames, every=args.every)
+                              batch_size=args.batch_size, max_frames=args.max_frames, every=args.every,
+                              crops_dir=args.crops, crop_size=crop_size)
     except (MTCNNError, ValueError) as e:
         return report(e)
     print(f"{stats['frames']} frames, {stats['faces']} faces, {stats['ms_per_frame']:.1f} ms per frame")

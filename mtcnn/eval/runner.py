@@ -463,6 +463,7 @@ def evaluate_from_args(args: argparse.Namespace) -> int:
         "thresholds": args.thresholds,
         "device": args.device,
         "preset": args.preset,
+        "backend": args.backend,
     }
     common = dict(
         out_dir=args.out or f"eval_{args.task}",

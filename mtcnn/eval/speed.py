@@ -30,7 +30,6 @@ import os
 import platform
 import re
 import resource
-import statistics
 import sys
 import time
 from collections.abc import Callable, Sequence
@@ -76,7 +75,9 @@ def parse_size(text: str) -> tuple[int, int]:
 
 @dataclass
 class CaseResult:
-    """One (device, size, min_face, batch size) case. Times are ms per image."""
+    """One (device, backend, size, min_face, batch size) case. Times are ms per image; ``cpu_ms``
+    is the process's CPU time per image (all threads), steadier than wall time on a busy machine.
+    A mixed batch (``--mixed N``) has width = height = 0 and ``label`` "mixed×N"."""
 
     device: str
     width: int
@@ -91,14 +92,20 @@ class CaseResult:
     faces: int
     peak_mem_mb: float | None
     mem_method: str
+    backend: str = "torch"
+    cpu_ms_median: float | None = None
+    label: str = ""
 
 
 @dataclass
 class Comparison:
-    """Ours against facenet-pytorch on one image (batch 1): speed and detection agreement.
+    """Ours against facenet-pytorch on the same image(s): speed and detection agreement.
 
+    The two are timed interleaved (ours, theirs, ours, ...) so both see the same machine load.
     matched_iou50 / matched_iou30: reference detections matched one-to-one by ours at IoU ≥ 0.5 /
-    ≥ 0.3 (greedy by our score); speedup = reference median / our median.
+    ≥ 0.3 (greedy by our score); speedup = reference median / our median (wall time);
+    cpu_speedup the same for process CPU time. A mixed batch: ours in one call, facenet-pytorch
+    image by image (it cannot batch different sizes); times per image.
     """
 
     device: str
@@ -114,6 +121,11 @@ class Comparison:
     reference_count: int
     matched_iou50: int
     matched_iou30: int
+    backend: str = "torch"
+    ours_cpu_ms_median: float | None = None
+    reference_cpu_ms_median: float | None = None
+    cpu_speedup: float | None = None
+    label: str = ""
 
 
 @dataclass
@@ -136,25 +148,27 @@ class BenchmarkResult:
         lines = [
             f"image: {s['image']}; torch {s['torch']}, {s['threads']} threads; repeats {s['repeats']}, warmup {s['warmup']}; "
             f"weights {s['weights']} ({s['weights_sha256'] or 'n/a'}); factor {s['factor']}, thresholds {'/'.join(map(str, s['thresholds']))}",
-            f"{'device':<8}{'size':>11}{'min_face':>9}{'batch':>6}{'median ms':>11}{'p10':>9}{'p90':>9}{'faces':>7}{'peak MB':>9}",
+            f"{'device':<8}{'backend':>12}{'size':>11}{'min_face':>9}{'batch':>6}{'median ms':>11}{'p10':>9}{'p90':>9}{'cpu ms':>8}{'faces':>7}{'peak MB':>9}",
         ]
         for c in self.cases:
             mem = f"{c.peak_mem_mb:.1f}" if c.peak_mem_mb is not None else "n/a"
+            cpu = f"{c.cpu_ms_median:.1f}" if c.cpu_ms_median is not None else "n/a"
             lines.append(
-                f"{c.device:<8}{f'{c.width}x{c.height}':>11}{c.min_face:>9g}{c.batch_size:>6}{c.ms_median:>11.1f}"
-                f"{c.ms_p10:>9.1f}{c.ms_p90:>9.1f}{c.faces:>7}{mem:>9}"
+                f"{c.device:<8}{c.backend:>12}{c.label or f'{c.width}x{c.height}':>11}{c.min_face:>9g}{c.batch_size:>6}{c.ms_median:>11.1f}"
+                f"{c.ms_p10:>9.1f}{c.ms_p90:>9.1f}{cpu:>8}{c.faces:>7}{mem:>9}"
             )
         if self.comparisons:
             lines.append("")
-            lines.append("against facenet-pytorch 2.6.0 (batch 1, same image and settings):")
+            lines.append("against facenet-pytorch 2.6.0 (same images and settings, timed interleaved; ms per image):")
             lines.append(
-                f"{'device':<8}{'size':>11}{'min_face':>9}{'ours ms':>9}{'facenet ms':>11}{'speed-up':>9}"
-                f"{'ours':>6}{'ref':>5}{'match@.5':>9}{'match@.3':>9}"
+                f"{'device':<8}{'backend':>12}{'size':>11}{'min_face':>9}{'ours ms':>9}{'facenet ms':>11}{'speed-up':>9}"
+                f"{'cpu x':>7}{'ours':>6}{'ref':>5}{'match@.5':>9}{'match@.3':>9}"
             )
             for c in self.comparisons:
+                cpu = f"{c.cpu_speedup:.2f}x" if c.cpu_speedup is not None else "n/a"
                 lines.append(
-                    f"{c.device:<8}{f'{c.width}x{c.height}':>11}{c.min_face:>9g}{c.ours_ms_median:>9.1f}"
-                    f"{c.reference_ms_median:>11.1f}{c.speedup:>8.2f}x{c.ours_count:>6}{c.reference_count:>5}"
+                    f"{c.device:<8}{c.backend:>12}{c.label or f'{c.width}x{c.height}':>11}{c.min_face:>9g}{c.ours_ms_median:>9.1f}"
+                    f"{c.reference_ms_median:>11.1f}{c.speedup:>8.2f}x{cpu:>7}{c.ours_count:>6}{c.reference_count:>5}"
                     f"{c.matched_iou50:>9}{c.matched_iou30:>9}"
                 )
         for sk in self.skipped:
@@ -226,16 +240,26 @@ def _sync(device: torch.device) -> None:
 
 
 def _time_calls(fn: Callable[[], Any], device: torch.device, repeats: int, warmup: int, per_call: int) -> list[float]:
+    return _time_interleaved([fn], device, repeats, warmup, [per_call])[0][0]
+
+
+def _time_interleaved(
+    fns: Sequence[Callable[[], Any]], device: torch.device, repeats: int, warmup: int, per_call: Sequence[int]
+) -> list[tuple[list[float], list[float]]]:
+    """Call each function in turn, ``repeats`` rounds: (wall ms, process CPU ms) per call / per_call."""
     for _ in range(warmup):
-        fn()
-    times = []
+        for fn in fns:
+            fn()
+    out: list[tuple[list[float], list[float]]] = [([], []) for _ in fns]
     for _ in range(repeats):
-        _sync(device)
-        t0 = time.perf_counter()
-        fn()
-        _sync(device)
-        times.append((time.perf_counter() - t0) * 1000.0 / per_call)
-    return times
+        for fn, n, (wall, cpu) in zip(fns, per_call, out):
+            _sync(device)
+            t0, c0 = time.perf_counter(), time.process_time()
+            fn()
+            _sync(device)
+            wall.append((time.perf_counter() - t0) * 1000.0 / n)
+            cpu.append((time.process_time() - c0) * 1000.0 / n)
+    return out
 
 
 def _stats(times: Sequence[float]) -> tuple[float, float, float, float]:
@@ -287,14 +311,15 @@ def _resize(image: np.ndarray, width: int, height: int) -> np.ndarray:
     return np.ascontiguousarray(cv2.resize(image, (width, height), interpolation=interp))
 
 
-def _detector_on(base, device: torch.device):
-    """``base`` itself when it runs on ``device``, else a copy of its nets and settings there."""
+def _detector_on(base, device: torch.device, backend: str = "torch"):
+    """``base`` itself when it runs on ``device`` with ``backend``, else a copy of its nets and
+    settings there (built from ``base.source_nets``, the PyTorch nets it was made from)."""
     from mtcnn.detector import MTCNN
 
-    if torch.device(base.device) == device:
+    if torch.device(base.device) == device and getattr(base, "backend", "torch") == backend:
         return base
-    nets = {k: copy.deepcopy(getattr(base, k)) for k in ("pnet", "rnet", "onet")}
-    other = MTCNN(nets=nets, device=device)
+    nets = {k: copy.deepcopy(v) for k, v in base.source_nets.items()}
+    other = MTCNN(nets=nets, device=device, backend=backend)
     other.config = base.config
     other.weights_info = base.weights_info
     return other
@@ -331,15 +356,19 @@ def run_benchmark(
     detector: Any = None,
     image: np.ndarray | str | os.PathLike | None = None,
     compare_facenet: str | os.PathLike | None = None,
+    backends: Sequence[str] = ("torch",),
+    mixed: int = 0,
     log: Callable[[str], None] | None = None,
 ) -> BenchmarkResult:
-    """Time the detector on every (device, size, min_face, batch size) combination.
+    """Time the detector on every (device, backend, size, min_face, batch size) combination.
 
     ``detector``: a ready :class:`~mtcnn.detector.MTCNN` (its factor and thresholds are used; its
     nets are copied to other devices), else one is loaded from ``weights``. ``image``: an RGB
     array or a file, default :func:`default_image`. A CUDA device without CUDA is skipped and
     listed in ``skipped``. ``compare_facenet``: the facenet-pytorch 2.6.0 wheel; its MTCNN is
-    timed on the same images (batch 1) with the same min face, factor and thresholds.
+    timed on the same images (batch 1) with the same min face, factor and thresholds, interleaved
+    with ours. ``mixed``: also one batch of that many differently sized copies of the image
+    (:data:`MIXED_SIZES`, up to 8) in a single detect call.
     """
     from mtcnn.io import read_image_rgb
 
@@ -348,6 +377,8 @@ def run_benchmark(
         raise BenchmarkError("repeats must be >= 1 and warmup >= 0")
     if any(b < 1 for b in batch_sizes):
         raise BenchmarkError("batch sizes must be >= 1")
+    if not 0 <= mixed <= len(MIXED_SIZES):
+        raise BenchmarkError(f"mixed must be between 0 and {len(MIXED_SIZES)}")
     if threads is not None:
         if threads < 1:
             raise BenchmarkError("threads must be >= 1")
@@ -363,7 +394,7 @@ def run_benchmark(
 
         detector = MTCNN(weights=weights, device="cpu")
     settings = _settings(detector, base_image, image_source, sizes, min_faces, batch_sizes, devices, repeats, warmup,
-                         compare_facenet)
+                         compare_facenet, backends, mixed)
     result = BenchmarkResult(settings=settings)
     reference_cls = _load_reference_class() if compare_facenet else None
     if compare_facenet and not Path(compare_facenet).is_file():
@@ -377,13 +408,23 @@ def run_benchmark(
         if device.type == "cuda":
             settings.setdefault("cuda_devices", {})[dev_name] = torch.cuda.get_device_name(device)
         reference = reference_cls(compare_facenet, dev_name) if reference_cls else None
-        _run_device(_detector_on(detector, device), reference, base_image, device, dev_name, sizes, min_faces,
-                    batch_sizes, repeats, warmup, result, log)
+        for backend in backends:
+            if backend != "torch" and device.type != "cpu":
+                result.skipped.append({"device": dev_name, "reason": f"backend {backend} runs on the CPU only"})
+                continue
+            det_dev = _detector_on(detector, device, backend)
+            for label, images in _inputs(base_image, sizes, mixed):
+                for m in min_faces:
+                    det = det_dev.with_settings(min_face_size=float(m))
+                    run = _Run(det, reference, images, label, device, dev_name, backend, float(m), repeats, warmup, log)
+                    result.cases.extend(run.cases([len(images)] if len(images) > 1 else batch_sizes))
+                    if reference is not None:
+                        result.comparisons.append(run.compare())
     return result
 
 
 def _settings(detector, base_image, image_source, sizes, min_faces, batch_sizes, devices, repeats, warmup,
-              compare_facenet) -> dict[str, Any]:
+              compare_facenet, backends=("torch",), mixed=0) -> dict[str, Any]:
     """Everything a benchmark result must say about how it was measured."""
     from mtcnn.config import to_dict
 
@@ -395,6 +436,8 @@ def _settings(detector, base_image, image_source, sizes, min_faces, batch_sizes,
         "min_faces": [float(m) for m in min_faces],
         "batch_sizes": [int(b) for b in batch_sizes],
         "devices": list(devices),
+        "backends": list(backends),
+        "mixed_sizes": [f"{w}x{h}" for w, h in MIXED_SIZES[:mixed]],
         "repeats": int(repeats),
         "warmup": int(warmup),
         "threads": torch.get_num_threads(),
@@ -413,59 +456,87 @@ def _settings(detector, base_image, image_source, sizes, min_faces, batch_sizes,
     }
 
 
-def _run_device(det_dev, reference, base_image, device, dev_name, sizes, min_faces, batch_sizes, repeats, warmup,
-                result: BenchmarkResult, log) -> None:
-    """Every (size, min face, batch size) case on one device, appended to ``result``."""
-    for width, height in sizes:
-        img = _resize(base_image, int(width), int(height))
-        for m in min_faces:
-            det = det_dev.with_settings(min_face_size=float(m))
-            first = det.detect([img])[0]
-            for bs in batch_sizes:
-                batch = [img] * int(bs)
-                with PeakMemory(device) as mem:
-                    times = _time_calls(lambda: det.detect(batch), device, repeats, warmup, int(bs))
-                med, p10, p90, mean = _stats(times)
-                case = CaseResult(
-                    device=str(dev_name), width=int(width), height=int(height), min_face=float(m), batch_size=int(bs),
-                    ms_median=med, ms_p10=p10, ms_p90=p90, ms_mean=mean, times_ms=[float(t) for t in times],
-                    faces=len(first), peak_mem_mb=mem.peak_mb, mem_method=mem.method,
-                )  # fmt: skip
-                result.cases.append(case)
-                log(f"{dev_name} {width}x{height} min_face {m:g} batch {bs}: {med:.1f} ms/image (p10 {p10:.1f}, p90 {p90:.1f})")
-            if reference is not None:
-                result.comparisons.append(_compare(reference, det, img, device, dev_name, m, repeats, warmup, result.cases, log))
+
+# A mixed batch: sizes of phones, webcams and screens, portrait and landscape.
+MIXED_SIZES = ((640, 480), (1280, 720), (480, 640), (1920, 1080), (800, 600), (320, 240), (1024, 768), (720, 1280))
 
 
-def _compare(reference, det, img, device, dev_name, m, repeats, warmup, cases, log) -> Comparison:
-    reference.min_face_size = float(m)
-    reference.factor = float(det.config.factor)
-    reference.thresholds = [float(t) for t in det.config.thresholds]
-    height, width = img.shape[:2]
-    ref_times = _time_calls(lambda: reference.detect(img), device, repeats, warmup, 1)
-    ours_case = next(
-        (c for c in cases if c.device == str(dev_name) and (c.width, c.height) == (width, height) and c.min_face == float(m) and c.batch_size == 1),
-        None,
-    )
-    if ours_case is not None:
-        ours_med = ours_case.ms_median
-    else:
-        ours_med = statistics.median(_time_calls(lambda: det.detect([img]), device, repeats, warmup, 1))
-    ours = det.detect([img])[0]
-    ref_boxes, _ = reference.detect(img)
-    r_med, r_p10, r_p90, _ = _stats(ref_times)
-    cmp = Comparison(
-        device=str(dev_name), width=int(width), height=int(height), min_face=float(m),
-        ours_ms_median=float(ours_med), reference_ms_median=r_med, reference_ms_p10=r_p10, reference_ms_p90=r_p90,
-        speedup=r_med / ours_med if ours_med > 0 else float("nan"),
-        ours_count=len(ours), reference_count=int(ref_boxes.shape[0]),
-        matched_iou50=_agreement(ours, ref_boxes, 0.5), matched_iou30=_agreement(ours, ref_boxes, 0.3),
-    )  # fmt: skip
-    log(
-        f"{dev_name} {width}x{height} min_face {m:g}: facenet {r_med:.1f} ms, ours {ours_med:.1f} ms "
-        f"(x{cmp.speedup:.2f}); {cmp.matched_iou50}/{cmp.reference_count} reference faces matched at IoU 0.5"
-    )
-    return cmp
+def _inputs(base_image: np.ndarray, sizes, mixed: int) -> list[tuple[str, list[np.ndarray]]]:
+    """(label, images) per case: the photo at each size, then the mixed batch if asked for."""
+    inputs = [(f"{w}x{h}", [_resize(base_image, int(w), int(h))]) for w, h in sizes]
+    if mixed:
+        inputs.append((f"mixed×{mixed}", [_resize(base_image, w, h) for w, h in MIXED_SIZES[:mixed]]))
+    return inputs
+
+
+@dataclass
+class _Run:
+    """Timing one detector (and optionally facenet-pytorch) on one image or one mixed batch."""
+
+    det: Any
+    reference: Any
+    images: list
+    label: str
+    device: torch.device
+    dev_name: str
+    backend: str
+    min_face: float
+    repeats: int
+    warmup: int
+    log: Callable[[str], None]
+
+    def _size(self) -> tuple[int, int]:
+        h, w = self.images[0].shape[:2]
+        return (int(w), int(h)) if len(self.images) == 1 else (0, 0)
+
+    def cases(self, batch_sizes: Sequence[int]) -> list[CaseResult]:
+        found = sum(len(d) for d in self.det.detect(self.images))
+        out = []
+        for bs in batch_sizes:
+            batch = self.images * int(bs) if len(self.images) == 1 else self.images
+            with PeakMemory(self.device) as mem:
+                [(times, cpu)] = _time_interleaved([lambda: self.det.detect(batch)], self.device, self.repeats, self.warmup, [len(batch)])
+            med, p10, p90, mean = _stats(times)
+            width, height = self._size()
+            out.append(CaseResult(
+                device=str(self.dev_name), width=width, height=height, min_face=self.min_face, batch_size=len(batch),
+                ms_median=med, ms_p10=p10, ms_p90=p90, ms_mean=mean, times_ms=[float(t) for t in times],
+                faces=found, peak_mem_mb=mem.peak_mb, mem_method=mem.method, backend=self.backend,
+                cpu_ms_median=float(np.median(cpu)), label="" if len(self.images) == 1 else self.label,
+            ))  # fmt: skip
+            self.log(f"{self.dev_name} {self.backend} {self.label} min_face {self.min_face:g} batch {len(batch)}: {med:.1f} ms/image (p10 {p10:.1f}, p90 {p90:.1f})")
+        return out
+
+    def compare(self) -> Comparison:
+        ref, det, images = self.reference, self.det, self.images
+        ref.min_face_size = self.min_face
+        ref.factor = float(det.config.factor)
+        ref.thresholds = [float(t) for t in det.config.thresholds]
+        n = len(images)
+        (ours_t, ours_cpu), (ref_t, ref_cpu) = _time_interleaved(
+            [lambda: det.detect(images), lambda: [ref.detect(im) for im in images]], self.device, self.repeats, self.warmup, [n, n]
+        )  # fmt: skip
+        ours = det.detect(images)
+        ref_boxes = [ref.detect(im)[0] for im in images]
+        o_med, r_med = float(np.median(ours_t)), float(np.median(ref_t))
+        o_cpu, r_cpu = float(np.median(ours_cpu)), float(np.median(ref_cpu))
+        _, r_p10, r_p90, _ = _stats(ref_t)
+        width, height = self._size()
+        cmp = Comparison(
+            device=str(self.dev_name), width=width, height=height, min_face=self.min_face,
+            ours_ms_median=o_med, reference_ms_median=r_med, reference_ms_p10=r_p10, reference_ms_p90=r_p90,
+            speedup=r_med / o_med if o_med > 0 else float("nan"),
+            ours_count=sum(map(len, ours)), reference_count=sum(int(b.shape[0]) for b in ref_boxes),
+            matched_iou50=sum(_agreement(o, b, 0.5) for o, b in zip(ours, ref_boxes)),
+            matched_iou30=sum(_agreement(o, b, 0.3) for o, b in zip(ours, ref_boxes)),
+            backend=self.backend, ours_cpu_ms_median=o_cpu, reference_cpu_ms_median=r_cpu,
+            cpu_speedup=r_cpu / o_cpu if o_cpu > 0 else None, label="" if n == 1 else self.label,
+        )  # fmt: skip
+        self.log(
+            f"{self.dev_name} {self.backend} {self.label} min_face {self.min_face:g}: facenet {r_med:.1f} ms, ours {o_med:.1f} ms "
+            f"(x{cmp.speedup:.2f}); {cmp.matched_iou50}/{cmp.reference_count} reference faces matched at IoU 0.5"
+        )
+        return cmp
 
 
 def benchmark_command(
@@ -482,6 +553,8 @@ def benchmark_command(
     json_path: str | os.PathLike | None = None,
     compare_facenet: str | None = None,
     verbose: bool = True,
+    backends: Sequence[str] = ("torch",),
+    mixed: int = 0,
 ) -> int:
     """``tools/benchmark.py``: run, print the table, write the JSON. Exit code 0, or 2 with one
     ``error: ...`` line when the benchmark cannot run."""
@@ -489,6 +562,7 @@ def benchmark_command(
 
     from mtcnn.atomic import atomic_write_text
     from mtcnn.config import ConfigError
+    from mtcnn.export import ExportError
     from mtcnn.io import ImageReadError
     from mtcnn.weights import WeightsError
 
@@ -496,10 +570,10 @@ def benchmark_command(
         parsed = [parse_size(s) for s in sizes]
         result = run_benchmark(
             parsed, min_faces, batch_sizes, devices, threads=threads, repeats=repeats, warmup=warmup,
-            weights=weights, image=image, compare_facenet=compare_facenet,
+            weights=weights, image=image, compare_facenet=compare_facenet, backends=backends, mixed=mixed,
             log=(lambda msg: print(msg, file=sys.stderr, flush=True)) if verbose else None,
         )  # fmt: skip
-    except (BenchmarkError, WeightsError, ImageReadError, ConfigError) as e:
+    except (BenchmarkError, WeightsError, ImageReadError, ConfigError, ExportError) as e:
         print(f"error: {e}", file=sys.stderr)
         return 2
     print(result.format_table())

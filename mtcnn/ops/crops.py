@@ -20,19 +20,23 @@ def crop_resize(
     ``images`` is a list of ``[C, H, W]`` tensors, uint8 or float (sizes may differ),
     ``image_index [N]`` says which image each box comes from; ``mip_cache`` (a dict the caller
     keeps) lets several calls on the same images share their mip chains. Pixels outside an image are 0, as in MTCNN's zero
-    canvas padding (after (x - 127.5)/128 they read as ≈ -1). Returns ``[N, C, size, size]``.
+    canvas padding (after (x - 127.5)/128 they read as ≈ -1). Returns ``[N, C, size, size]`` in
+    channels-last memory (what the nets run fastest on).
 
     Resampling approximates area averaging without aliasing: each image gets a mip chain of
     exact 2×2 averages, each box is read from the level where it spans 1–2× ``size`` pixels,
     bilinearly at the centres of a 2×2 sub-grid per output pixel, then averaged. Loops run over
-    (image, level, sub-grid) groups, never over boxes.
+    (image, level, sub-grid) groups, never over boxes. A uint8 image on the CPU is sampled by
+    OpenCV (``remap`` on float32 levels, then an exact 2×2 ``INTER_AREA`` mean): the same
+    arithmetic as ``grid_sample`` + ``avg_pool2d`` (within 0.01 of 255) at a third of the time.
     """
     n = boxes.shape[0]
     channels = images[0].shape[0] if images else 3
     dtype = images[0].dtype if images and images[0].is_floating_point() else torch.float32
-    out = torch.zeros((n, channels, size, size), dtype=dtype, device=boxes.device)
+    # [N, size, size, C] storage, handed out as an [N, C, size, size] channels-last view.
+    out = torch.zeros((n, size, size, channels), dtype=dtype, device=boxes.device)
     if n == 0:
-        return out
+        return out.permute(0, 3, 1, 2)
     boxes = boxes.to(dtype)
     side = torch.maximum(boxes[:, 2] - boxes[:, 0], boxes[:, 3] - boxes[:, 1]).clamp(min=1e-6)
     level = torch.floor(torch.log2(side / size)).clamp(min=0).long()
@@ -46,20 +50,45 @@ def crop_resize(
         sel = torch.nonzero(keys == key, as_tuple=True)[0]
         if b not in chains:
             chains[b] = MipChain(images[b])
-        source = chains[b].level(m).to(dtype)
-        scale = 1.0 / (1 << m)
-        grid = _sampling_grid(boxes[sel] * scale, size * k, source.shape[2], source.shape[1])
-        count = sel.numel()
-        # One grid_sample call per group: every box's grid stacked vertically over one image.
-        sampled = F.grid_sample(
-            source[None], grid.reshape(1, count * size * k, size * k, 2),
-            mode="bilinear", padding_mode="zeros", align_corners=False,
-        )  # fmt: skip
-        sampled = sampled.reshape(channels, count, size * k, size * k).transpose(0, 1)
-        if k > 1:
-            sampled = F.avg_pool2d(sampled, k)
-        out[sel] = sampled
-    return out
+        chain = chains[b]
+        level_boxes = boxes[sel] * (1.0 / (1 << m))
+        if chain.fast:
+            out[sel] = _sample_cv2(chain.level_hwc(m), level_boxes, size, k)
+        else:
+            out[sel] = _sample_torch(chain.level(m).to(dtype), level_boxes, size, k)
+    return out.permute(0, 3, 1, 2)
+
+
+def _sample_torch(source: torch.Tensor, boxes: torch.Tensor, size: int, k: int) -> torch.Tensor:
+    """``[C,h,w]`` level -> ``[m, size, size, C]``: one grid_sample call, every box's grid
+    stacked vertically over the one level."""
+    channels, count = source.shape[0], boxes.shape[0]
+    grid = _sampling_grid(boxes, size * k, source.shape[2], source.shape[1])
+    sampled = F.grid_sample(
+        source[None], grid.reshape(1, count * size * k, size * k, 2),
+        mode="bilinear", padding_mode="zeros", align_corners=False,
+    )[0]  # fmt: skip
+    if k > 1:
+        # Rows of different boxes never share a k×k block (size·k rows each).
+        sampled = F.avg_pool2d(sampled[None], k)[0]
+    return sampled.reshape(channels, count, size, size).permute(1, 2, 3, 0)
+
+
+def _sample_cv2(source: np.ndarray, boxes: torch.Tensor, size: int, k: int) -> torch.Tensor:
+    """``[h,w,C]`` float32 level -> ``[m, size, size, C]`` with OpenCV, every box's sampling map
+    stacked vertically: bilinear at the same points as :func:`_sample_torch`, zero outside."""
+    count, samples = boxes.shape[0], size * k
+    xs, ys = _sample_points(boxes.float(), samples)
+    # OpenCV puts pixel centres at integer coordinates; ours are at k + 0.5.
+    map_x = (xs - 0.5)[:, None, :].expand(count, samples, samples).reshape(count * samples, samples)
+    map_y = (ys - 0.5)[:, :, None].expand(count, samples, samples).reshape(count * samples, samples)
+    sampled = cv2.remap(
+        source, map_x.numpy(), map_y.numpy(), cv2.INTER_LINEAR, borderMode=cv2.BORDER_CONSTANT, borderValue=0
+    )  # fmt: skip
+    if k > 1:
+        # An integer factor takes OpenCV's exact block-mean path.
+        sampled = cv2.resize(sampled, (size, count * size), interpolation=cv2.INTER_AREA)
+    return torch.from_numpy(sampled).reshape(count, size, size, -1)
 
 
 class MipChain:
@@ -72,20 +101,31 @@ class MipChain:
     """
 
     def __init__(self, image: torch.Tensor):
-        self._fast = image.dtype == torch.uint8 and image.device.type == "cpu" and image.shape[0] in (1, 3, 4)
-        self._raw = [image.permute(1, 2, 0).numpy() if self._fast else image.float()]
+        self.fast = image.dtype == torch.uint8 and image.device.type == "cpu" and image.shape[0] in (1, 3, 4)
+        self._raw = [image.permute(1, 2, 0).numpy() if self.fast else image.float()]
         self._float: dict[int, torch.Tensor] = {}
+        self._hwc: dict[int, np.ndarray] = {}
 
-    def level(self, m: int) -> torch.Tensor:
+    def level_hwc(self, m: int) -> np.ndarray:
+        """Level m as a float32 ``[h, w, C]`` array (fast chains only), made once."""
+        if m not in self._hwc:
+            self._hwc[m] = np.ascontiguousarray(self._build(m), dtype=np.float32)
+        return self._hwc[m]
+
+    def _build(self, m: int):
         while len(self._raw) <= m:
             self._raw.append(self._halve(self._raw[-1]))
+        return self._raw[m]
+
+    def level(self, m: int) -> torch.Tensor:
+        self._build(m)
         if m not in self._float:
             raw = self._raw[m]
-            self._float[m] = torch.from_numpy(raw).permute(2, 0, 1).float() if self._fast else raw
+            self._float[m] = torch.from_numpy(raw).permute(2, 0, 1).float() if self.fast else raw
         return self._float[m]
 
     def _halve(self, top):
-        if self._fast:
+        if self.fast:
             h, w = top.shape[:2]
             if h < 2 and w < 2:
                 return top
@@ -100,10 +140,16 @@ class MipChain:
         return F.avg_pool2d(padded, 2)[0]
 
 
-def _sampling_grid(boxes: torch.Tensor, samples: int, width: int, height: int) -> torch.Tensor:
+def _sample_points(boxes: torch.Tensor, samples: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """Centres of a samples × samples grid over each box: x ``[m, S]`` and y ``[m, S]``."""
     steps = (torch.arange(samples, device=boxes.device, dtype=boxes.dtype) + 0.5) / samples
-    xs = boxes[:, 0:1] + steps[None, :] * (boxes[:, 2:3] - boxes[:, 0:1])  # [m, S]
+    xs = boxes[:, 0:1] + steps[None, :] * (boxes[:, 2:3] - boxes[:, 0:1])
     ys = boxes[:, 1:2] + steps[None, :] * (boxes[:, 3:4] - boxes[:, 1:2])
+    return xs, ys
+
+
+def _sampling_grid(boxes: torch.Tensor, samples: int, width: int, height: int) -> torch.Tensor:
+    xs, ys = _sample_points(boxes, samples)
     # align_corners=False: -1 and +1 are the outer edges of the first and last pixels.
     gx = xs * (2.0 / width) - 1.0
     gy = ys * (2.0 / height) - 1.0

@@ -119,3 +119,23 @@ def test_packing_has_no_overlapping_slots(solo):
                 assert lv.y0 % 2 == 0 and lv.x0 % 2 == 0
                 mask[lv.y0 : lv.y0 + lv.height + (lv.height & 1), lv.x0 : lv.x0 + lv.width + (lv.width & 1)] += 1
         assert mask.max() == 1
+
+
+@pytest.mark.parametrize("k", [1, 2])
+def test_opencv_sampling_matches_grid_sample(k):
+    from mtcnn.ops.crops import _sample_cv2, _sample_torch
+
+    g = torch.Generator().manual_seed(4)
+    level = torch.rand(3, 57, 83, generator=g) * 255
+    # Inside, across every border, sub-pixel positions, thin and tiny boxes.
+    boxes = torch.tensor([[3.3, 4.7, 40.1, 41.5], [-12.0, -7.5, 20.0, 24.5], [60.2, 30.0, 95.0, 64.8], [10.0, 50.0, 13.0, 53.0], [0.0, 0.0, 83.0, 57.0]])
+    fast = _sample_cv2(np.ascontiguousarray(level.permute(1, 2, 0).numpy()), boxes, 24, k)
+    oracle = _sample_torch(level, boxes, 24, k)
+    assert fast.shape == oracle.shape == (5, 24, 24, 3)
+    assert (fast - oracle).abs().max() < 0.02
+
+
+def test_crops_come_back_channels_last():
+    image = torch.randint(0, 256, (3, 40, 50), dtype=torch.uint8)
+    out = crop_resize([image], torch.tensor([[5.0, 7.0, 30.0, 32.0]]), torch.tensor([0]), 24)
+    assert out.shape == (1, 3, 24, 24) and out.is_contiguous(memory_format=torch.channels_last)

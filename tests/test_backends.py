@@ -1,0 +1,72 @@
+import sys
+
+import numpy as np
+import pytest
+import torch
+
+from mtcnn import MTCNN
+from mtcnn.eval.parity import compare_detections
+from mtcnn.io import read_image_rgb
+from mtcnn.nets import build_net
+from mtcnn.structures import Detections
+from mtcnn.weights import NET_NAMES
+
+
+def random_nets(seed=0):
+    torch.manual_seed(seed)
+    return {name: build_net(name) for name in NET_NAMES}
+
+
+def test_parity_oracle_on_exact_cases():
+    box = torch.tensor([[10.0, 10.0, 50.0, 60.0]])
+    a = Detections(box, torch.tensor([0.9]), torch.zeros(1, 5, 2))
+    assert compare_detections([a], [a]).same
+    # IoU exactly 0.95: a box shrunk to 95% of the area inside the original.
+    shrunk = Detections(torch.tensor([[10.0, 10.0, 48.0, 60.0]]), torch.tensor([0.9]), torch.zeros(1, 5, 2))
+    assert compare_detections([a], [shrunk]).same
+    assert not compare_detections([a], [shrunk], iou=0.951).same
+    off = Detections(box, torch.tensor([0.9011]), torch.zeros(1, 5, 2))
+    assert not compare_detections([a], [off]).same
+    assert not compare_detections([a], [Detections.empty()]).same
+
+
+def test_onnxruntime_backend_matches_torch_on_random_nets():
+    pytest.importorskip("onnxruntime")
+    nets = random_nets()
+    rng = np.random.default_rng(0)
+    images = [rng.integers(0, 256, (h, w, 3), dtype=np.uint8) for h, w in ((120, 90), (64, 200))]
+    kwargs = dict(nets=nets, thresholds=(0.0, 0.0, 0.0), min_face_size=24, device="cpu")
+    reference = MTCNN(**kwargs).detect(images)
+    got = MTCNN(**kwargs, backend="onnxruntime").detect(images)
+    parity = compare_detections(reference, got)
+    assert parity.reference_faces > 0 and parity.same, parity.line()
+    for a, b in zip(reference, got):
+        assert torch.allclose(a.landmarks, b.landmarks, atol=1e-2)
+
+
+def test_without_onnxruntime_the_option_says_how_to_install(monkeypatch):
+    monkeypatch.setitem(sys.modules, "onnxruntime", None)  # import now raises ImportError
+    with pytest.raises(RuntimeError, match=r'pip install -e "\.\[onnx\]"'):
+        MTCNN(nets=random_nets(), device="cpu", backend="onnxruntime")
+    assert len(MTCNN(nets=random_nets(), device="cpu").detect(np.zeros((50, 50, 3), np.uint8))[0]) == 0
+    with pytest.raises(ValueError, match="choose one of torch, onnxruntime"):
+        MTCNN(nets=random_nets(), device="cpu", backend="tensorrt")
+
+
+@pytest.mark.weights
+@pytest.mark.data
+@pytest.mark.slow
+def test_same_detections_on_dlib_and_face_mask_photos(original_weights, shared_data):
+    pytest.importorskip("onnxruntime")
+    from mtcnn.data.annotations import read_voc_dir, split_by_name
+
+    torch_det = MTCNN(weights=original_weights, device="cpu")
+    ort_det = MTCNN(weights=original_weights, device="cpu", backend="onnxruntime")
+    assert ort_det.settings["backend"] == "onnxruntime"
+    dlib = sorted((shared_data / "dlib_faces").glob("*.jpg"))
+    # The whole validation split is checked for the README; a third of it here keeps CI short.
+    masks = [r.path for r in split_by_name(read_voc_dir(shared_data / "face_mask" / "annotations"), "val")][::3]
+    for paths in (dlib, masks):
+        images = [read_image_rgb(p) for p in paths]
+        parity = compare_detections(torch_det.detect(images), ort_det.detect(images))
+        assert parity.reference_faces > 20 and parity.same, parity.line()

@@ -27,7 +27,8 @@ def _detector_arguments(parser: argparse.ArgumentParser) -> None:
 def build_detector(args: argparse.Namespace):
     from mtcnn.eval.runner import build_detector as build
 
-    return build(args.weights, args.min_face, args.factor, args.thresholds, args.device, args.preset)
+    return build(args.weights, args.min_face, args.factor, args.thresholds, args.device, args.preset,
+                 landmarks=getattr(args, "landmarks", "onet"), cascade=getattr(args, "cascade_weights", None))
 
 
 def _unique_name(save_dir: Path, path: Path, used: set[str]) -> Path:
@@ -48,6 +49,9 @@ def detect_main(argv: list[str] | None = None) -> int:
     parser.add_argument("--json", dest="json_path", help="write one JSON object per image to this .jsonl file")
     parser.add_argument("--save-dir", help="write images with boxes, scores and landmarks drawn into this folder")
     parser.add_argument("--batch-size", type=int, default=1, help="images per detector call (default 1)")
+    parser.add_argument("--landmarks", choices=("onet", "cascade"), default="onet",
+                        help="cascade: refine O-Net's faces with the Sun et al. cascade (23 nets) before output")
+    parser.add_argument("--cascade-weights", help="cascade bundle (default mtcnn/weights/cascade_sun.pt)")
     _detector_arguments(parser)
     args = parser.parse_args(argv)
     if args.batch_size < 1:
@@ -161,6 +165,9 @@ def evaluate_parser() -> argparse.ArgumentParser:
     lm = sub.add_parser("landmarks", parents=[common], help="5-point NME, failure rate, CED")
     lm.add_argument("--format", choices=LANDMARK_FORMATS, default="cnn_facepoint", help="annotation format")
     lm.add_argument("--match-iou", type=float, default=0.4, help="IoU for matching a face to a detection (default 0.4)")
+    lm.add_argument("--landmarks", choices=("onet", "cascade"), default="onet",
+                    help="cascade: per-level report of the Sun et al. cascade (O-Net, levels 1-3) with the list's boxes and the detector's")
+    lm.add_argument("--cascade-weights", help="cascade bundle (default mtcnn/weights/cascade_sun.pt)")
     return parser
 
 

@@ -11,7 +11,7 @@ from torch import nn
 
 from mtcnn.config import DETECTOR_PRESETS, DetectorConfig, from_dict, to_dict
 from mtcnn.io import to_rgb_uint8
-from mtcnn.stages import Candidates, prepare_for_inference, run_onet, run_pnet, run_rnet
+from mtcnn.stages import Candidates, prepare_for_inference, refine_landmarks, run_onet, run_pnet, run_rnet
 from mtcnn.structures import Detections
 from mtcnn.weights import load_bundle, resolve_weights
 
@@ -28,6 +28,11 @@ class MTCNN:
     ``images`` for :meth:`detect` are RGB uint8 ``H×W×3`` arrays or tensors (one, or a list of
     different sizes). Boxes are (x1, y1, x2, y2) floats, 0-based, width = x2 - x1, not clipped to
     the image (a face cut by the border keeps its full extent).
+
+    ``landmarks="cascade"`` replaces O-Net's five points by those of the Sun et al. cascade
+    (:func:`~mtcnn.stages.refine_landmarks`, level 3) run on every detected face; ``cascade`` is
+    its bundle path or a loaded :class:`~mtcnn.cascade.LandmarkCascade` (default: the shipped
+    ``mtcnn/weights/cascade_sun.pt``).
     """
 
     def __init__(
@@ -40,6 +45,8 @@ class MTCNN:
         *,
         preset: str | None = None,
         nets: dict[str, nn.Module] | None = None,
+        landmarks: str = "onet",
+        cascade=None,
         **options,
     ) -> None:
         if preset is not None and preset not in DETECTOR_PRESETS:
@@ -56,11 +63,22 @@ class MTCNN:
         else:
             self.weights_info = {"path": "<in memory>", "sha256": "", "meta": {}}
         self.pnet, self.rnet, self.onet = (prepare_for_inference(nets[k], self.device) for k in ("pnet", "rnet", "onet"))
+        if landmarks not in ("onet", "cascade"):
+            raise ValueError(f"landmarks={landmarks!r}: choose 'onet' or 'cascade'")
+        self.landmarks = landmarks
+        self.cascade = None
+        if landmarks == "cascade":
+            from mtcnn.cascade import LandmarkCascade, load_cascade
+
+            self.cascade = (cascade if isinstance(cascade, LandmarkCascade) else load_cascade(cascade)).prepare(self.device)
 
     @property
     def settings(self) -> dict:
         """What a report needs to reproduce a figure: detector settings and the weights' hash."""
-        return {**to_dict(self.config), "weights": self.weights_info["path"], "weights_sha256": self.weights_info["sha256"]}
+        out = {**to_dict(self.config), "weights": self.weights_info["path"], "weights_sha256": self.weights_info["sha256"]}
+        if self.cascade is not None:
+            out.update(landmarks="cascade", cascade_weights=self.cascade.info.get("path"), cascade_sha256=self.cascade.info.get("sha256"))
+        return out
 
     def _to_tensors(self, images: Sequence[ImageLike]) -> list[torch.Tensor]:
         tensors = []
@@ -98,10 +116,14 @@ class MTCNN:
         mips: dict = {}
         chunk = cfg.chunk_size or (32 if self.device.type == "cpu" else 1024)
         cands = run_rnet(self.rnet, tensors, cands, threshold=t2, nms=cfg.nms_rnet, chunk_size=chunk, mip_cache=mips)
-        return run_onet(
+        cands = run_onet(
             self.onet, tensors, cands, threshold=t3, nms=cfg.nms_onet, nms_mode=cfg.onet_nms_mode,
             chunk_size=chunk, mip_cache=mips,
         )  # fmt: skip
+        if self.cascade is None or len(cands) == 0:
+            return cands
+        refined = refine_landmarks(self.cascade, tensors, self.cascade.adapt_boxes(cands.boxes), cands.landmarks, cands.image_index)
+        return Candidates(cands.boxes, cands.scores, cands.image_index, refined.level3)
 
     def with_settings(self, **changes) -> "MTCNN":
         """A detector sharing these nets with some settings changed (e.g. thresholds)."""

@@ -194,15 +194,17 @@ def build_detector(
     thresholds: Sequence[float] | None = None,
     device: str | None = None,
     preset: str | None = None,
+    landmarks: str = "onet",
+    cascade: str | os.PathLike | None = None,
 ):
     """An :class:`~mtcnn.detector.MTCNN`: the preset's (or the default) settings, then every
     setting given explicitly (``None`` = not given) on top, so ``--preset wider --min-face 20``
-    really uses 20."""
+    really uses 20. ``landmarks="cascade"`` adds the Sun et al. cascade (bundle ``cascade``)."""
     from mtcnn.detector import MTCNN
 
     return MTCNN(
         weights=weights, min_face_size=min_face, factor=factor, thresholds=thresholds, device=device,
-        preset=None if preset in (None, "default") else preset,
+        preset=None if preset in (None, "default") else preset, landmarks=landmarks, cascade=cascade,
     )  # fmt: skip
 
 
@@ -881,6 +883,10 @@ def evaluate_from_args(args: argparse.Namespace) -> int:
         batch_size=args.batch_size,
         progress=not args.no_progress,
     )
+    if args.task == "landmarks" and getattr(args, "landmarks", "onet") == "cascade":
+        from mtcnn.eval.cascade import cascade_from_args
+
+        return cascade_from_args(args, detector_kwargs)
     if args.task == "detection":
         outcome = evaluate_detection_set(args.annotations, args.format, args.images, iou=args.iou, wider_gt=args.wider_gt, **common)
     else:

@@ -1,0 +1,145 @@
+"""The 23 nets of the Sun et al. landmark cascade as one loadable bundle.
+
+A bundle file holds ``{"format": "mtcnn-cascade-bundle", "version": 1, "variant", "box_adapter",
+"meta", "nets": {"F1": checkpoint, ..., "RM32": checkpoint}}``; each checkpoint is an ordinary
+:func:`mtcnn.weights.make_checkpoint` of its registered net (``sun_f1`` ...), checked against the
+registry on load. :func:`assemble_bundle` gathers the finished nets of a training run.
+
+``box_adapter`` (4 numbers or None) turns another detector's face boxes into the tight
+CNN_FacePoint boxes the cascade was trained on: ``x1 += a0·w, y1 += a1·h, x2 += a2·w, y2 += a3·h``
+(:func:`fit_box_adapter` estimates it from matched boxes of training images).
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import torch
+from torch import nn
+
+from mtcnn.nets.cascade import CASCADE_NETS, FusedPatchNets, nets_of_level
+from mtcnn.weights import WeightsError, _load_file, atomic_torch_save, load_net
+
+CASCADE_FORMAT = "mtcnn-cascade-bundle"
+CASCADE_VERSION = 1
+DEFAULT_CASCADE = Path(__file__).resolve().parent / "weights" / "cascade_sun.pt"
+
+
+@dataclass
+class LandmarkCascade:
+    """Loaded cascade: ``nets`` by short name (all 23), the variant, the box adapter and file info.
+
+    :meth:`prepare` builds the inference form (eval mode, channels-last, each level's ten patch
+    nets fused into one grouped net)."""
+
+    nets: dict[str, nn.Module]
+    variant: str = "relu"
+    box_adapter: tuple[float, float, float, float] | None = None
+    info: dict[str, Any] = field(default_factory=dict)
+    fused: dict[int, nn.Module] = field(default_factory=dict, repr=False)
+
+    def prepare(self, device: torch.device | str = "cpu") -> "LandmarkCascade":
+        for name, net in self.nets.items():
+            self.nets[name] = net.to(device=device, memory_format=torch.channels_last).eval()
+        self.fused = {
+            level: FusedPatchNets([self.nets[n] for n in nets_of_level(level)]).to(device).eval() for level in (2, 3)
+        }
+        return self
+
+    def adapt_boxes(self, boxes: torch.Tensor) -> torch.Tensor:
+        """Detector boxes -> the cascade's box convention (identity without an adapter)."""
+        if self.box_adapter is None:
+            return boxes
+        a = torch.tensor(self.box_adapter, dtype=boxes.dtype, device=boxes.device)
+        size = (boxes[:, 2:4] - boxes[:, 0:2]).repeat(1, 2)
+        return boxes + a * size
+
+
+def _bundle_dict(nets_ckpts: dict[str, dict], variant: str, box_adapter, meta: dict) -> dict:
+    return {
+        "format": CASCADE_FORMAT,
+        "version": CASCADE_VERSION,
+        "variant": variant,
+        "box_adapter": None if box_adapter is None else [float(v) for v in box_adapter],
+        "meta": meta,
+        "nets": nets_ckpts,
+    }
+
+
+def assemble_bundle(run_dir: str | os.PathLike, path: str | os.PathLike, box_adapter=None, meta: dict | None = None) -> Path:
+    """Gather ``<run_dir>/<NAME>/<NAME>.pt`` of all 23 nets into one bundle file."""
+    run_dir = Path(run_dir)
+    missing = [n for n in CASCADE_NETS if not (run_dir / n / f"{n}.pt").is_file()]
+    if missing:
+        raise WeightsError(f"{run_dir}: not all 23 cascade nets are trained (missing {', '.join(missing)})")
+    ckpts = {n: _load_file(run_dir / n / f"{n}.pt") for n in CASCADE_NETS}
+    variants = {c.get("config", {}).get("variant", "relu") for c in ckpts.values()}
+    if len(variants) != 1:
+        raise WeightsError(f"{run_dir}: nets of different variants {sorted(variants)} cannot form one bundle")
+    atomic_torch_save(_bundle_dict(ckpts, variants.pop(), box_adapter, meta or {}), path)
+    return Path(path)
+
+
+def update_bundle(path: str | os.PathLike, box_adapter=None, meta: dict | None = None) -> None:
+    """Rewrite a bundle's box adapter and/or merge ``meta`` into its meta (the nets stay)."""
+    raw = _read_bundle(Path(path))
+    if box_adapter is not None:
+        raw["box_adapter"] = [float(v) for v in box_adapter]
+    raw["meta"] = {**raw.get("meta", {}), **(meta or {})}
+    atomic_torch_save(raw, path)
+
+
+def _read_bundle(path: Path) -> dict:
+    raw = _load_file(path)
+    if not isinstance(raw, dict) or raw.get("format") != CASCADE_FORMAT:
+        raise WeightsError(f"{path}: not a landmark cascade bundle (make one with train_models/train_landmarks.py --bundle)")
+    if raw.get("version") != CASCADE_VERSION:
+        raise WeightsError(f"{path}: cascade bundle version {raw.get('version')} is not supported (expected {CASCADE_VERSION})")
+    return raw
+
+
+def load_cascade(path: str | os.PathLike | None = None) -> LandmarkCascade:
+    """Load and check all 23 nets of a bundle (default: the shipped ``mtcnn/weights/cascade_sun.pt``)."""
+    path = Path(path) if path is not None else DEFAULT_CASCADE
+    raw = _read_bundle(path)
+    variant = raw.get("variant", "relu")
+    nets = {}
+    for name, spec in CASCADE_NETS.items():
+        if name not in raw["nets"]:
+            raise WeightsError(f"{path}: cascade bundle has no '{name}'")
+        nets[name] = load_net(raw["nets"][name], spec.registry_name, f"{path}[{name}]", variant=variant)
+    adapter = raw.get("box_adapter")
+    if adapter is not None and len(adapter) != 4:
+        raise WeightsError(f"{path}: box_adapter must hold 4 numbers, not {len(adapter)}")
+    h = weights_hash_of(nets)
+    info = {"path": str(path), "sha256": h, "meta": raw.get("meta", {})}
+    return LandmarkCascade(nets, variant, None if adapter is None else tuple(float(v) for v in adapter), info)
+
+
+def weights_hash_of(nets: dict[str, nn.Module]) -> str:
+    import hashlib
+
+    h = hashlib.sha256()
+    for name in sorted(nets):
+        for key, tensor in sorted(nets[name].state_dict().items()):
+            h.update(f"{name}.{key}".encode())
+            h.update(tensor.detach().cpu().contiguous().numpy().tobytes())
+    return h.hexdigest()[:12]
+
+
+def fit_box_adapter(detector_boxes: torch.Tensor, true_boxes: torch.Tensor) -> tuple[float, float, float, float]:
+    """Median per-side offsets (fractions of the detector box's width / height) from matched pairs ``[N, 4]``."""
+    if detector_boxes.shape[0] == 0:
+        raise ValueError("no matched boxes to fit the box adapter on")
+    size = (detector_boxes[:, 2:4] - detector_boxes[:, 0:2]).repeat(1, 2)
+    offsets = (true_boxes - detector_boxes) / size
+    return tuple(float(v) for v in offsets.median(dim=0).values)
+
+
+__all__ = [
+    "CASCADE_FORMAT", "DEFAULT_CASCADE", "LandmarkCascade", "assemble_bundle", "fit_box_adapter",
+    "load_cascade", "update_bundle", "weights_hash_of",
+]

@@ -7,7 +7,9 @@ registry on load. :func:`assemble_bundle` gathers the finished nets of a trainin
 
 ``box_adapter`` (4 numbers or None) turns another detector's face boxes into the tight
 CNN_FacePoint boxes the cascade was trained on: ``x1 += a0·w, y1 += a1·h, x2 += a2·w, y2 += a3·h``
-(:func:`fit_box_adapter` estimates it from matched boxes of training images).
+(:func:`fit_box_adapter` estimates it from matched boxes of training images). ``detector_start``
+says how the detector uses the cascade: ``"level1"`` (all three levels from the adapted box) or
+``"onet"`` (O-Net's points refined by levels 2 and 3), whichever calibration found better.
 """
 
 from __future__ import annotations
@@ -26,6 +28,7 @@ from mtcnn.weights import WeightsError, _load_file, atomic_torch_save, load_net
 CASCADE_FORMAT = "mtcnn-cascade-bundle"
 CASCADE_VERSION = 1
 DEFAULT_CASCADE = Path(__file__).resolve().parent / "weights" / "cascade_sun.pt"
+DETECTOR_STARTS = ("level1", "onet")
 
 
 @dataclass
@@ -38,6 +41,7 @@ class LandmarkCascade:
     nets: dict[str, nn.Module]
     variant: str = "relu"
     box_adapter: tuple[float, float, float, float] | None = None
+    detector_start: str = "level1"
     info: dict[str, Any] = field(default_factory=dict)
     fused: dict[int, nn.Module] = field(default_factory=dict, repr=False)
 
@@ -45,7 +49,8 @@ class LandmarkCascade:
         for name, net in self.nets.items():
             self.nets[name] = net.to(device=device, memory_format=torch.channels_last).eval()
         self.fused = {
-            level: FusedPatchNets([self.nets[n] for n in nets_of_level(level)]).to(device).eval() for level in (2, 3)
+            level: FusedPatchNets([self.nets[n] for n in nets_of_level(level)]).to(device=device, memory_format=torch.channels_last).eval()
+            for level in (2, 3)
         }
         return self
 
@@ -64,6 +69,7 @@ def _bundle_dict(nets_ckpts: dict[str, dict], variant: str, box_adapter, meta: d
         "version": CASCADE_VERSION,
         "variant": variant,
         "box_adapter": None if box_adapter is None else [float(v) for v in box_adapter],
+        "detector_start": "level1",
         "meta": meta,
         "nets": nets_ckpts,
     }
@@ -83,11 +89,15 @@ def assemble_bundle(run_dir: str | os.PathLike, path: str | os.PathLike, box_ada
     return Path(path)
 
 
-def update_bundle(path: str | os.PathLike, box_adapter=None, meta: dict | None = None) -> None:
-    """Rewrite a bundle's box adapter and/or merge ``meta`` into its meta (the nets stay)."""
+def update_bundle(path: str | os.PathLike, box_adapter=None, meta: dict | None = None, detector_start: str | None = None) -> None:
+    """Rewrite a bundle's box adapter / detector start and/or merge ``meta`` into its meta (the nets stay)."""
     raw = _read_bundle(Path(path))
     if box_adapter is not None:
         raw["box_adapter"] = [float(v) for v in box_adapter]
+    if detector_start is not None:
+        if detector_start not in DETECTOR_STARTS:
+            raise ValueError(f"detector_start={detector_start!r}: choose one of {', '.join(DETECTOR_STARTS)}")
+        raw["detector_start"] = detector_start
     raw["meta"] = {**raw.get("meta", {}), **(meta or {})}
     atomic_torch_save(raw, path)
 
@@ -114,9 +124,11 @@ def load_cascade(path: str | os.PathLike | None = None) -> LandmarkCascade:
     adapter = raw.get("box_adapter")
     if adapter is not None and len(adapter) != 4:
         raise WeightsError(f"{path}: box_adapter must hold 4 numbers, not {len(adapter)}")
-    h = weights_hash_of(nets)
-    info = {"path": str(path), "sha256": h, "meta": raw.get("meta", {})}
-    return LandmarkCascade(nets, variant, None if adapter is None else tuple(float(v) for v in adapter), info)
+    start = raw.get("detector_start", "level1")
+    if start not in DETECTOR_STARTS:
+        raise WeightsError(f"{path}: detector_start {start!r} is not one of {', '.join(DETECTOR_STARTS)}")
+    info = {"path": str(path), "sha256": weights_hash_of(nets), "meta": raw.get("meta", {})}
+    return LandmarkCascade(nets, variant, None if adapter is None else tuple(float(v) for v in adapter), start, info)
 
 
 def weights_hash_of(nets: dict[str, nn.Module]) -> str:

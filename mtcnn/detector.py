@@ -30,7 +30,8 @@ class MTCNN:
     the image (a face cut by the border keeps its full extent).
 
     ``landmarks="cascade"`` replaces O-Net's five points by those of the Sun et al. cascade
-    (:func:`~mtcnn.stages.refine_landmarks`, level 3) run on every detected face; ``cascade`` is
+    (:func:`~mtcnn.stages.refine_landmarks`, level 3) run on every detected face, from level 1 or
+    from O-Net's points as the bundle's ``detector_start`` says; ``cascade`` is
     its bundle path or a loaded :class:`~mtcnn.cascade.LandmarkCascade` (default: the shipped
     ``mtcnn/weights/cascade_sun.pt``).
     """
@@ -122,7 +123,10 @@ class MTCNN:
         )  # fmt: skip
         if self.cascade is None or len(cands) == 0:
             return cands
-        refined = refine_landmarks(self.cascade, tensors, self.cascade.adapt_boxes(cands.boxes), cands.landmarks, cands.image_index)
+        start = 2 if self.cascade.detector_start == "onet" else 1
+        refined = refine_landmarks(
+            self.cascade, tensors, self.cascade.adapt_boxes(cands.boxes), cands.landmarks, cands.image_index, start_level=start
+        )
         return Candidates(cands.boxes, cands.scores, cands.image_index, refined.level3)
 
     def with_settings(self, **changes) -> "MTCNN":

@@ -20,7 +20,7 @@ from mtcnn.ops.boxes import batched_nms, square_boxes
 from mtcnn.ops.coding import decode_boxes, decode_landmarks, unflatten_landmarks
 from mtcnn.nets.cascade import CASCADE_NETS, PATCH_SIZE, nets_of_level
 from mtcnn.ops.crops import crop_resize
-from mtcnn.ops.landmark_crops import from_crop, patch_boxes, region_boxes, square_grid_box, to_grey
+from mtcnn.ops.landmark_crops import crop_resize_atlas, from_crop, patch_boxes, region_boxes, square_grid_box, to_grey
 from mtcnn.ops.pyramid import PNET_CELL, PNET_STRIDE, cell_level_map, pack_pyramid
 
 PIXEL_MEAN = 127.5
@@ -264,7 +264,7 @@ def _level_one(cascade, grey: list[torch.Tensor], boxes: torch.Tensor, image_ind
     # EN1/NM1 (31 high) are the top rows of a 39×39 crop of a taller box: one crop size for all.
     grids = [square_grid_box(r, s.input_hw) for r, s in zip(regions, specs)]
     side = specs[0].input_hw[1]
-    crops = crop_resize(grey, torch.cat(grids), image_index.repeat(len(specs)), side, mips)
+    crops = crop_resize_atlas(grey, torch.cat(grids), image_index.repeat(len(specs)), side, mips)
     crops = ((crops - PIXEL_MEAN) * PIXEL_SCALE).contiguous(memory_format=torch.channels_last)
     total = torch.zeros((n, 5, 2), device=boxes.device)
     count = torch.zeros((5,), device=boxes.device)
@@ -284,8 +284,8 @@ def _patch_level(cascade, level: int, grey, boxes, image_index, previous: torch.
     specs = [CASCADE_NETS[name] for name in names]
     patches = torch.stack([patch_boxes(previous[:, s.points[0]], boxes, s.half_size) for s in specs], dim=1)  # [N, G, 4]
     g = len(specs)
-    crops = crop_resize(grey, patches.reshape(-1, 4), image_index.repeat_interleave(g), PATCH_SIZE, mips)
-    crops = ((crops - PIXEL_MEAN) * PIXEL_SCALE).reshape(n, g, PATCH_SIZE, PATCH_SIZE)
+    crops = crop_resize_atlas(grey, patches.reshape(-1, 4), image_index.repeat_interleave(g), PATCH_SIZE, mips)
+    crops = ((crops - PIXEL_MEAN) * PIXEL_SCALE).reshape(n, g, PATCH_SIZE, PATCH_SIZE).contiguous(memory_format=torch.channels_last)
     fused = cascade.fused[level]
     uv = torch.cat([fused(crops[s : s + chunk]) for s in range(0, n, chunk)])  # [N, G, 2]
     found = from_crop(uv.reshape(n * g, 1, 2), patches.reshape(-1, 4)).reshape(n, g, 2)

@@ -75,10 +75,9 @@ def _onet_on_boxes(onet, images: list[torch.Tensor], boxes: torch.Tensor, index:
 
 
 @torch.inference_mode()
-def collect_points(cascade, detector, list_file, images_root=None, *, limit=None, batch_size=32, match_iou=0.4,
+def collect_points(cascade, detector, records, *, batch_size=32, match_iou=0.4,
                    progress: bool = True, error: Callable[[str], None] = print) -> dict[str, Any]:
-    """Run everything over the list; returns ground truth and every row's predicted points (numpy)."""
-    records = read_cnn_facepoint(list_file, images_root)[:limit]
+    """Run everything over CNN_FacePoint records; returns ground truth and every row's predicted points (numpy)."""
     by_path = {r.path: r for r in records}
     gt, gt_boxes, given, det, matched = [], [], {k: [] for k in ("onet", "l1", "l2", "l3")}, {k: [] for k in ("onet", "l1", "l2", "l3", "onet_l23")}, []
     done = 0
@@ -118,8 +117,10 @@ def _detector_rows(cascade, detector, tensors, gt_boxes, match_iou, det, matched
     index = cands.image_index[sel]
     levels = refine_landmarks(cascade, tensors, boxes, onet_points, index)
     from_onet = refine_landmarks(cascade, tensors, boxes, onet_points, index, start_level=2)
-    for key, value in (("onet", onet_points), ("l1", levels.level1), ("l2", levels.level2), ("l3", levels.level3), ("onet_l23", from_onet.level3)):
-        det[key].append(value.numpy())
+    rows = (("onet", onet_points), ("l1", levels.level1), ("l2", levels.level2), ("l3", levels.level3),
+            ("onet_l23", from_onet.level3), ("raw_boxes", cands.boxes[sel]))  # fmt: skip
+    for key, value in rows:
+        det.setdefault(key, []).append(value.numpy())
     matched.extend(offset + i for i in keep)
 
 
@@ -130,7 +131,8 @@ def tables_from_points(points: dict[str, Any]) -> dict[str, Any]:
     gt, boxes = points["gt"], points["gt_boxes"]
     report: dict[str, Any] = {"given_boxes": {k: point_table(v, gt, boxes) for k, v in points["given"].items()}}
     m = points["matched"]
-    report["detector_boxes"] = {k: point_table(v, gt[m], boxes[m]) for k, v in points["detector"].items()} if m.size else {}
+    rows = {k: v for k, v in points["detector"].items() if k != "raw_boxes"}
+    report["detector_boxes"] = {k: point_table(v, gt[m], boxes[m]) for k, v in rows.items()} if m.size else {}
     report["num_faces"] = int(gt.shape[0])
     report["num_matched"] = int(m.size)
     return report
@@ -157,8 +159,8 @@ def evaluate_cascade(cascade, detector, list_file, out_dir, images_root=None, *,
 
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
-    points = collect_points(cascade, detector, list_file, images_root, limit=limit, batch_size=batch_size,
-                            match_iou=match_iou, progress=progress)  # fmt: skip
+    records = read_cnn_facepoint(list_file, images_root)[:limit]
+    points = collect_points(cascade, detector, records, batch_size=batch_size, match_iou=match_iou, progress=progress)
     report = tables_from_points(points)
     report["settings"] = {"list": str(list_file), "cascade": cascade.info, "detector": detector.settings,
                           "box_adapter": cascade.box_adapter, "match_iou": match_iou}  # fmt: skip
@@ -178,6 +180,30 @@ def evaluate_cascade(cascade, detector, list_file, out_dir, images_root=None, *,
     return report
 
 
+def calibrate_for_detector(cascade, detector, records, *, batch_size=32, match_iou=0.4, progress=True) -> dict[str, Any]:
+    """Fit the box adapter on ``records`` (training faces the cascade did not train on), then say
+    which start serves the detector's faces better: level 1 from the adapted boxes, or O-Net's
+    points refined by levels 2 and 3 (lower mean level-3 error / box width on the same faces)."""
+    from mtcnn.cascade import fit_box_adapter
+
+    saved = cascade.box_adapter
+    cascade.box_adapter = None
+    try:
+        first = collect_points(cascade, detector, records, batch_size=batch_size, match_iou=match_iou, progress=progress)
+    finally:
+        cascade.box_adapter = saved
+    m = first["matched"]
+    if m.size == 0:
+        raise ValueError("the detector found none of the calibration faces")
+    adapter = fit_box_adapter(torch.from_numpy(first["detector"]["raw_boxes"]), torch.from_numpy(first["gt_boxes"][m]))
+    cascade.box_adapter = adapter
+    second = collect_points(cascade, detector, records, batch_size=batch_size, match_iou=match_iou, progress=progress)
+    gt, boxes = second["gt"][second["matched"]], second["gt_boxes"][second["matched"]]
+    errors = {k: point_table(second["detector"][k], gt, boxes)["mean_box"] for k in ("onet", "l3", "onet_l23")}
+    start = "onet" if errors["onet_l23"] < errors["l3"] else "level1"
+    return {"box_adapter": adapter, "start": start, "faces": int(m.size), "mean_box_error": errors}
+
+
 def _jsonable(obj: Any) -> Any:
     if isinstance(obj, dict):
         return {k: _jsonable(v) for k, v in obj.items() if k not in ("ced_x", "ced_y")} | (
@@ -189,7 +215,7 @@ def _jsonable(obj: Any) -> Any:
     return obj
 
 
-__all__ = ["collect_points", "evaluate_cascade", "markdown_table", "point_table", "tables_from_points"]
+__all__ = ["calibrate_for_detector", "collect_points", "evaluate_cascade", "markdown_table", "point_table", "tables_from_points"]
 
 
 def cascade_from_args(args, detector_kwargs: dict) -> int:

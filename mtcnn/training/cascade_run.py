@@ -134,6 +134,44 @@ def train_cascade(cfg: CascadeTrainConfig, names: list[str]) -> list[Path]:
     return done
 
 
+def bundle_meta(cfg: CascadeTrainConfig) -> dict:
+    """What the bundle says about its training (the weight card's facts)."""
+    import subprocess
+
+    try:
+        commit = subprocess.run(["git", "rev-parse", "--short", "HEAD"], capture_output=True, text=True, cwd=Path(__file__).parent).stdout.strip()
+    except OSError:
+        commit = ""
+    held = {}
+    for name in CASCADE_NETS:
+        ckpt = torch.load(Path(cfg.out) / name / f"{name}.pt", map_location="cpu", weights_only=True)
+        held[name] = (ckpt.get("meta", {}).get("held_out") or {}).get("error")
+    return {
+        "training_data": f"CNN_FacePoint {cfg.train_list} (every {cfg.holdout_every}th face held out)",
+        "terms": "CNN_FacePoint (Sun, Wang, Tang, CVPR 2013; CUHK): research use only",
+        "commit": commit,
+        "config": to_dict(cfg),
+        "held_out_error_per_net": held,
+    }
+
+
+def calibrate_bundle(cfg: CascadeTrainConfig, bundle: str | os.PathLike, detector_weights: str | os.PathLike) -> dict:
+    """Fit the box adapter and detector start on the held-out training faces; store them in the bundle."""
+    from mtcnn.cascade import load_cascade, update_bundle
+    from mtcnn.data.annotations import read_cnn_facepoint
+    from mtcnn.detector import MTCNN
+    from mtcnn.eval.cascade import calibrate_for_detector
+
+    records = read_cnn_facepoint(_resolve(cfg.train_list), _resolve(cfg.images_root))
+    held = [r for i, r in enumerate(records) if i % cfg.holdout_every == cfg.holdout_every - 1]
+    cascade = load_cascade(bundle).prepare()
+    detector = MTCNN(weights=detector_weights, device="cpu")
+    result = calibrate_for_detector(cascade, detector, held)
+    meta = {"calibration": {**result, "detector_weights": str(detector_weights), "detector_sha256": detector.weights_info["sha256"]}}
+    update_bundle(bundle, box_adapter=result["box_adapter"], detector_start=result["start"], meta=meta)
+    return result
+
+
 def main(argv: list[str] | None = None) -> int:
     """``train_models/train_landmarks.py``: train cascade nets, then write the bundle."""
     import argparse
@@ -152,6 +190,8 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--out", help="run folder (default from the config)")
     p.add_argument("--workers", type=int, help="nets trained at the same time, one process each")
     p.add_argument("--bundle", help="after training, write all 23 nets of the run folder into this bundle")
+    p.add_argument("--calibrate-with", metavar="DETECTOR_WEIGHTS",
+                   help="fit the bundle's box adapter and detector start on the held-out training faces with this detector")
     a = p.parse_args(argv)
     overrides = list(a.overrides) + ([f"workers={a.workers}"] if a.workers else []) + ([f"out={a.out}"] if a.out else [])
     try:
@@ -159,7 +199,9 @@ def main(argv: list[str] | None = None) -> int:
         names = [n for level in sorted(set(a.level)) for n in nets_of_level(level, a.point)]
         train_cascade(cfg, names)
         if a.bundle:
-            print(f"wrote {assemble_bundle(cfg.out, a.bundle)}")
+            print(f"wrote {assemble_bundle(cfg.out, a.bundle, meta=bundle_meta(cfg))}")
+        if a.bundle and a.calibrate_with:
+            print(json.dumps(calibrate_bundle(cfg, a.bundle, a.calibrate_with)))
     except (ConfigError, ImageReadError, ValueError, OSError) as e:
         print(f"error: {' '.join(str(e).split())}", file=sys.stderr)
         return 2

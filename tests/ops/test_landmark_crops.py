@@ -9,15 +9,18 @@ import torch
 from mtcnn.data.facepoints import build_canvases
 from mtcnn.ops.crops import crop_resize
 from mtcnn.ops.landmark_crops import (
-    affine_crops, crop_fractions, from_crop, gather_windows, patch_boxes, region_boxes, square_grid_box, to_crop, to_grey,
+    affine_crops, crop_fractions, crop_resize_atlas, from_crop, gather_windows, luma_integer, patch_boxes, region_boxes, square_grid_box, to_crop, to_grey,
 )  # fmt: skip
 
 
-def test_grey_matches_opencv_within_one_level():
+def test_grey_matches_luma_within_one_level_on_every_path():
     rgb = np.random.default_rng(0).integers(0, 256, (17, 23, 3), dtype=np.uint8)
-    ours = to_grey(torch.from_numpy(rgb).permute(2, 0, 1))[0].numpy().astype(int)
-    theirs = cv2.cvtColor(rgb, cv2.COLOR_RGB2GRAY).astype(int)
-    assert np.abs(ours - theirs).max() <= 1
+    luma = rgb @ np.array([0.299, 0.587, 0.114])
+    chw = torch.from_numpy(rgb).permute(2, 0, 1)
+    cpu = to_grey(chw)[0].numpy().astype(int)
+    tensor_path = luma_integer(chw)[0].numpy()
+    assert np.abs(cpu - luma).max() <= 1 and np.abs(tensor_path - luma).max() <= 1
+    assert np.array_equal(cpu, cv2.cvtColor(rgb, cv2.COLOR_RGB2GRAY))
 
 
 def test_axis_aligned_crop_on_the_pixel_grid_copies_pixels():
@@ -92,3 +95,32 @@ def test_training_and_inference_crops_agree_on_a_smooth_image():
     cregion = region_boxes(cboxes, (-0.05, 1.05, -0.05, 1.05))
     via_canvas = affine_crops(canvases[:, None], cregion[:, :2], torch.diag_embed(cregion[:, 2:] - cregion[:, :2]), (39, 39))[0, 0]
     assert (direct - via_canvas).abs().mean() < 2.0
+
+
+def test_atlas_crops_equal_per_image_crops():
+    g = torch.Generator().manual_seed(3)
+    images = [torch.randint(0, 256, (1, h, w), generator=g, dtype=torch.uint8) for h, w in ((50, 70), (90, 40), (33, 33), (120, 160))]
+    n = 40
+    index = torch.randint(0, 4, (n,), generator=g)
+    sizes = torch.tensor([[70.0, 50.0], [40.0, 90.0], [33.0, 33.0], [160.0, 120.0]])[index]
+    side = 4 + torch.rand(n, generator=g) * 90
+    x1 = torch.rand(n, generator=g) * sizes[:, 0] * 1.2 - 0.3 * side  # some cross the borders
+    y1 = torch.rand(n, generator=g) * sizes[:, 1] * 1.2 - 0.3 * side
+    boxes = torch.stack([x1, y1, x1 + side, y1 + side * (0.8 + 0.4 * torch.rand(n, generator=g))], 1)
+    for size in (15, 39):
+        expected = crop_resize(images, boxes, index, size)
+        # Equal up to float rounding of the atlas's normalised coordinates (grey levels 0..255).
+        torch.testing.assert_close(crop_resize_atlas(images, boxes, index, size), expected, atol=0.02, rtol=1e-4)
+    assert crop_resize_atlas(images, torch.zeros(0, 4), torch.zeros(0, dtype=torch.long), 15).shape == (0, 1, 15, 15)
+
+
+def test_atlas_splits_tall_batches_without_changing_crops(monkeypatch):
+    import mtcnn.ops.landmark_crops as lc
+
+    g = torch.Generator().manual_seed(4)
+    images = [torch.randint(0, 256, (1, 40, 30), generator=g, dtype=torch.uint8) for _ in range(6)]
+    boxes = torch.tensor([[2.0, 3.0, 25.0, 30.0]]).repeat(6, 1)
+    index = torch.arange(6)
+    whole = crop_resize_atlas(images, boxes, index, 15)
+    monkeypatch.setattr(lc, "ATLAS_ROWS", 90)  # two images per atlas
+    torch.testing.assert_close(crop_resize_atlas(images, boxes, index, 15), whole, atol=0.01, rtol=1e-4)

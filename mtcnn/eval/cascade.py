@@ -176,6 +176,7 @@ def evaluate_cascade(cascade, detector, list_file, out_dir, images_root=None, *,
                  {"list": Path(list_file).name, "cascade": cascade.info.get("sha256")}, out / f"ced_{setting}.png", x_max=0.1)
     atomic_write_text(out / "report.md", "\n".join(text))
     atomic_write_text(out / "report.json", json.dumps(_jsonable(report), indent=1))
+    atomic_write_text(out / "card.json", json.dumps(_jsonable(weight_card(cascade, report)), indent=1))
     log("\n".join(text))
     return report
 
@@ -202,6 +203,34 @@ def calibrate_for_detector(cascade, detector, records, *, batch_size=32, match_i
     errors = {k: point_table(second["detector"][k], gt, boxes)["mean_box"] for k in ("onet", "l3", "onet_l23")}
     start = "onet" if errors["onet_l23"] < errors["l3"] else "level1"
     return {"box_adapter": adapter, "start": start, "faces": int(m.size), "mean_box_error": errors}
+
+
+def weight_card(cascade, report: dict[str, Any]) -> dict[str, Any]:
+    """The small JSON card shipped beside a bundle: what it was trained on, how, and its test figures."""
+    meta = cascade.info.get("meta", {})
+
+    def rows(setting: str) -> dict[str, Any]:
+        return {ROW_LABELS[k]: {"mean_box": round(r["mean_box"], 5), "mean_iod": round(r["mean_iod"], 5),
+                                "per_point_box": {p: round(v, 5) for p, v in r["per_point_box"].items()},
+                                "failure_5": {p: round(v, 5) for p, v in r["failure_5"].items()},
+                                "failure_10_mean": round(r["failure_10_mean"], 5)}
+                for k, r in report.get(setting, {}).items()}  # fmt: skip
+
+    return {
+        "model": "Sun, Wang & Tang (CVPR 2013) landmark cascade, 23 nets (F1, EN1, NM1, 10 level-2 and 10 level-3 patch nets)",
+        "variant": cascade.variant,
+        "weights_sha256": cascade.info.get("sha256"),
+        "training_data": meta.get("training_data"),
+        "terms": meta.get("terms"),
+        "commit": meta.get("commit"),
+        "config": meta.get("config"),
+        "box_adapter": cascade.box_adapter,
+        "detector_start": cascade.detector_start,
+        "calibration": meta.get("calibration"),
+        "test": {"list": report.get("settings", {}).get("list"), "faces": report.get("num_faces"),
+                 "matched_by_detector": report.get("num_matched"),
+                 "given_boxes": rows("given_boxes"), "detector_boxes": rows("detector_boxes")},
+    }  # fmt: skip
 
 
 def _jsonable(obj: Any) -> Any:

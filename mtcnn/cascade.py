@@ -23,7 +23,8 @@ import torch
 from torch import nn
 
 from mtcnn.nets.cascade import CASCADE_NETS, FusedPatchNets, nets_of_level
-from mtcnn.weights import WeightsError, _load_file, atomic_torch_save, load_net
+from mtcnn.atomic import atomic_torch_save
+from mtcnn.weights import WeightsError, _load_file, load_net
 
 CASCADE_FORMAT = "mtcnn-cascade-bundle"
 CASCADE_VERSION = 1
@@ -75,17 +76,23 @@ def _bundle_dict(nets_ckpts: dict[str, dict], variant: str, box_adapter, meta: d
     }
 
 
-def assemble_bundle(run_dir: str | os.PathLike, path: str | os.PathLike, box_adapter=None, meta: dict | None = None) -> Path:
-    """Gather ``<run_dir>/<NAME>/<NAME>.pt`` of all 23 nets into one bundle file."""
-    run_dir = Path(run_dir)
-    missing = [n for n in CASCADE_NETS if not (run_dir / n / f"{n}.pt").is_file()]
+def net_checkpoint(run_dir: str | os.PathLike, name: str) -> Path:
+    """Where a training run keeps net ``name``'s final weights: ``<run_dir>/F1/sun_f1.pt``."""
+    return Path(run_dir) / name / f"{CASCADE_NETS[name].registry_name}.pt"
+
+
+def assemble_bundle(run_dir: str | os.PathLike, path: str | os.PathLike, variant: str = "relu", meta: dict | None = None) -> Path:
+    """Gather the final checkpoints of all 23 nets of a training run into one bundle file.
+
+    Every net is loaded first (registry, preprocessing and ``variant`` shapes checked), so a bundle
+    that is written also loads."""
+    missing = [n for n in CASCADE_NETS if not net_checkpoint(run_dir, n).is_file()]
     if missing:
         raise WeightsError(f"{run_dir}: not all 23 cascade nets are trained (missing {', '.join(missing)})")
-    ckpts = {n: _load_file(run_dir / n / f"{n}.pt") for n in CASCADE_NETS}
-    variants = {c.get("config", {}).get("variant", "relu") for c in ckpts.values()}
-    if len(variants) != 1:
-        raise WeightsError(f"{run_dir}: nets of different variants {sorted(variants)} cannot form one bundle")
-    atomic_torch_save(_bundle_dict(ckpts, variants.pop(), box_adapter, meta or {}), path)
+    ckpts = {n: _load_file(net_checkpoint(run_dir, n)) for n in CASCADE_NETS}
+    for name, ckpt in ckpts.items():
+        load_net(ckpt, CASCADE_NETS[name].registry_name, str(net_checkpoint(run_dir, name)), variant=variant)
+    atomic_torch_save(_bundle_dict(ckpts, variant, None, meta or {}), path)
     return Path(path)
 
 

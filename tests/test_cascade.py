@@ -3,10 +3,11 @@
 import pytest
 import torch
 
-from mtcnn.cascade import LandmarkCascade, assemble_bundle, fit_box_adapter, load_cascade, update_bundle
+from mtcnn.cascade import LandmarkCascade, assemble_bundle, fit_box_adapter, load_cascade, net_checkpoint, update_bundle
 from mtcnn.nets.cascade import CASCADE_NETS, LEVEL1_REGIONS, build_cascade_net
 from mtcnn.stages import refine_landmarks
-from mtcnn.weights import WeightsError, atomic_torch_save, make_checkpoint
+from mtcnn.atomic import atomic_torch_save
+from mtcnn.weights import WeightsError, make_checkpoint
 
 
 def _constant_cascade(uv: tuple[float, float] = (0.5, 0.5)) -> LandmarkCascade:
@@ -77,18 +78,18 @@ def test_no_faces_gives_empty_levels():
 def _write_run(run_dir, variant="relu"):
     for name, spec in CASCADE_NETS.items():
         net = build_cascade_net(name, variant)
-        atomic_torch_save(make_checkpoint(spec.registry_name, net, {"variant": variant}), run_dir / name / f"{name}.pt")
+        atomic_torch_save(make_checkpoint(spec.registry_name, net), net_checkpoint(run_dir, name))
 
 
 @pytest.mark.parametrize("variant", ["relu", "abs_tanh"])
 def test_bundle_round_trip(tmp_path, variant):
     torch.manual_seed(4)
     _write_run(tmp_path / "run", variant)
-    path = assemble_bundle(tmp_path / "run", tmp_path / "cascade.pt", meta={"note": "test"})
+    path = assemble_bundle(tmp_path / "run", tmp_path / "cascade.pt", variant, meta={"note": "test"})
     update_bundle(path, box_adapter=(0.1, 0.2, -0.1, 0.0))
     cascade = load_cascade(path)
     assert cascade.variant == variant and cascade.box_adapter == pytest.approx((0.1, 0.2, -0.1, 0.0))
-    original = torch.load(tmp_path / "run" / "F1" / "F1.pt", weights_only=True)["state_dict"]
+    original = torch.load(net_checkpoint(tmp_path / "run", "F1"), weights_only=True)["state_dict"]
     for key, value in original.items():
         torch.testing.assert_close(cascade.nets["F1"].state_dict()[key], value)
     assert cascade.info["meta"]["note"] == "test"
@@ -96,7 +97,9 @@ def test_bundle_round_trip(tmp_path, variant):
 
 def test_bundle_problems_are_one_line_errors(tmp_path):
     _write_run(tmp_path / "run")
-    (tmp_path / "run" / "LE32" / "LE32.pt").unlink()
+    with pytest.raises(WeightsError, match="has shape"):  # relu nets are not the abs_tanh variant
+        assemble_bundle(tmp_path / "run", tmp_path / "cascade.pt", "abs_tanh")
+    net_checkpoint(tmp_path / "run", "LE32").unlink()
     with pytest.raises(WeightsError, match="missing LE32"):
         assemble_bundle(tmp_path / "run", tmp_path / "cascade.pt")
     atomic_torch_save({"format": "something-else"}, tmp_path / "bad.pt")

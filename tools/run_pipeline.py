@@ -1,7 +1,7 @@
 #!/usr/bin/env python
 """Run the whole MTCNN training chain from one config, resuming where it stopped.
 
-python tools/run_pipeline.py configs/pipeline.yaml [--stop-after STEP] [key=value ...]
+python tools/run_pipeline.py mtcnn/config/defaults/pipeline.yaml [--stop-after STEP] [key=value ...]
 STEP: scenes, pnet_data, train_pnet, mine_pnet, train_rnet, mine_rnet, train_onet
 """
 
@@ -10,7 +10,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from mtcnn.cli import run_pipeline_main as main  # noqa: E402
+from mtcnn.commands.run_pipeline import main  # noqa: E402
 
 if __name__ == "__main__":
     sys.exit(main())

@@ -16,14 +16,13 @@ import hashlib
 import json
 import os
 import sys
-import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 import torch
 
-from mtcnn.config import _umask_mode
+from mtcnn.atomic import atomic_path
 from mtcnn.data.annotations import ImageAnnotation, read_cnn_facepoint
 from mtcnn.io import ImageReadError, file_sha256, read_image_rgb
 from mtcnn.ops.crops import crop_resize
@@ -138,19 +137,11 @@ def load_facepoint_set(
 
 
 def _to_npz(data: FacePointSet, path: Path) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".npz")
-    os.close(fd)
-    try:
+    with atomic_path(path, suffix=".npz") as tmp:
         np.savez(
             tmp, canvases=data.canvases.numpy(), boxes=data.boxes.numpy(), points=data.points.numpy(),
             paths=np.array(data.paths), canvas_origin=data.canvas_origin.numpy(), canvas_scale=data.canvas_scale.numpy(),
         )  # fmt: skip
-        os.chmod(tmp, _umask_mode())
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
 
 
 def _from_npz(path: Path) -> FacePointSet:

@@ -27,8 +27,11 @@ import numpy as np
 import torch
 import yaml
 
-from mtcnn.config import ConfigError, atomic_write_text, bounded, save_resolved, to_dict
-from mtcnn.data.config import LandmarkAugConfig, SourceConfig, SplitSources, WiderBoxConfig, resolve_path
+from mtcnn.errors import OutputExistsError
+from mtcnn.atomic import atomic_write_text
+from mtcnn.config import ConfigError, bounded, save_resolved, to_dict
+from mtcnn.config.data import LandmarkAugConfig, SourceConfig, SplitSources, WiderBoxConfig
+from mtcnn.config.paths import resolve_path
 from mtcnn.data.generate import (
     GenerationError,
     WorkItem,
@@ -113,7 +116,7 @@ class MiningConfig:
 
 
 def _expand(path: str, stage: str = "") -> Path:
-    from mtcnn.data.config import gen_root
+    from mtcnn.config.paths import gen_root
 
     runs = gen_root().parent / "runs"
     return resolve_path(path.replace("{runs}", str(runs)).replace("{stage}", stage))
@@ -243,7 +246,7 @@ def mine_hard_examples(cfg: MiningConfig, split: str = "train", *, overwrite: bo
     out_dir = _expand(cfg.out, stage)
     out_path = out_dir / f"{stage}_{split}.h5"
     if out_path.exists() and not overwrite:
-        raise GenerationError(f"{out_path} already exists (complete); delete it or pass --overwrite to regenerate")
+        raise OutputExistsError(f"{out_path} already exists (complete); delete it or pass --overwrite to regenerate")
     items = detection_items(getattr(cfg.sources, split), cfg.wider_box)
     landmark_work = landmark_items(getattr(cfg.landmark_sources, split), start_id=len(items)) if cfg.landmarks else []
     if not items:

@@ -26,7 +26,7 @@ from dataclasses import dataclass
 import cv2
 import numpy as np
 
-from mtcnn.data.config import LandmarkAugConfig, PNetSamplingConfig, WiderBoxConfig
+from mtcnn.config.data import LandmarkAugConfig, PNetSamplingConfig, WiderBoxConfig
 
 __all__ = [
     "FLIP_POINT_ORDER",
@@ -367,6 +367,27 @@ def _resize_patch(patch: np.ndarray, size: int) -> np.ndarray:
     return cv2.resize(patch, (size, size), interpolation=interp)
 
 
+def _landmark_crops(ref: np.ndarray, cfg: LandmarkAugConfig, rng: np.random.Generator, width: int,
+                    height: int) -> np.ndarray | None:
+    """The squares a face's landmark samples are cut from (see :func:`landmark_samples`); None
+    when no crop was drawn at all."""
+    rw, rh = ref[2] - ref[0], ref[3] - ref[1]
+    crops = []
+    if cfg.include_gt_crop:
+        side = round(max(rw, rh))
+        x1 = math.floor((ref[0] + ref[2]) / 2 - side / 2 + 0.5)
+        y1 = math.floor((ref[1] + ref[3]) / 2 - side / 2 + 0.5)
+        crops.append(np.array([[x1, y1, x1 + side, y1 + side]], np.float64))
+    cand, _ = _random_squares_around(ref[None], cfg.crops_per_face, cfg.size_range, cfg.shift, rng)
+    if len(cand):
+        cand = cand[iou_matrix(cand, ref[None])[:, 0] > cfg.crop_iou]
+        crops.append(cand)
+    if not crops:
+        return None
+    crops = np.concatenate(crops)
+    return crops[_inside(crops, width, height) & (crops[:, 2] > crops[:, 0])]
+
+
 def landmark_samples(
     image: np.ndarray,
     box: np.ndarray,
@@ -398,22 +419,9 @@ def landmark_samples(
     if max(box[2] - box[0], box[3] - box[1]) < cfg.min_face or box[0] < 0 or box[1] < 0:
         return empty
     ref = box if cfg.box_style == "tight" or wider_box is None else tight_to_wider(box[None], wider_box)[0].astype(np.float64)
-    rw, rh = ref[2] - ref[0], ref[3] - ref[1]
-
-    crops = []
-    if cfg.include_gt_crop:
-        side = round(max(rw, rh))
-        x1 = math.floor((ref[0] + ref[2]) / 2 - side / 2 + 0.5)
-        y1 = math.floor((ref[1] + ref[3]) / 2 - side / 2 + 0.5)
-        crops.append(np.array([[x1, y1, x1 + side, y1 + side]], np.float64))
-    cand, _ = _random_squares_around(ref[None], cfg.crops_per_face, cfg.size_range, cfg.shift, rng)
-    if len(cand):
-        cand = cand[iou_matrix(cand, ref[None])[:, 0] > cfg.crop_iou]
-        crops.append(cand)
-    if not crops:
+    crops = _landmark_crops(ref, cfg, rng, width, height)
+    if crops is None:
         return empty
-    crops = np.concatenate(crops)
-    crops = crops[_inside(crops, width, height) & (crops[:, 2] > crops[:, 0])]
 
     patches: list[np.ndarray] = []
     lmks: list[np.ndarray] = []

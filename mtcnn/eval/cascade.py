@@ -26,7 +26,7 @@ from typing import Any
 import numpy as np
 import torch
 
-from mtcnn.config import atomic_write_text
+from mtcnn.atomic import atomic_write_text
 from mtcnn.data.annotations import read_cnn_facepoint
 from mtcnn.eval.landmarks import evaluate_landmarks
 from mtcnn.io import iter_image_batches
@@ -251,7 +251,7 @@ def cascade_from_args(args, detector_kwargs: dict) -> int:
     """``tools/evaluate.py landmarks --landmarks cascade``: exit code 0, or 2 with one error line."""
     from mtcnn.cascade import load_cascade
     from mtcnn.config import ConfigError
-    from mtcnn.eval.runner import build_detector
+    from mtcnn.detect import build_detector
     from mtcnn.weights import WeightsError
 
     if args.format != "cnn_facepoint" or len(args.annotations) != 1:

@@ -2,6 +2,7 @@
 batches are a pure function of (seed, epoch, step), and an interrupted run resumes exactly."""
 
 import math
+import os
 from pathlib import Path
 
 import pytest
@@ -9,7 +10,8 @@ import torch
 
 from mtcnn.config import from_dict
 from mtcnn.data.facepoints import FacePointSet
-from mtcnn.training.cascade_run import fit_net
+from mtcnn.training import train
+from mtcnn.training.cascade_run import train_net, trainer_config
 from mtcnn.training.cascade_task import CascadeTask, CascadeTrainConfig, CropLoader, CropSampler, PIXEL_MEAN, PIXEL_SCALE
 
 
@@ -89,27 +91,33 @@ def test_loader_is_a_pure_function_of_epoch_and_step():
     assert not torch.equal(next_epoch[0], batches[0])
 
 
-class _Stop(Exception):
+class _HardStop(Exception):
     pass
 
 
-def test_interrupted_training_resumes_to_the_same_weights(tmp_path: Path):
+def _raise_hard_stop(code):
+    raise _HardStop(code)
+
+
+def test_interrupted_training_resumes_to_the_same_weights(tmp_path: Path, monkeypatch):
+    """Through the shared loop: a run stopped after its first epoch and resumed ends with the
+    weights of an uninterrupted run."""
     data = _blob_faces(n=32)
     held = _blob_faces(n=8, seed=1)
-    cfg = _cfg(patch_schedule={"epochs": 3, "batch_size": 16, "lr": 0.003})
-    whole = fit_net(CascadeTask("LE21", cfg, data, held), tmp_path / "a", log=lambda m: None)
-
-    def stop_after_first_epoch(message: str) -> None:
-        if "epoch 1/3" in message:
-            raise _Stop
-
-    with pytest.raises(_Stop):
-        fit_net(CascadeTask("LE21", cfg, data, held), tmp_path / "b", log=stop_after_first_epoch)
-    resumed = fit_net(CascadeTask("LE21", cfg, data, held), tmp_path / "b", log=lambda m: None)
+    schedule = {"epochs": 3, "batch_size": 16, "lr": 0.003}
+    whole = train_net("LE21", _cfg(patch_schedule=schedule, out=str(tmp_path / "a")), data, held)
+    stopped = trainer_config("LE21", _cfg(patch_schedule=schedule, out=str(tmp_path / "b")))
+    stopped.debug.stop_after_steps = 2  # one epoch = 2 steps of 16; the loop then exits hard
+    monkeypatch.setattr(os, "_exit", _raise_hard_stop)
+    with pytest.raises(_HardStop):
+        train(stopped, task=CascadeTask("LE21", _cfg(patch_schedule=schedule), data, held))
+    monkeypatch.undo()
+    resumed = train_net("LE21", _cfg(patch_schedule=schedule, out=str(tmp_path / "b")), data, held)
     a = torch.load(whole, weights_only=True)
     b = torch.load(resumed, weights_only=True)
     for key in a["state_dict"]:
         torch.testing.assert_close(a["state_dict"][key], b["state_dict"][key])
-    assert a["net"] == "sun_le21" and math.isfinite(a["meta"]["held_out"]["error"])
-    lines = (tmp_path / "b" / "metrics.jsonl").read_text().splitlines()
-    assert len(lines) == 3
+    assert a["net"] == "sun_le21" and math.isfinite(a["meta"]["val"]["error"])
+    assert len((tmp_path / "b" / "LE21" / "metrics.jsonl").read_text().splitlines()) == 3
+    # A finished net is not trained again.
+    assert train_net("LE21", _cfg(patch_schedule=schedule, out=str(tmp_path / "a")), data, held) == whole

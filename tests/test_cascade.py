@@ -136,3 +136,17 @@ def test_detector_cascade_mode_outputs_level_three(original_weights, shared_data
     torch.testing.assert_close(b.landmarks, expected, atol=1e-4, rtol=1e-4)
     with pytest.raises(ValueError, match="landmarks="):
         MTCNN(weights=original_weights, device="cpu", landmarks="sun")
+
+
+def test_shipped_bundle_loads_and_matches_its_card():
+    import json
+
+    from mtcnn.cascade import DEFAULT_CASCADE
+
+    if not DEFAULT_CASCADE.is_file():
+        pytest.skip(f"{DEFAULT_CASCADE} is not shipped in this checkout")
+    cascade = load_cascade()
+    card = json.loads(DEFAULT_CASCADE.with_suffix(".json").read_text())
+    assert len(cascade.nets) == 23 and cascade.variant == card["variant"]
+    assert cascade.info["sha256"] == card["weights_sha256"]
+    assert cascade.detector_start == card["detector_start"] and "research" in card["terms"]

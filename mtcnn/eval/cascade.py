@@ -223,6 +223,7 @@ def weight_card(cascade, report: dict[str, Any]) -> dict[str, Any]:
         "training_data": meta.get("training_data"),
         "terms": meta.get("terms"),
         "commit": meta.get("commit"),
+        "training_note": meta.get("training_note"),
         "config": meta.get("config"),
         "box_adapter": cascade.box_adapter,
         "detector_start": cascade.detector_start,

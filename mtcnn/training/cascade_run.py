@@ -9,7 +9,6 @@ epoch (a stopped net continues where it stopped), ``metrics.jsonl`` and the fina
 
 from __future__ import annotations
 
-import json
 import multiprocessing as mp
 import os
 import sys

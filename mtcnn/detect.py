@@ -24,15 +24,17 @@ def build_detector(
     device: str | None = None,
     preset: str | None = None,
     backend: str = "torch",
+    landmarks: str = "onet",
+    cascade: str | os.PathLike | None = None,
 ):
     """An :class:`~mtcnn.detector.MTCNN`: the preset's (or the default) settings, then every
     setting given explicitly (``None`` = not given) on top, so ``--preset wider --min-face 20``
-    really uses 20."""
+    really uses 20. ``landmarks="cascade"`` adds the Sun et al. cascade (bundle ``cascade``)."""
     from mtcnn.detector import MTCNN
 
     return MTCNN(
         weights=weights, min_face_size=min_face, factor=factor, thresholds=thresholds, device=device,
-        preset=None if preset in (None, "default") else preset, backend=backend,
+        preset=None if preset in (None, "default") else preset, backend=backend, landmarks=landmarks, cascade=cascade,
     )  # fmt: skip
 
 

@@ -12,7 +12,7 @@ from torch import nn
 from mtcnn.config import DETECTOR_PRESETS, DetectorConfig, from_dict, to_dict
 from mtcnn.io import to_rgb_uint8
 from mtcnn.backends import backend_nets
-from mtcnn.stages import Candidates, run_onet, run_pnet, run_rnet
+from mtcnn.stages import Candidates, refine_landmarks, run_onet, run_pnet, run_rnet
 from mtcnn.structures import Detections
 from mtcnn.weights import load_bundle, resolve_weights
 
@@ -32,6 +32,12 @@ class MTCNN:
 
     ``backend``: "torch" (default) or "onnxruntime" (CPU; ``pip install -e ".[onnx]"``): what
     runs the nets; pyramid, crops and NMS are the same code for both.
+
+    ``landmarks="cascade"`` replaces O-Net's five points by those of the Sun et al. cascade
+    (:func:`~mtcnn.stages.refine_landmarks`, level 3) run on every detected face, from level 1 or
+    from O-Net's points as the bundle's ``detector_start`` says; ``cascade`` is
+    its bundle path or a loaded :class:`~mtcnn.cascade.LandmarkCascade` (default: the shipped
+    ``mtcnn/weights/cascade_sun.pt``).
     """
 
     def __init__(
@@ -45,6 +51,8 @@ class MTCNN:
         preset: str | None = None,
         nets: dict[str, nn.Module] | None = None,
         backend: str = "torch",
+        landmarks: str = "onet",
+        cascade=None,
         **options,
     ) -> None:
         if preset is not None and preset not in DETECTOR_PRESETS:
@@ -64,11 +72,22 @@ class MTCNN:
         # The PyTorch nets themselves, whatever runs them (export, copies to other devices).
         self.source_nets = {k: nets[k] for k in ("pnet", "rnet", "onet")}
         self.pnet, self.rnet, self.onet = backend_nets(nets, ("pnet", "rnet", "onet"), backend, self.device)
+        if landmarks not in ("onet", "cascade"):
+            raise ValueError(f"landmarks={landmarks!r}: choose 'onet' or 'cascade'")
+        self.landmarks = landmarks
+        self.cascade = None
+        if landmarks == "cascade":
+            from mtcnn.cascade import LandmarkCascade, load_cascade
+
+            self.cascade = (cascade if isinstance(cascade, LandmarkCascade) else load_cascade(cascade)).prepare(self.device)
 
     @property
     def settings(self) -> dict:
         """What a report needs to reproduce a figure: detector settings and the weights' hash."""
-        return {**to_dict(self.config), "backend": self.backend, "weights": self.weights_info["path"], "weights_sha256": self.weights_info["sha256"]}
+        out = {**to_dict(self.config), "backend": self.backend, "weights": self.weights_info["path"], "weights_sha256": self.weights_info["sha256"]}
+        if self.cascade is not None:
+            out.update(landmarks="cascade", cascade_weights=self.cascade.info.get("path"), cascade_sha256=self.cascade.info.get("sha256"))
+        return out
 
     def _to_tensors(self, images: Sequence[ImageLike]) -> list[torch.Tensor]:
         tensors = []
@@ -106,10 +125,17 @@ class MTCNN:
         mips: dict = {}
         chunk = cfg.chunk_size or (32 if self.device.type == "cpu" else 1024)
         cands = run_rnet(self.rnet, tensors, cands, threshold=t2, nms=cfg.nms_rnet, chunk_size=chunk, mip_cache=mips)
-        return run_onet(
+        cands = run_onet(
             self.onet, tensors, cands, threshold=t3, nms=cfg.nms_onet, nms_mode=cfg.onet_nms_mode,
             chunk_size=chunk, mip_cache=mips,
         )  # fmt: skip
+        if self.cascade is None or len(cands) == 0:
+            return cands
+        start = 2 if self.cascade.detector_start == "onet" else 1
+        refined = refine_landmarks(
+            self.cascade, tensors, self.cascade.adapt_boxes(cands.boxes), cands.landmarks, cands.image_index, start_level=start
+        )
+        return Candidates(cands.boxes, cands.scores, cands.image_index, refined.level3)
 
     def with_settings(self, **changes) -> "MTCNN":
         """A detector sharing these nets with some settings changed (e.g. thresholds)."""

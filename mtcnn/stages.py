@@ -19,9 +19,11 @@ from torch import nn
 
 from mtcnn.nets.registry import get_net_spec
 from mtcnn.ops.boxes import batched_nms, square_boxes
+from mtcnn.nets.cascade import CASCADE_NETS, PATCH_SIZE, nets_of_level
 from mtcnn.ops.coding import decode_boxes, decode_landmarks, unflatten_landmarks
 from mtcnn.ops.crops import crop_resize
 from mtcnn.ops.inference import speed_up_layers
+from mtcnn.ops.landmark_crops import crop_resize_atlas, from_crop, patch_boxes, region_boxes, square_grid_box, to_grey
 from mtcnn.ops.pyramid import PNET_CELL, PNET_STRIDE, cell_level_map, pack_pyramid
 
 # The cascade's nets share one input normalisation; the registry holds it (SPEC §2/§11).
@@ -257,3 +259,101 @@ def run_onet(
     boxes = decode_boxes(squares, reg)
     keep = batched_nms(boxes, scores, image_index, nms, nms_mode)
     return Candidates(boxes[keep], scores[keep], image_index[keep], landmarks[keep])
+
+
+@dataclass(frozen=True)
+class CascadePoints:
+    """Five points ``[N, 5, 2]`` per face after each level of the Sun et al. cascade."""
+
+    level1: torch.Tensor
+    level2: torch.Tensor
+    level3: torch.Tensor
+
+    def level(self, k: int) -> torch.Tensor:
+        return (self.level1, self.level2, self.level3)[k - 1]
+
+
+def _level_one(cascade, grey: list[torch.Tensor], boxes: torch.Tensor, image_index: torch.Tensor, mips: dict, chunk: int) -> torch.Tensor:
+    """F1, EN1 and NM1 from one crop call; each point is the mean of the nets that predict it."""
+    n = boxes.shape[0]
+    specs = [CASCADE_NETS[name] for name in nets_of_level(1)]
+    regions = [region_boxes(boxes, s.region) for s in specs]
+    # EN1/NM1 (31 high) are the top rows of a 39×39 crop of a taller box: one crop size for all.
+    grids = [square_grid_box(r, s.input_hw) for r, s in zip(regions, specs)]
+    side = specs[0].input_hw[1]
+    crops = crop_resize_atlas(grey, torch.cat(grids), image_index.repeat(len(specs)), side, mips)
+    crops = ((crops - PIXEL_MEAN) * PIXEL_SCALE).contiguous(memory_format=torch.channels_last)
+    total = torch.zeros((n, 5, 2), device=boxes.device)
+    count = torch.zeros((5,), device=boxes.device)
+    for k, spec in enumerate(specs):
+        inputs = crops[k * n : (k + 1) * n, :, : spec.input_hw[0]]
+        out = torch.cat([cascade.nets[spec.name](inputs[s : s + chunk]) for s in range(0, n, chunk)])
+        uv = out.reshape(n, -1, 2)
+        total[:, list(spec.points)] += from_crop(uv, regions[k])
+        count[list(spec.points)] += 1
+    return total / count[None, :, None]
+
+
+def _patch_level(cascade, level: int, grey, boxes, image_index, previous: torch.Tensor, mips: dict, chunk: int) -> torch.Tensor:
+    """Ten patch nets of a level from one crop call; each point is the mean of its two nets."""
+    n = boxes.shape[0]
+    names = nets_of_level(level)
+    specs = [CASCADE_NETS[name] for name in names]
+    patches = torch.stack([patch_boxes(previous[:, s.points[0]], boxes, s.half_size) for s in specs], dim=1)  # [N, G, 4]
+    g = len(specs)
+    crops = crop_resize_atlas(grey, patches.reshape(-1, 4), image_index.repeat_interleave(g), PATCH_SIZE, mips)
+    crops = ((crops - PIXEL_MEAN) * PIXEL_SCALE).reshape(n, g, PATCH_SIZE, PATCH_SIZE).contiguous(memory_format=torch.channels_last)
+    fused = cascade.fused[level]
+    uv = torch.cat([fused(crops[s : s + chunk]) for s in range(0, n, chunk)])  # [N, G, 2]
+    found = from_crop(uv.reshape(n * g, 1, 2), patches.reshape(-1, 4)).reshape(n, g, 2)
+    total = torch.zeros_like(previous)
+    count = torch.zeros((5,), device=boxes.device)
+    for k, spec in enumerate(specs):
+        total[:, spec.points[0]] += found[:, k]
+        count[spec.points[0]] += 1
+    return total / count[None, :, None]
+
+
+@torch.inference_mode()
+def refine_landmarks(
+    cascade,
+    images: list[torch.Tensor],
+    boxes: torch.Tensor,
+    points: torch.Tensor | None = None,
+    image_index: torch.Tensor | None = None,
+    *,
+    start_level: int = 1,
+    chunk_size: int = 256,
+    mip_cache: dict | None = None,
+) -> CascadePoints:
+    """The Sun et al. cascade on all faces of all images: level 1 from the face boxes, then levels 2 and 3.
+
+    ``images``: ``[3, H, W]`` RGB uint8 tensors (as for the other stages); ``boxes [N, 4]`` in the
+    cascade's convention (tight CNN_FacePoint-style boxes: adapt a detector's boxes with
+    ``cascade.adapt_boxes``); ``image_index [N]`` (default: face i in image i); ``points
+    [N, 5, 2]`` replace level 1 when ``start_level=2`` (e.g. O-Net's points refined by levels
+    2 and 3) and are otherwise unused. ``cascade`` is a prepared
+    :class:`~mtcnn.cascade.LandmarkCascade`. Each level is one batched crop call over every face
+    (``mip_cache``, if given, holds the *grey* mip chains: not the colour one of R/O-Net), and
+    nets run in chunks of ``chunk_size`` faces.
+    """
+    device = boxes.device
+    n = boxes.shape[0]
+    if image_index is None:
+        image_index = torch.arange(n, device=device)
+    if n == 0:
+        empty = torch.zeros((0, 5, 2), device=device)
+        return CascadePoints(empty, empty, empty)
+    if start_level not in (1, 2):
+        raise ValueError(f"start_level must be 1 or 2, not {start_level}")
+    if start_level == 2 and points is None:
+        raise ValueError("start_level=2 needs the points to refine")
+    boxes = boxes.float()
+    used = set(torch.unique(image_index).tolist())
+    # Images without faces get a cheap placeholder: crop_resize never reads them.
+    grey = [to_grey(im) if i in used else im[:1] for i, im in enumerate(images)]
+    mips = {} if mip_cache is None else mip_cache
+    first = _level_one(cascade, grey, boxes, image_index, mips, chunk_size) if start_level == 1 else points.float()
+    second = _patch_level(cascade, 2, grey, boxes, image_index, first, mips, chunk_size)
+    third = _patch_level(cascade, 3, grey, boxes, image_index, second, mips, chunk_size)
+    return CascadePoints(first, second, third)

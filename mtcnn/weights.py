@@ -89,10 +89,11 @@ def validate_checkpoint(ckpt: Any, expected_net: str, source: str) -> dict:
     return ckpt
 
 
-def load_net(ckpt: dict, net_name: str, source: str) -> nn.Module:
-    """Build ``net_name`` and load a validated checkpoint into it, with shape checks."""
+def load_net(ckpt: dict, net_name: str, source: str, **build_kwargs) -> nn.Module:
+    """Build ``net_name`` (``build_kwargs`` to its factory, e.g. a variant that changes its
+    layers) and load a validated checkpoint into it, with shape checks."""
     validate_checkpoint(ckpt, net_name, source)
-    model = build_net(net_name)
+    model = build_net(net_name, **build_kwargs)
     expected = model.state_dict()
     state = ckpt["state_dict"]
     missing = sorted(set(expected) - set(state))

@@ -27,7 +27,9 @@ def detector_arguments(parser: argparse.ArgumentParser) -> None:
 def detector_from_args(args: argparse.Namespace):
     from mtcnn.detect import build_detector
 
-    return build_detector(args.weights, args.min_face, args.factor, args.thresholds, args.device, args.preset, backend=args.backend)
+    return build_detector(args.weights, args.min_face, args.factor, args.thresholds, args.device, args.preset,
+                          backend=args.backend, landmarks=getattr(args, "landmarks", "onet"),
+                          cascade=getattr(args, "cascade_weights", None))
 
 
 def crop_size_from_args(parser: argparse.ArgumentParser, args: argparse.Namespace):

@@ -35,6 +35,9 @@ def parser() -> argparse.ArgumentParser:
     lm = sub.add_parser("landmarks", parents=[common], help="5-point NME, failure rate, CED")
     lm.add_argument("--format", choices=LANDMARK_FORMATS, default="cnn_facepoint", help="annotation format")
     lm.add_argument("--match-iou", type=float, default=0.4, help="IoU for matching a face to a detection (default 0.4)")
+    lm.add_argument("--landmarks", choices=("onet", "cascade"), default="onet",
+                    help="cascade: per-level report of the Sun et al. cascade (O-Net, levels 1-3) with the list's boxes and the detector's")
+    lm.add_argument("--cascade-weights", help="cascade bundle (default mtcnn/weights/cascade_sun.pt)")
     return parser
 
 

@@ -474,6 +474,10 @@ def evaluate_from_args(args: argparse.Namespace) -> int:
         batch_size=args.batch_size,
         progress=not args.no_progress,
     )
+    if args.task == "landmarks" and getattr(args, "landmarks", "onet") == "cascade":
+        from mtcnn.eval.cascade import cascade_from_args
+
+        return cascade_from_args(args, detector_kwargs)
     if args.task == "detection":
         outcome = evaluate_detection_set(args.annotations, args.format, args.images, iou=args.iou, wider_gt=args.wider_gt, **common)
     else:

@@ -1,0 +1,152 @@
+"""refine_landmarks against an exact oracle, batching invariance, the bundle and the detector's cascade mode."""
+
+import pytest
+import torch
+
+from mtcnn.cascade import LandmarkCascade, assemble_bundle, fit_box_adapter, load_cascade, net_checkpoint, update_bundle
+from mtcnn.nets.cascade import CASCADE_NETS, LEVEL1_REGIONS, build_cascade_net
+from mtcnn.stages import refine_landmarks
+from mtcnn.atomic import atomic_torch_save
+from mtcnn.weights import WeightsError, make_checkpoint
+
+
+def _constant_cascade(uv: tuple[float, float] = (0.5, 0.5)) -> LandmarkCascade:
+    """Every net answers ``uv`` for each of its points, whatever it sees."""
+    nets = {}
+    for name in CASCADE_NETS:
+        net = build_cascade_net(name)
+        with torch.no_grad():
+            net.head.weight.zero_()
+            net.head.bias.copy_(torch.tensor(uv).repeat(net.head.bias.numel() // 2))
+        nets[name] = net
+    return LandmarkCascade(nets).prepare()
+
+
+def _images(sizes=((120, 100), (90, 160)), seed=0):
+    g = torch.Generator().manual_seed(seed)
+    return [torch.randint(0, 256, (3, h, w), generator=g, dtype=torch.uint8) for h, w in sizes]
+
+
+def test_level_fusion_and_mapping_against_an_oracle():
+    boxes = torch.tensor([[20.0, 30.0, 80.0, 100.0], [50.0, 10.0, 90.0, 50.0]])
+    out = refine_landmarks(_constant_cascade(), _images(), boxes, image_index=torch.tensor([0, 1]))
+    x1, y1, w, h = boxes[:, 0], boxes[:, 1], boxes[:, 2] - boxes[:, 0], boxes[:, 3] - boxes[:, 1]
+    centre_y = {k: (r[2] + r[3]) / 2 for k, r in LEVEL1_REGIONS.items()}  # each net's crop centre
+    expected_y = torch.stack([
+        y1 + h * (centre_y["F1"] + centre_y["EN1"]) / 2,                      # LE: F1, EN1
+        y1 + h * (centre_y["F1"] + centre_y["EN1"]) / 2,                      # RE
+        y1 + h * (centre_y["F1"] + centre_y["EN1"] + centre_y["NM1"]) / 3,    # N: all three
+        y1 + h * (centre_y["F1"] + centre_y["NM1"]) / 2,                      # LM: F1, NM1
+        y1 + h * (centre_y["F1"] + centre_y["NM1"]) / 2,                      # RM
+    ], dim=1)  # fmt: skip
+    torch.testing.assert_close(out.level1[..., 1], expected_y)
+    torch.testing.assert_close(out.level1[..., 0], (x1 + w / 2)[:, None].expand(2, 5))
+    # Patch nets answering the patch centre leave every point where it was.
+    torch.testing.assert_close(out.level2, out.level1)
+    torch.testing.assert_close(out.level3, out.level1)
+
+
+def test_patch_levels_move_points_by_the_mean_of_their_two_nets():
+    boxes = torch.tensor([[0.0, 0.0, 100.0, 100.0]])
+    start = torch.full((1, 5, 2), 50.0)
+    out = refine_landmarks(_constant_cascade((0.75, 0.5)), _images(((100, 100),)), boxes, start, start_level=2)
+    # Level 2: +0.25 of the patch side, the mean of 2·0.16 and 2·0.18 of the box = +8.5 px.
+    torch.testing.assert_close(out.level2[..., 0], torch.full((1, 5), 58.5))
+    torch.testing.assert_close(out.level3[..., 0], torch.full((1, 5), 58.5 + 0.25 * 100 * (0.24 + 0.22) / 2))
+    torch.testing.assert_close(out.level3[..., 1], torch.full((1, 5), 50.0))
+    torch.testing.assert_close(out.level1, start)
+
+
+def test_batched_refinement_equals_one_face_at_a_time():
+    torch.manual_seed(3)
+    cascade = LandmarkCascade({n: build_cascade_net(n) for n in CASCADE_NETS}).prepare()
+    images = _images(((120, 100), (90, 160), (60, 60)), seed=1)
+    boxes = torch.tensor([[20.0, 30.0, 80.0, 100.0], [50.0, 10.0, 90.0, 50.0], [-5.0, 2.0, 40.0, 55.0], [10.0, 20.0, 50.0, 60.0]])
+    index = torch.tensor([0, 1, 2, 0])
+    together = refine_landmarks(cascade, images, boxes, image_index=index, chunk_size=3)
+    for k in range(4):
+        alone = refine_landmarks(cascade, [images[int(index[k])]], boxes[k : k + 1], image_index=torch.zeros(1, dtype=torch.long))
+        torch.testing.assert_close(together.level3[k : k + 1], alone.level3, atol=1e-4, rtol=1e-4)
+        torch.testing.assert_close(together.level1[k : k + 1], alone.level1, atol=1e-4, rtol=1e-4)
+
+
+def test_no_faces_gives_empty_levels():
+    out = refine_landmarks(_constant_cascade(), _images(), torch.zeros(0, 4))
+    assert out.level3.shape == (0, 5, 2)
+
+
+def _write_run(run_dir, variant="relu"):
+    for name, spec in CASCADE_NETS.items():
+        net = build_cascade_net(name, variant)
+        atomic_torch_save(make_checkpoint(spec.registry_name, net), net_checkpoint(run_dir, name))
+
+
+@pytest.mark.parametrize("variant", ["relu", "abs_tanh"])
+def test_bundle_round_trip(tmp_path, variant):
+    torch.manual_seed(4)
+    _write_run(tmp_path / "run", variant)
+    path = assemble_bundle(tmp_path / "run", tmp_path / "cascade.pt", variant, meta={"note": "test"})
+    update_bundle(path, box_adapter=(0.1, 0.2, -0.1, 0.0))
+    cascade = load_cascade(path)
+    assert cascade.variant == variant and cascade.box_adapter == pytest.approx((0.1, 0.2, -0.1, 0.0))
+    original = torch.load(net_checkpoint(tmp_path / "run", "F1"), weights_only=True)["state_dict"]
+    for key, value in original.items():
+        torch.testing.assert_close(cascade.nets["F1"].state_dict()[key], value)
+    assert cascade.info["meta"]["note"] == "test"
+
+
+def test_bundle_problems_are_one_line_errors(tmp_path):
+    _write_run(tmp_path / "run")
+    with pytest.raises(WeightsError, match="has shape"):  # relu nets are not the abs_tanh variant
+        assemble_bundle(tmp_path / "run", tmp_path / "cascade.pt", "abs_tanh")
+    net_checkpoint(tmp_path / "run", "LE32").unlink()
+    with pytest.raises(WeightsError, match="missing LE32"):
+        assemble_bundle(tmp_path / "run", tmp_path / "cascade.pt")
+    atomic_torch_save({"format": "something-else"}, tmp_path / "bad.pt")
+    with pytest.raises(WeightsError, match="not a landmark cascade bundle"):
+        load_cascade(tmp_path / "bad.pt")
+
+
+def test_box_adapter_fit_recovers_a_known_offset():
+    det = torch.tensor([[0.0, 0.0, 100.0, 120.0], [10.0, 10.0, 60.0, 70.0], [5.0, 0.0, 25.0, 30.0]])
+    size = (det[:, 2:] - det[:, :2]).repeat(1, 2)
+    truth = det + torch.tensor([0.1, 0.25, -0.1, -0.05]) * size
+    a = fit_box_adapter(det, truth)
+    assert a == pytest.approx((0.1, 0.25, -0.1, -0.05), abs=1e-6)
+    cascade = LandmarkCascade({}, box_adapter=a)
+    torch.testing.assert_close(cascade.adapt_boxes(det), truth)
+
+
+@pytest.mark.weights
+def test_detector_cascade_mode_outputs_level_three(original_weights, shared_data):
+    from mtcnn.detector import MTCNN
+    from mtcnn.io import read_image_rgb
+
+    torch.manual_seed(5)
+    cascade = LandmarkCascade({n: build_cascade_net(n) for n in CASCADE_NETS}, box_adapter=(0.05, 0.1, -0.05, 0.0))
+    plain = MTCNN(weights=original_weights, device="cpu")
+    refined = MTCNN(weights=original_weights, device="cpu", landmarks="cascade", cascade=cascade)
+    image = read_image_rgb(shared_data / "dlib_faces" / "2008_002470.jpg")
+    a, b = plain.detect(image)[0], refined.detect(image)[0]
+    assert len(a) > 0
+    torch.testing.assert_close(a.boxes, b.boxes)
+    tensor = torch.from_numpy(image).permute(2, 0, 1)
+    zeros = torch.zeros(len(a), dtype=torch.long)
+    expected = refine_landmarks(cascade.prepare(), [tensor], cascade.adapt_boxes(a.boxes), a.landmarks, zeros).level3
+    torch.testing.assert_close(b.landmarks, expected, atol=1e-4, rtol=1e-4)
+    with pytest.raises(ValueError, match="landmarks="):
+        MTCNN(weights=original_weights, device="cpu", landmarks="sun")
+
+
+def test_shipped_bundle_loads_and_matches_its_card():
+    import json
+
+    from mtcnn.cascade import DEFAULT_CASCADE
+
+    if not DEFAULT_CASCADE.is_file():
+        pytest.skip(f"{DEFAULT_CASCADE} is not shipped in this checkout")
+    cascade = load_cascade()
+    card = json.loads(DEFAULT_CASCADE.with_suffix(".json").read_text())
+    assert len(cascade.nets) == 23 and cascade.variant == card["variant"]
+    assert cascade.info["sha256"] == card["weights_sha256"]
+    assert cascade.detector_start == card["detector_start"] and "research" in card["terms"]

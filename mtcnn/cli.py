@@ -22,12 +22,17 @@ def _detector_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--thresholds", type=float, nargs=3, metavar=("P", "R", "O"), help="stage thresholds (default 0.6 0.7 0.7)")
     parser.add_argument("--preset", choices=["default", "wider"], help="'wider': min face 10, factor 0.79, thresholds 0.5 0.5 0.3")
     parser.add_argument("--device", default=None, help="cpu, cuda or cuda:N (default: cuda if available)")
+    parser.add_argument("--landmarks", default="onet", metavar="MODEL",
+                        help="who places the points: onet (default, 5), mobilenet (MobileNet-V2 cascade, 5), "
+                             "68 (68-point model), or a landmark weights file")
 
 
 def build_detector(args: argparse.Namespace):
     from mtcnn.eval.runner import build_detector as build
 
-    return build(args.weights, args.min_face, args.factor, args.thresholds, args.device, args.preset)
+    detector = build(args.weights, args.min_face, args.factor, args.thresholds, args.device, args.preset)
+    landmarks = getattr(args, "landmarks", "onet")
+    return detector if landmarks == "onet" else detector.with_landmarks(landmarks)
 
 
 def _unique_name(save_dir: Path, path: Path, used: set[str]) -> Path:

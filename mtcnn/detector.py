@@ -28,6 +28,11 @@ class MTCNN:
     ``images`` for :meth:`detect` are RGB uint8 ``H×W×3`` arrays or tensors (one, or a list of
     different sizes). Boxes are (x1, y1, x2, y2) floats, 0-based, width = x2 - x1, not clipped to
     the image (a face cut by the border keeps its full extent).
+
+    ``landmarks`` picks who places the points: ``"onet"`` (O-Net's five), ``"mobilenet"`` (the
+    two-level MobileNet-V2 cascade, five points), ``"68"`` (the compact 68-point model), a
+    landmark weights file, or a loaded :class:`~mtcnn.landmark_models.LandmarkModel`; the model
+    runs on every face O-Net keeps, and ``Detections.landmarks`` has its number of points.
     """
 
     def __init__(
@@ -40,6 +45,7 @@ class MTCNN:
         *,
         preset: str | None = None,
         nets: dict[str, nn.Module] | None = None,
+        landmarks: "str | os.PathLike | LandmarkModel" = "onet",
         **options,
     ) -> None:
         if preset is not None and preset not in DETECTOR_PRESETS:
@@ -56,11 +62,34 @@ class MTCNN:
         else:
             self.weights_info = {"path": "<in memory>", "sha256": "", "meta": {}}
         self.pnet, self.rnet, self.onet = (prepare_for_inference(nets[k], self.device) for k in ("pnet", "rnet", "onet"))
+        self.landmarks, self.landmark_model = "onet", None
+        if not (isinstance(landmarks, str) and landmarks == "onet"):
+            self._set_landmarks(landmarks)
+
+    def _set_landmarks(self, landmarks) -> None:
+        from mtcnn.landmark_models import load_landmark_model
+
+        if isinstance(landmarks, (str, os.PathLike)):
+            self.landmarks, self.landmark_model = str(landmarks), load_landmark_model(landmarks).to(self.device)
+        else:
+            self.landmarks, self.landmark_model = type(landmarks).__name__, landmarks
+
+    def with_landmarks(self, landmarks) -> "MTCNN":
+        """A detector sharing these nets whose points come from ``landmarks`` (see the class doc)."""
+        other = object.__new__(MTCNN)
+        other.__dict__.update(self.__dict__)
+        other.landmarks, other.landmark_model = "onet", None
+        if not (isinstance(landmarks, str) and landmarks == "onet"):
+            other._set_landmarks(landmarks)
+        return other
 
     @property
     def settings(self) -> dict:
         """What a report needs to reproduce a figure: detector settings and the weights' hash."""
-        return {**to_dict(self.config), "weights": self.weights_info["path"], "weights_sha256": self.weights_info["sha256"]}
+        out = {**to_dict(self.config), "weights": self.weights_info["path"], "weights_sha256": self.weights_info["sha256"]}
+        if self.landmark_model is not None:
+            out["landmarks"] = self.landmarks
+        return out
 
     def _to_tensors(self, images: Sequence[ImageLike]) -> list[torch.Tensor]:
         tensors = []
@@ -98,10 +127,14 @@ class MTCNN:
         mips: dict = {}
         chunk = cfg.chunk_size or (32 if self.device.type == "cpu" else 1024)
         cands = run_rnet(self.rnet, tensors, cands, threshold=t2, nms=cfg.nms_rnet, chunk_size=chunk, mip_cache=mips)
-        return run_onet(
+        cands = run_onet(
             self.onet, tensors, cands, threshold=t3, nms=cfg.nms_onet, nms_mode=cfg.onet_nms_mode,
             chunk_size=chunk, mip_cache=mips,
         )  # fmt: skip
+        if self.landmark_model is None:
+            return cands
+        points = self.landmark_model.predict(tensors, cands.boxes, cands.image_index).to(cands.boxes.device)
+        return Candidates(cands.boxes, cands.scores, cands.image_index, points)
 
     def with_settings(self, **changes) -> "MTCNN":
         """A detector sharing these nets with some settings changed (e.g. thresholds)."""
@@ -114,7 +147,7 @@ class MTCNN:
 def split_by_image(candidates: Candidates, num_images: int) -> list[Detections]:
     """Group candidates by image, ordered by score within each image."""
     if len(candidates) == 0:
-        return [Detections.empty("cpu") for _ in range(num_images)]
+        return [Detections.empty("cpu", candidates.landmarks.shape[1]) for _ in range(num_images)]
     order = torch.argsort(candidates.image_index * 2 - candidates.scores, stable=True)
     c = candidates.select(order)
     counts = torch.bincount(c.image_index, minlength=num_images).tolist()

@@ -46,10 +46,12 @@ class LandmarkModel(Protocol):
 def run_net(net: nn.Module, spec: NetSpec, windows: torch.Tensor, batch_size: int = 256) -> torch.Tensor:
     """Window crops ``[N,C,S,S]`` (float 0..255, RGB) → points ``[N,K,2]`` in window coordinates."""
     out = []
+    tensor = next(iter([*net.parameters(), *net.buffers()]), None)
+    device = tensor.device if tensor is not None else torch.device("cpu")
     with torch.inference_mode():
         for start in range(0, windows.shape[0], batch_size):
-            x = normalise(windows[start : start + batch_size].float(), spec.mean, spec.scale, spec.in_channels)
-            out.append(net(x).float().reshape(x.shape[0], -1, 2))
+            x = normalise(windows[start : start + batch_size].to(device).float(), spec.mean, spec.scale, spec.in_channels)
+            out.append(net(x).float().reshape(x.shape[0], -1, 2).cpu())
     if not out:
         return torch.zeros(0, spec.num_landmarks, 2)
     return torch.cat(out)
@@ -64,10 +66,12 @@ def _window_boxes(ref_boxes: torch.Tensor, centre: torch.Tensor, half: torch.Ten
 
 def _crop_windows(images: list[torch.Tensor], boxes: torch.Tensor, image_index: torch.Tensor, size: int) -> torch.Tensor:
     rgb = [im if im.shape[0] == 3 else im.expand(3, -1, -1) for im in images]
-    return crop_resize(rgb, boxes.float(), image_index.long(), size)
+    device = rgb[0].device
+    return crop_resize(rgb, boxes.float().to(device), image_index.long().to(device), size)
 
 
-def _identity_windows(crops: FaceCrops, size: int, centre=None, half=None) -> torch.Tensor:
+def plain_windows(crops: FaceCrops, size: int, centre=None, half=None) -> torch.Tensor:
+    """Unaugmented windows of stored crops (the reference box, or centre ± half of its frame), float 0..255."""
     n = len(crops)
     eye = torch.eye(2, dtype=torch.float64).expand(n, 2, 2)
     images, _ = warp(crops.images, crops.points, crops.context, size, eye, torch.zeros(n, 2), None, centre, half)
@@ -84,6 +88,10 @@ class MobileNetCascade:
         self.spec1, self.spec2 = get_net_spec("mobilenet_l1"), get_net_spec("mobilenet_l2")
         self.box_expand = box_expand
 
+    def to(self, device) -> "MobileNetCascade":
+        self.level1.to(device), self.level2.to(device)
+        return self
+
     @staticmethod
     def level2_windows(level1_points: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """``(centre [N,2], half [N])``: the nose, and twice its distance to the left eye."""
@@ -94,15 +102,18 @@ class MobileNetCascade:
     def predict_crops(self, crops: FaceCrops) -> tuple[torch.Tensor, torch.Tensor]:
         """Level-1 and level-2 points ``[N,5,2]`` in the reference frame of stored crops."""
         size = self.spec1.input_size[0]
-        p1 = run_net(self.level1, self.spec1, _identity_windows(crops, size))
+        p1 = run_net(self.level1, self.spec1, plain_windows(crops, size))
         centre, half = self.level2_windows(p1)
-        p2 = run_net(self.level2, self.spec2, _identity_windows(crops, size, centre, half))
+        p2 = run_net(self.level2, self.spec2, plain_windows(crops, size, centre, half))
         return p1, centre[:, None, :] + half[:, None, None] * p2
 
     def predict(self, images, boxes, image_index, return_levels: bool = False):
         ref = torch.from_numpy(square_boxes(boxes.detach().cpu().numpy(), self.box_expand)).double()
         size = self.spec1.input_size[0]
-        n = ref.shape[0]
+        if ref.shape[0] == 0:
+            empty = torch.zeros(0, 5, 2)
+            return (empty, empty) if return_levels else empty
+        image_index = image_index.cpu()
         p1 = run_net(self.level1, self.spec1, _crop_windows(images, ref, image_index, size)).double()
         centre, half = self.level2_windows(p1)
         w2 = _window_boxes(ref, centre, half)
@@ -110,7 +121,7 @@ class MobileNetCascade:
         final = from_reference(centre[:, None, :] + half[:, None, None] * p2, ref).float()
         if return_levels:
             return from_reference(p1, ref).float(), final
-        return final if n else torch.zeros(0, 5, 2)
+        return final
 
 
 class KeypointModel:
@@ -121,14 +132,21 @@ class KeypointModel:
         self.num_landmarks = self.spec.num_landmarks
         self.passes, self.expand, self.box_expand = passes, expand, box_expand
 
+    def to(self, device) -> "KeypointModel":
+        self.net.to(device)
+        return self
+
     def predict_crops(self, crops: FaceCrops) -> torch.Tensor:
         """Points ``[N,K,2]`` in the reference frame of stored crops (one pass: the reference box)."""
-        return run_net(self.net, self.spec, _identity_windows(crops, self.spec.input_size[0]))
+        return run_net(self.net, self.spec, plain_windows(crops, self.spec.input_size[0]))
 
     def predict(self, images, boxes, image_index) -> torch.Tensor:
         ref = torch.from_numpy(square_boxes(boxes.detach().cpu().numpy(), self.box_expand))
         size = self.spec.input_size[0]
         points = torch.zeros(ref.shape[0], self.num_landmarks, 2)
+        if ref.shape[0] == 0:
+            return points
+        image_index = image_index.cpu()
         for k in range(self.passes):
             if k:
                 ref = torch.from_numpy(square_boxes(points_extent(points.numpy()), self.expand))
@@ -166,6 +184,9 @@ def load_landmark_model(name_or_path: str | os.PathLike, passes: int = 2) -> Lan
     """``"mobilenet"``, ``"68"`` (the shipped weights) or a weights file → a landmark model."""
     path = LANDMARK_MODELS.get(str(name_or_path))
     path = Path(path if path is not None else name_or_path)
+    if not path.is_file():
+        shipped = ", ".join(LANDMARK_MODELS)
+        raise WeightsError(f"{path}: landmark weights not found (give a weights file, or one of: {shipped})")
     kind, nets = _load_nets(path)
     if kind == "mobilenet_cascade":
         if set(nets) != {"mobilenet_l1", "mobilenet_l2"}:

@@ -46,3 +46,16 @@ def test_mosaic_draws_ground_truth_at_the_points(tmp_path):
     assert tuple(mosaic[20, 20]) == GT_COLOUR and tuple(mosaic[30, 70]) == GT_COLOUR
     out = write_png(tmp_path / "m.png", mosaic)
     assert out.read_bytes()[:4] == b"\x89PNG"
+
+
+def test_five_point_row_columns():
+    from mtcnn.eval.keypoints import FIVE_POINT_HEADER, five_point_row
+
+    gt = np.array([[[30, 40], [70, 40], [50, 60], [35, 80], [65, 80]]] * 2, float)
+    pred = gt.copy()
+    pred[0, 2] += [6, 8]  # sample 0's nose 10 px off = 0.1 of the box width
+    row = five_point_row("x", report_5(pred, gt, np.array([[0, 0, 100, 100]] * 2)))
+    cells = [c.strip() for c in row.strip("|").split("|")]
+    assert len(cells) == len(FIVE_POINT_HEADER.splitlines()[0].strip("|").split("|"))
+    assert cells[1] == "0.0100" and cells[4] == "0.0500"  # mean over 10 point errors; nose mean
+    assert cells[8] == "10.0 % (50.0 %)" and cells[9] == "0.00 %"

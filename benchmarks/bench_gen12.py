@@ -19,7 +19,7 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from mtcnn.data.config import PNetDataConfig, SceneConfig, SourceConfig, SplitSources  # noqa: E402
+from mtcnn.config.data import PNetDataConfig, SceneConfig, SourceConfig, SplitSources  # noqa: E402
 from mtcnn.data.generate import generate_pnet  # noqa: E402
 from mtcnn.data.scenes import ANNOTATION_NAME, generate_scenes  # noqa: E402
 

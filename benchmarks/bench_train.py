@@ -11,7 +11,7 @@ folder):
   autocast + GradScaler when a GPU is present;
 * the loader-only rate (batches/s of MixedBatchLoader with flip + colour jitter) in this
   process with one torch thread, which is exactly how one DataLoader worker runs (PyTorch sets
-  one thread per worker): reading the HDF5 file, and from RAM (``mtcnn.train.InMemoryReader``,
+  one thread per worker): reading the HDF5 file, and from RAM (``mtcnn.data.readers.InMemoryReader``,
   what training uses when the samples fit in ``data.cache_mb``); optionally also with
   ``--workers`` real worker processes.
 
@@ -37,9 +37,10 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 from mtcnn.data.datasets import MixedBatchLoader, benchmark_loader, composition_for  # noqa: E402
 from mtcnn.data.h5 import SampleWriter  # noqa: E402
 from mtcnn.losses import DEFAULT_TASK_WEIGHTS, mtcnn_loss  # noqa: E402
-from mtcnn.nets import build_net  # noqa: E402
-from mtcnn.train import InMemoryReader, build_optimizer, open_samples  # noqa: E402
-from mtcnn.train_config import NET_INPUT_SIZE, TrainConfig  # noqa: E402
+from mtcnn.nets import MTCNN_NETS, build_net, get_net_spec  # noqa: E402
+from mtcnn.data.readers import InMemoryReader, open_samples  # noqa: E402
+from mtcnn.training import build_optimizer  # noqa: E402
+from mtcnn.config.train import TrainConfig  # noqa: E402
 
 COUNTS = {"pos": 1000, "part": 1000, "neg": 3000, "landmark": 1000}
 
@@ -116,13 +117,13 @@ def main() -> int:
     real = {}
     for item in args.file:
         net, _, path = item.partition("=")
-        if net not in NET_INPUT_SIZE or not path:
+        if net not in MTCNN_NETS or not path:
             p.error(f"--file expects NET=PATH with NET in pnet/rnet/onet, got {item!r}")
         real[net] = Path(path)
     results = []
     with tempfile.TemporaryDirectory(prefix="bench_train_") as tmp:
         for net in args.nets:
-            size = NET_INPUT_SIZE[net]
+            size = get_net_spec(net).crop_size
             path = real.get(net) or write_samples(Path(tmp) / f"{net}_train.h5", size)
             comp = composition_for(net, args.batch_size)
             batch = MixedBatchLoader(path, comp, 1, seed=0).get_batch(0, 0)

@@ -10,8 +10,8 @@ import time
 from pathlib import Path
 
 from mtcnn.config import ConfigError, load_config
+from mtcnn.config import default_config as default_config_path
 
-PROJECT_ROOT = Path(__file__).resolve().parent.parent
 PIPELINE_STEPS = ["scenes", "pnet_data", "train_pnet", "mine_pnet", "train_rnet", "mine_rnet", "train_onet"]
 
 
@@ -240,7 +240,7 @@ def data_job_main(
 
     p = argparse.ArgumentParser(prog=prog, description=description)
     p.add_argument("overrides", nargs="*", metavar="key=value", help="config overrides, e.g. seed=1")
-    p.add_argument("--config", default=str(PROJECT_ROOT / "configs" / default_config))
+    p.add_argument("--config", default=str(default_config_path(default_config)))
     p.add_argument("--split", choices=("train", "val"), default="train")
     p.add_argument("--out", help="output folder (default from the config)")
     p.add_argument("--seed", type=int)
@@ -267,13 +267,13 @@ def data_job_main(
 
 
 def gen_scenes_main(argv: list[str] | None = None) -> int:
-    from mtcnn.data.config import SceneConfig
+    from mtcnn.config.data import SceneConfig
     from mtcnn.data.generate import GenerationError
     from mtcnn.data.scenes import generate_scenes
 
     p = argparse.ArgumentParser(prog="gen_scenes.py", description="Composite training scenes: real faces pasted onto face-free photos, WIDER-format annotations.")
     p.add_argument("overrides", nargs="*", metavar="key=value", help="config overrides, e.g. canvas=null")
-    p.add_argument("--config", default=str(PROJECT_ROOT / "configs" / "scenes.yaml"))
+    p.add_argument("--config", default=str(default_config_path("scenes.yaml")))
     p.add_argument("--split", choices=("train", "val"))
     p.add_argument("--num-scenes", type=int)
     p.add_argument("--out", help="output folder (default {gen}/scenes/<split>)")
@@ -305,7 +305,7 @@ def gen_hard_example_main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="gen_hard_example.py", description="Mine the next stage's training set with the trained earlier stages (PNet: R-Net 24 px set; RNet: O-Net 48 px set).")
     parser.add_argument("--test_mode", "--test-mode", choices=["PNet", "RNet"], required=True)
     parser.add_argument("--split", choices=["train", "val", "both"], default="both")
-    parser.add_argument("--config", default=str(PROJECT_ROOT / "configs" / "mine.yaml"))
+    parser.add_argument("--config", default=str(default_config_path("mine.yaml")))
     parser.add_argument("--pnet", help="P-Net checkpoint (overrides the config)")
     parser.add_argument("--rnet", help="R-Net checkpoint (overrides the config)")
     parser.add_argument("--overwrite", action="store_true", help="replace a complete output file")
@@ -327,7 +327,7 @@ def run_pipeline_main(argv: list[str] | None = None) -> int:
     from mtcnn.pipeline import PipelineConfig, run_pipeline
 
     parser = argparse.ArgumentParser(prog="run_pipeline.py", description="Run the whole MTCNN training chain from one config, resuming where it stopped.")
-    parser.add_argument("config", help="pipeline YAML (configs/pipeline.yaml, configs/pipeline_tiny.yaml)")
+    parser.add_argument("config", help="pipeline YAML (mtcnn/config/defaults/pipeline.yaml, mtcnn/config/defaults/pipeline_tiny.yaml)")
     parser.add_argument("--stop-after", choices=PIPELINE_STEPS, help="stop after this step")
     parser.add_argument("overrides", nargs="*", help="config overrides, e.g. train_pnet.epochs=5")
     args = parser.parse_args(argv)
@@ -348,7 +348,7 @@ def run_pipeline_main(argv: list[str] | None = None) -> int:
 
 
 def gen_12net_data_main(argv: list[str] | None = None) -> int:
-    from mtcnn.data.config import PNetDataConfig
+    from mtcnn.config.data import PNetDataConfig
     from mtcnn.data.generate import generate_pnet
 
     return data_job_main(argv, prog="gen_12net_data.py", description="P-Net training samples (12x12 pos / part / neg crops + landmark samples) into one HDF5 file.",
@@ -356,7 +356,7 @@ def gen_12net_data_main(argv: list[str] | None = None) -> int:
 
 
 def gen_landmark_aug_main(argv: list[str] | None = None) -> int:
-    from mtcnn.data.config import LandmarkDataConfig
+    from mtcnn.config.data import LandmarkDataConfig
     from mtcnn.data.generate import generate_landmarks
 
     return data_job_main(argv, prog="gen_landmark_aug.py", description="Landmark training samples (SPEC §1 augmentation of CNN_FacePoint faces) into HDF5.",
@@ -365,18 +365,18 @@ def gen_landmark_aug_main(argv: list[str] | None = None) -> int:
 
 
 def train_pnet_main(argv: list[str] | None = None) -> int:
-    from mtcnn.train import main
+    from mtcnn.commands.train import main
 
     return main("pnet", argv)
 
 
 def train_rnet_main(argv: list[str] | None = None) -> int:
-    from mtcnn.train import main
+    from mtcnn.commands.train import main
 
     return main("rnet", argv)
 
 
 def train_onet_main(argv: list[str] | None = None) -> int:
-    from mtcnn.train import main
+    from mtcnn.commands.train import main
 
     return main("onet", argv)

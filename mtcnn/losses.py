@@ -7,11 +7,13 @@ attached to the graph), never NaN.
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 
 import torch
 import torch.nn.functional as F
 
+from mtcnn.config.train import DEFAULT_LOSS_WEIGHTS
 from mtcnn.structures import box_mask, classification_mask, landmark_mask
 
 
@@ -22,12 +24,8 @@ class TaskWeights:
     landmark: float = 0.5
 
 
-# SPEC §3 / [P]: P-Net and R-Net 1 : 0.5 : 0.5, O-Net 1 : 0.5 : 1.
-DEFAULT_TASK_WEIGHTS = {
-    "pnet": TaskWeights(1.0, 0.5, 0.5),
-    "rnet": TaskWeights(1.0, 0.5, 0.5),
-    "onet": TaskWeights(1.0, 0.5, 1.0),
-}
+# SPEC §3 / [P]: P-Net and R-Net 1 : 0.5 : 0.5, O-Net 1 : 0.5 : 1 (the config's defaults).
+DEFAULT_TASK_WEIGHTS = {net: TaskWeights(*w) for net, w in DEFAULT_LOSS_WEIGHTS.items()}
 
 
 def _masked_mean(per_sample: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
@@ -87,3 +85,57 @@ def mtcnn_loss(
     }
     total = weights.cls * parts["cls"] + weights.box * parts["box"] + weights.landmark * parts["landmark"]
     return total, {k: v.detach() for k, v in parts.items()}
+
+
+# ------------------------------------------------------------------------------------------
+# landmark regression (any number of points)
+# ------------------------------------------------------------------------------------------
+
+
+def wing(error: torch.Tensor, w: float = 10.0, epsilon: float = 2.0) -> torch.Tensor:
+    """Wing loss (Feng et al. 2018) of absolute errors: ``w ln(1 + |x|/eps)`` below ``w``,
+    ``|x| - C`` above, with ``C = w - w ln(1 + w/eps)`` so the two pieces meet."""
+    x = error.abs()
+    c = w - w * math.log1p(w / epsilon)
+    return torch.where(x < w, w * torch.log1p(x / epsilon), x - c)
+
+
+def adaptive_wing(error: torch.Tensor, alpha: float = 2.1, omega: float = 14.0, epsilon: float = 1.0,
+                  theta: float = 0.5) -> torch.Tensor:
+    """Adaptive wing loss (Wang et al. 2019) applied to coordinate errors.
+
+    The paper's exponent is ``alpha - y`` with ``y`` a heatmap value; for coordinates the target
+    intensity is taken as 0, giving ``omega ln(1 + (|x|/eps)^alpha)`` below ``theta`` (smooth,
+    quadratic-like at 0 since alpha > 2) and the linear continuation ``A|x| - C`` above.
+    """
+    x = error.abs()
+    r = theta / epsilon
+    a = omega * (1.0 / (1.0 + r**alpha)) * alpha * r ** (alpha - 1.0) / epsilon
+    c = theta * a - omega * math.log1p(r**alpha)
+    return torch.where(x < theta, omega * torch.log1p((x / epsilon) ** alpha), a * x - c)
+
+
+def landmark_regression_loss(pred: torch.Tensor, target: torch.Tensor, kind: str = "wing",
+                             point_weights: torch.Tensor | None = None, scale: float = 1.0,
+                             **params: float) -> torch.Tensor:
+    """Mean over samples of the point-weighted sum of per-coordinate losses.
+
+    ``pred`` / ``target`` ``[B, 2K]`` (x, y interleaved); ``point_weights`` ``[K]`` (None: 1);
+    errors are multiplied by ``scale`` first (e.g. the crop side, for pixel-unit wing widths).
+    ``kind``: ``l1``, ``l2`` (squared error), ``wing``, ``adaptive_wing`` (``params`` go to it).
+    """
+    error = (pred.float() - target.float()) * scale
+    if kind == "l1":
+        per = error.abs()
+    elif kind == "l2":
+        per = error**2
+    elif kind == "wing":
+        per = wing(error, **params)
+    elif kind == "adaptive_wing":
+        per = adaptive_wing(error, **params)
+    else:
+        raise ValueError(f"unknown landmark loss {kind!r}: choose l1, l2, wing or adaptive_wing")
+    per_point = per.reshape(per.shape[0], -1, 2).sum(dim=2)  # [B, K]
+    if point_weights is not None:
+        per_point = per_point * point_weights.to(per_point)
+    return per_point.sum(dim=1).mean() if per_point.shape[0] else per_point.sum() * 0.0

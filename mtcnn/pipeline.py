@@ -1,4 +1,4 @@
-"""The whole training chain from one config (``tools/run_pipeline.py configs/pipeline.yaml``).
+"""The whole training chain from one config (``tools/run_pipeline.py mtcnn/config/defaults/pipeline.yaml``).
 
 scenes -> P-Net samples (+12 px landmarks) -> train P-Net -> mine with P-Net -> R-Net samples
 (+24 px landmarks) -> train R-Net -> mine with P-Net + R-Net -> O-Net samples (+48 px landmarks)
@@ -20,9 +20,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from mtcnn.config import bounded, save_resolved
-from mtcnn.data.config import PNetDataConfig, SceneConfig, SourceConfig, SplitSources
+from mtcnn.config.data import PNetDataConfig, SceneConfig, SourceConfig, SplitSources
 from mtcnn.data.hard_examples import MiningConfig
-from mtcnn.train_config import TrainConfig
+from mtcnn.config.train import TrainConfig
 
 
 @dataclass
@@ -73,7 +73,7 @@ def _with_sources_of_scenes(sources: SplitSources, scenes_dir: Path) -> SplitSou
 
 def plan(cfg: PipelineConfig) -> dict:
     """The chained step configs with every path under ``work_dir`` (resolved, not run)."""
-    from mtcnn.data.config import resolve_path
+    from mtcnn.config.paths import resolve_path
 
     work = resolve_path(cfg.work_dir)
     threads = {"threads": cfg.threads} if cfg.threads else {}
@@ -114,7 +114,7 @@ def run_pipeline(cfg: PipelineConfig, *, stop_after: str | None = None) -> Path:
     from mtcnn.data.generate import generate_pnet
     from mtcnn.data.hard_examples import mine_hard_examples
     from mtcnn.data.scenes import generate_scenes
-    from mtcnn.train import train
+    from mtcnn.training import train
 
     steps = plan(cfg)
     work: Path = steps["work"]
@@ -183,7 +183,7 @@ def evaluate_on_val_scenes(bundle: Path, steps: dict, ecfg: PipelineEval) -> dic
     """Detection PR / AP of the trained cascade on the validation scenes; writes report + plot."""
     import json
 
-    from mtcnn.config import atomic_write_text
+    from mtcnn.atomic import atomic_write_text
     from mtcnn.data.annotations import read_wider
     from mtcnn.detector import MTCNN
     from mtcnn.eval.detection import evaluate_detections

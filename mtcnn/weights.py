@@ -14,7 +14,6 @@ from __future__ import annotations
 import hashlib
 import io
 import os
-import tempfile
 import zipfile
 from pathlib import Path
 from typing import Any
@@ -22,7 +21,8 @@ from typing import Any
 import torch
 from torch import nn
 
-from mtcnn.config import _umask_mode
+from mtcnn.atomic import atomic_torch_save
+from mtcnn.errors import InputError
 from mtcnn.nets import MTCNN_NETS, build_net, get_net_spec
 
 FORMAT = "mtcnn-checkpoint"
@@ -37,7 +37,7 @@ WEIGHTS_HINT = (
 )
 
 
-class WeightsError(ValueError):
+class WeightsError(InputError, ValueError):
     """A checkpoint is missing, unreadable or does not fit; ``str(e)`` is one line."""
 
 
@@ -54,21 +54,6 @@ def make_checkpoint(net_name: str, model: nn.Module, config: dict | None = None,
         "config": config or {},
         "meta": meta or {},
     }
-
-
-def atomic_torch_save(obj: Any, path: str | os.PathLike) -> None:
-    """Save to a temporary file in the same folder, then rename: never a half-written checkpoint."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    os.close(fd)
-    try:
-        torch.save(obj, tmp)
-        os.chmod(tmp, _umask_mode())
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
 
 
 def _load_file(path: Path) -> Any:

@@ -6,16 +6,16 @@ import sys
 
 import pytest
 
-from mtcnn.config import ConfigError, load_config
+from mtcnn.config import ConfigError, default_config, load_config
 from mtcnn.pipeline import PipelineConfig, plan
 from tests_helpers import PROJECT_ROOT
 
-TINY = PROJECT_ROOT / "configs" / "pipeline_tiny.yaml"
+TINY = default_config("pipeline_tiny.yaml")
 
 
 def test_configs_load_and_chain_paths(tmp_path):
     for name in ("pipeline.yaml", "pipeline_tiny.yaml"):
-        cfg = load_config(PipelineConfig, PROJECT_ROOT / "configs" / name, [f"work_dir={tmp_path}"])
+        cfg = load_config(PipelineConfig, default_config(name), [f"work_dir={tmp_path}"])
         steps = plan(cfg)
         assert steps["train_pnet"].data.train == [str(tmp_path / "samples" / "pnet_train.h5")]
         assert steps["mine_pnet"].pnet == steps["mine_rnet"].pnet == str(tmp_path / "runs" / "pnet" / "pnet.pt")

@@ -17,24 +17,16 @@ import torch
 import yaml
 from torch import nn
 
-from mtcnn.config import ConfigError, from_dict, load_config
+from mtcnn.config import ConfigError, default_config, from_dict, load_config
 from mtcnn.data.datasets import MixedBatchLoader
 from mtcnn.data.h5 import SampleReader, SampleWriter
-from mtcnn.train import (
-    DEBUG_EXIT_CODE,
-    InMemoryReader,
-    MultiFileReader,
-    PiecewiseLR,
-    TrainError,
-    Validator,
-    main,
-    open_samples,
-    parameter_groups,
-    plot_training_curves,
-    read_metrics,
-    train,
-)
-from mtcnn.train_config import TrainConfig
+from mtcnn.commands.train import main
+from mtcnn.config.train import TrainConfig
+from mtcnn.data.readers import InMemoryReader, MultiFileReader, open_samples
+from mtcnn.errors import DataError
+from mtcnn.training import PiecewiseLR, parameter_groups, plot_training_curves, read_metrics, train
+from mtcnn.training.loop import DEBUG_EXIT_CODE
+from mtcnn.training.validation import Validator
 from mtcnn.weights import load_net
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -197,29 +189,31 @@ def test_script_rejects_bad_overrides_before_any_work(override, expected, tmp_pa
 
 
 def test_cli_errors_are_one_line(pnet_files, tmp_path, capsys):
+    # Exit codes by kind (mtcnn.errors): bad input / data 1, bad usage or config 2.
     missing = tmp_path / "nope.h5"
-    assert main("pnet", ["--out", str(tmp_path / "a"), f"data.train=[{missing}]"]) == 2
+    assert main("pnet", ["--out", str(tmp_path / "a"), f"data.train=[{missing}]"]) == 1
     err = capsys.readouterr().err.strip().splitlines()
     assert len(err) == 1 and "nope.h5 not found" in err[0]
     cfg_file = tmp_path / "cfg.yaml"
     cfg_file.write_text(yaml.safe_dump(config_dict(pnet_files, tmp_path / "b")))
-    assert main("pnet", ["--config", str(cfg_file), "--resume"]) == 2
+    assert main("pnet", ["--config", str(cfg_file), "--resume"]) == 1
     assert "cannot resume" in capsys.readouterr().err
     assert main("rnet", ["--config", str(cfg_file)]) == 2
     assert "this script trains rnet" in capsys.readouterr().err
     # A net's crops must have its input size.
-    assert main("onet", ["--config", str(cfg_file), "net=onet"]) == 2
+    assert main("onet", ["--config", str(cfg_file), "net=onet"]) == 1
     assert "expected 48x48" in capsys.readouterr().err
     # An existing run is never overwritten silently.
     (tmp_path / "b").mkdir()
     (tmp_path / "b" / "last.pt").write_bytes(b"x")
     assert main("pnet", ["--config", str(cfg_file)]) == 2
+    assert main("pnet", ["optim.lrr=0.1"]) == 2
     assert "--resume" in capsys.readouterr().err
 
 
 def test_config_files_validate():
     for net in ("pnet", "rnet", "onet"):
-        cfg = load_config(TrainConfig, ROOT / "configs" / f"train_{net}.yaml").resolved()
+        cfg = load_config(TrainConfig, default_config(f"train_{net}.yaml")).resolved()
         assert cfg.net == net and cfg.batch_size == 384 and cfg.optim.lr == 0.001
         assert cfg.optim.name == "sgd" and cfg.optim.momentum == 0.9 and list(cfg.optim.lr_boundaries) == [6, 14, 20]
         assert cfg.epochs == {"pnet": 30, "rnet": 22, "onet": 22}[net]
@@ -234,7 +228,7 @@ def test_separate_landmark_file(tmp_path):
     main_file = make_sample_file(tmp_path / "pnet_train.h5", kinds=("pos", "part", "neg"), seed=5)
     lmk_a = make_sample_file(tmp_path / "landmark12_a.h5", counts={**COUNTS, "landmark": 30}, kinds=("landmark",), seed=6)
     lmk_b = make_sample_file(tmp_path / "landmark12_b.h5", counts={**COUNTS, "landmark": 20}, kinds=("landmark",), seed=7)
-    with pytest.raises(TrainError, match="train_by_kind.landmark"):
+    with pytest.raises(DataError, match="train_by_kind.landmark"):
         train(make_config((main_file, main_file), tmp_path / "x", **{"val.enabled": False}))
     reader = open_samples([str(main_file)], {"landmark": [str(lmk_a), str(lmk_b)]}, 12)
     assert isinstance(reader, MultiFileReader)

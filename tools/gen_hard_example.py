@@ -1,7 +1,7 @@
 #!/usr/bin/env python
 """Mine the next stage's training set with the trained earlier stages.
 
-python tools/gen_hard_example.py --test_mode PNet|RNet [--split train|val] [--config configs/mine.yaml]
+python tools/gen_hard_example.py --test_mode PNet|RNet [--split train|val] [--config mtcnn/config/defaults/mine.yaml]
                                  [--pnet CKPT] [--rnet CKPT] [--overwrite] [key=value ...]
 """
 

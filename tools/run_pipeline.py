@@ -1,7 +1,7 @@
 #!/usr/bin/env python
 """Run the whole MTCNN training chain from one config, resuming where it stopped.
 
-python tools/run_pipeline.py configs/pipeline.yaml [--stop-after STEP] [key=value ...]
+python tools/run_pipeline.py mtcnn/config/defaults/pipeline.yaml [--stop-after STEP] [key=value ...]
 STEP: scenes, pnet_data, train_pnet, mine_pnet, train_rnet, mine_rnet, train_onet
 """
 

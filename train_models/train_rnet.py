@@ -1,10 +1,10 @@
 #!/usr/bin/env python
 """Train the MTCNN rnet.
 
-    python train_models/train_rnet.py [--config configs/train_rnet.yaml] [--out DIR] [--resume] [key=value ...]
+    python train_models/train_rnet.py [--config mtcnn/config/defaults/train_rnet.yaml] [--out DIR] [--resume] [key=value ...]
     python -m torch.distributed.run --nproc_per_node N train_models/train_rnet.py ...   (DDP)
 
-Overrides are checked before any work (unknown keys get a "did you mean"); see mtcnn/train.py.
+Overrides are checked before any work (unknown keys get a "did you mean"); see mtcnn/training/ and mtcnn/commands/train.py.
 """
 
 import sys

@@ -31,15 +31,15 @@ import yaml
 
 from mtcnn.config import save_resolved, to_dict
 from mtcnn.data.annotations import AnnotationError, ImageAnnotation, read_annotations, read_wider, split_by_name
-from mtcnn.data.config import (
+from mtcnn.config.data import (
     LandmarkAugConfig,
     LandmarkDataConfig,
     PNetDataConfig,
     PNetSamplingConfig,
     SourceConfig,
     WiderBoxConfig,
-    resolve_path,
 )
+from mtcnn.config.paths import resolve_path
 from mtcnn.data.h5 import KINDS, SampleWriter
 from mtcnn.data.sampling import SampleBatch, landmark_samples, pnet_samples, tight_to_wider
 from mtcnn.io import ImageReadError, read_image_rgb

@@ -27,8 +27,10 @@ import numpy as np
 import torch
 import yaml
 
-from mtcnn.config import ConfigError, atomic_write_text, bounded, save_resolved, to_dict
-from mtcnn.data.config import LandmarkAugConfig, SourceConfig, SplitSources, WiderBoxConfig, resolve_path
+from mtcnn.atomic import atomic_write_text
+from mtcnn.config import ConfigError, bounded, save_resolved, to_dict
+from mtcnn.config.data import LandmarkAugConfig, SourceConfig, SplitSources, WiderBoxConfig
+from mtcnn.config.paths import resolve_path
 from mtcnn.data.generate import (
     GenerationError,
     WorkItem,
@@ -113,7 +115,7 @@ class MiningConfig:
 
 
 def _expand(path: str, stage: str = "") -> Path:
-    from mtcnn.data.config import gen_root
+    from mtcnn.config.paths import gen_root
 
     runs = gen_root().parent / "runs"
     return resolve_path(path.replace("{runs}", str(runs)).replace("{stage}", stage))

@@ -26,7 +26,7 @@ from dataclasses import dataclass
 import cv2
 import numpy as np
 
-from mtcnn.data.config import LandmarkAugConfig, PNetSamplingConfig, WiderBoxConfig
+from mtcnn.config.data import LandmarkAugConfig, PNetSamplingConfig, WiderBoxConfig
 
 __all__ = [
     "FLIP_POINT_ORDER",

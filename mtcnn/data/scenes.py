@@ -15,7 +15,7 @@ How one scene is made (:func:`compose_scene`), all randomness from
   * shorter canvas side]``; faces are pasted largest first (small faces stay on top);
 * face choice: uniform among source faces that need at most ``max_upscale`` enlargement;
 * box style: CNN_FacePoint boxes are tight (brows to chin). The recorded box is the WIDER-like
-  mapping of :class:`mtcnn.data.config.WiderBoxConfig` (1.15 w x 1.35 h, extended upward to
+  mapping of :class:`mtcnn.config.data.WiderBoxConfig` (1.15 w x 1.35 h, extended upward to
   the forehead), the same mapping the P-Net generator applies to CNN_FacePoint photos;
 * placement: uniform inside the canvas (the recorded box always lies inside it); rejected
   when the IoU with an earlier face exceeds ``max_iou`` or the new paste (out to ``mask_outer``)
@@ -69,7 +69,8 @@ from mtcnn.data.annotations import (
     write_landmark_sidefile,
     write_wider,
 )
-from mtcnn.data.config import SceneConfig, WiderBoxConfig, resolve_path
+from mtcnn.config.data import SceneConfig, WiderBoxConfig
+from mtcnn.config.paths import resolve_path
 from mtcnn.data.generate import GenerationError, parallel_chunks
 from mtcnn.data.sampling import FLIP_POINT_ORDER, iou_matrix, tight_to_wider
 from mtcnn.io import ImageReadError, list_images, read_image_rgb, write_image_rgb

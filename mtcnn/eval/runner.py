@@ -42,7 +42,7 @@ import numpy as np
 
 from mtcnn.eval.detection import _jsonable
 from mtcnn.io import file_sha256
-from mtcnn.config import atomic_write_text
+from mtcnn.atomic import atomic_write_text
 from mtcnn.data.annotations import (
     AnnotationError,
     ImageAnnotation,

@@ -478,7 +478,8 @@ def benchmark_command(
     ``error: ...`` line when the benchmark cannot run."""
     import json
 
-    from mtcnn.config import ConfigError, atomic_write_text
+    from mtcnn.atomic import atomic_write_text
+    from mtcnn.config import ConfigError
     from mtcnn.io import ImageReadError
     from mtcnn.weights import WeightsError
 

@@ -17,7 +17,7 @@ import torch
 
 from mtcnn.config import data_root
 from mtcnn.data.annotations import read_cnn_facepoint, read_voc_dir, split_by_name
-from mtcnn.data.config import (
+from mtcnn.config.data import (
     LandmarkAugConfig,
     LandmarkDataConfig,
     PNetDataConfig,

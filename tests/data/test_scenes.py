@@ -16,7 +16,7 @@ import pytest
 
 from mtcnn.config import data_root
 from mtcnn.data.annotations import read_wider
-from mtcnn.data.config import SceneConfig
+from mtcnn.config.data import SceneConfig
 from mtcnn.data.generate import GenerationError
 from mtcnn.data.sampling import iou_matrix
 from mtcnn.data.scenes import (

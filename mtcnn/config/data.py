@@ -1,27 +1,20 @@
 """Typed configs of the data-generation jobs: composite scenes, P-Net samples, landmark samples.
 
-The YAML files ``configs/scenes.yaml``, ``configs/data_pnet.yaml`` and
-``configs/landmarks_aug.yaml`` are checked against these dataclasses by
+The YAML files ``scenes.yaml``, ``data_pnet.yaml`` and ``landmarks_aug.yaml`` (shipped in
+``mtcnn/config/defaults/``) are checked against these dataclasses by
 :func:`mtcnn.config.load_config` (unknown keys, wrong types and out-of-range values fail
 before any work starts).
 
-Paths in these configs may start with two placeholders, expanded by :func:`resolve_path`:
-
-* ``{data}``: :func:`mtcnn.config.data_root` (``$MTCNN_DATA`` or ``../shared/data``);
-* ``{gen}``:  :func:`gen_root` (``$MTCNN_GEN`` or ``../gen`` beside the project), where the
-  generators write by default: generated data never goes into the project tree.
-
-``{split}`` in an output path becomes ``train`` or ``val``.
+Paths may use the placeholders of :func:`mtcnn.config.paths.resolve_path` (``{data}``, ``{gen}``,
+``{split}``).
 """
 
 from __future__ import annotations
 
-import os
 from dataclasses import dataclass, field
-from pathlib import Path
 from typing import Literal
 
-from mtcnn.config import bounded, data_root
+from mtcnn.config.core import bounded
 
 __all__ = [
     "LandmarkAugConfig",
@@ -33,26 +26,7 @@ __all__ = [
     "SourceConfig",
     "SplitSources",
     "WiderBoxConfig",
-    "gen_root",
-    "resolve_path",
 ]
-
-
-def gen_root() -> Path:
-    """Where generated data goes by default: ``$MTCNN_GEN``, else ``../gen`` beside the project."""
-    env = os.environ.get("MTCNN_GEN")
-    if env:
-        return Path(env)
-    return Path(__file__).resolve().parents[3] / "gen"
-
-
-def resolve_path(text: str | os.PathLike, split: str | None = None) -> Path:
-    """Expand ``{data}``, ``{gen}``, ``{split}`` and ``~`` in a config path."""
-    s = str(text)
-    s = s.replace("{data}", str(data_root())).replace("{gen}", str(gen_root()))
-    if split is not None:
-        s = s.replace("{split}", split)
-    return Path(os.path.expanduser(s))
 
 
 # ------------------------------------------------------------------------------------------

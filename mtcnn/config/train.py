@@ -1,6 +1,6 @@
 """Typed training configuration (SPEC §3, §4, §11), validated by :mod:`mtcnn.config`.
 
-``configs/train_{pnet,rnet,onet}.yaml`` are checked against :class:`TrainConfig`; a
+``train_{pnet,rnet,onet}.yaml`` (shipped in ``mtcnn/config/defaults/``) are checked against :class:`TrainConfig`; a
 ``key=value`` override such as ``optim.lr=0.01`` goes through the same checks, so an unknown
 key (``optim.lrr``) fails with a "did you mean" and a ratio outside ``[0, 1]``
 (``loss.ohem_keep_ratio=1.5``) with the range, before any work starts.
@@ -11,7 +11,11 @@ Defaults left as ``null`` depend on the net: ``epochs`` (P 30 / R 22 / O 22),
 :meth:`TrainConfig.resolved` fills them in. ``steps_per_epoch: null`` means
 ``ceil(training samples / batch_size)`` (SPEC §4: boundaries = epoch · N / 384 steps).
 
-Paths may use the ``{gen}`` and ``{data}`` placeholders of :func:`mtcnn.data.config.resolve_path`.
+:class:`LandmarkTrainConfig` is the schema of a landmark-regression run (any registered net with a
+landmark head, any number of points; :mod:`mtcnn.training.landmark_task`). Both share the
+optimiser, checkpoint, log and debug sections.
+
+Paths may use the ``{gen}`` and ``{data}`` placeholders of :func:`mtcnn.config.paths.resolve_path`.
 """
 
 from __future__ import annotations
@@ -20,9 +24,8 @@ import dataclasses
 from dataclasses import dataclass, field
 from typing import Literal
 
-from mtcnn.config import bounded
+from mtcnn.config.core import bounded
 
-NET_INPUT_SIZE = {"pnet": 12, "rnet": 24, "onet": 48}
 DEFAULT_EPOCHS = {"pnet": 30, "rnet": 22, "onet": 22}
 # SPEC §11 detector thresholds 0.6 / 0.7 / 0.7.
 DEFAULT_VAL_THRESHOLD = {"pnet": 0.6, "rnet": 0.7, "onet": 0.7}
@@ -181,12 +184,92 @@ class TrainConfig:
         return c
 
 
+@dataclass
+class LandmarkDataSection:
+    """Landmark sample files: the ``landmark`` kind of sample files written by
+    :class:`mtcnn.data.h5.SampleWriter` (crops of the net's input size, ``2 * num_landmarks``
+    coordinates in 0..1 of the crop)."""
+
+    train: str | list[str] = field(default_factory=lambda: ["{gen}/samples/landmark48_train.h5"])
+    val: str | list[str] | None = None
+    num_workers: int = bounded(2, 0, 64, help="DataLoader worker processes per rank")
+    cache_mb: int = bounded(1024, 0, None, help="hold the training samples in RAM up to this many MiB (0: never)")
+    flip: bool = False  # mirror with the 5-point left/right swap; only for 5-point nets
+    color_jitter: bool = True
+
+
+@dataclass
+class LandmarkLossSection:
+    """Point-error loss. Errors are multiplied by ``coordinate_scale`` (null: the net's input
+    width in pixels) first, so the wing parameters keep their pixel meaning (Feng et al. 2018:
+    w=10, epsilon=2; Wang et al. 2019: alpha=2.1, omega=14, epsilon=1, theta=0.5)."""
+
+    kind: Literal["l1", "l2", "wing", "adaptive_wing"] = "wing"
+    point_weights: list[float] | None = bounded(None, 0.0, None, help="one weight per point; null: all 1")
+    coordinate_scale: float | None = bounded(None, 1e-6, None)
+    wing_w: float = bounded(10.0, 1e-6, None)
+    wing_epsilon: float = bounded(2.0, 1e-6, None)
+    awing_alpha: float = bounded(2.1, 1.0, None)
+    awing_omega: float = bounded(14.0, 1e-6, None)
+    awing_epsilon: float = bounded(1.0, 1e-6, None)
+    awing_theta: float = bounded(0.5, 1e-6, None)
+
+
+@dataclass
+class LandmarkValSection:
+    enabled: bool = True
+    every_epochs: int = bounded(1, 1, None)
+    batch_size: int = bounded(2048, 1, None)
+    max_samples: int | None = bounded(None, 1, None, help="validate on the first N samples")
+    failure_nme: float = bounded(0.1, 0.0, None, help="a sample fails when its NME exceeds this")
+    num_images: int = bounded(16, 0, 256, help="validation crops drawn to TensorBoard each epoch")
+
+
+@dataclass
+class LandmarkTrainConfig:
+    """One landmark-regression run of a registered net (its spec gives input size, channels and
+    number of points)."""
+
+    net: str = "onet"
+    out: str = "runs/landmarks"
+    seed: int = bounded(0, 0, None)
+    device: str = "auto"
+    threads: int | None = bounded(None, 1, 1024)
+    amp: bool = True
+    epochs: int = bounded(30, 1, None)
+    steps_per_epoch: int | None = bounded(None, 1, None)
+    batch_size: int = bounded(256, 1, None, help="global batch (split evenly across DDP ranks)")
+    data: LandmarkDataSection = field(default_factory=LandmarkDataSection)
+    optim: OptimSection = field(default_factory=OptimSection)
+    loss: LandmarkLossSection = field(default_factory=LandmarkLossSection)
+    val: LandmarkValSection = field(default_factory=LandmarkValSection)
+    checkpoint: CheckpointSection = field(default_factory=CheckpointSection)
+    log: LogSection = field(default_factory=LogSection)
+    debug: DebugSection = field(default_factory=DebugSection)
+
+    def __post_init__(self) -> None:
+        if self.device != "auto" and not (self.device == "cpu" or self.device.startswith("cuda")):
+            raise ValueError(f"device={self.device!r} must be auto, cpu, cuda or cuda:N")
+        bounds = list(self.optim.lr_boundaries)
+        if bounds != sorted(bounds):
+            raise ValueError(f"optim.lr_boundaries={bounds} must be increasing")
+        if not self.data.train:
+            raise ValueError("data.train must name at least one sample file")
+
+    def resolved(self) -> LandmarkTrainConfig:
+        return dataclasses.replace(self)
+
+
 __all__ = [
     "CheckpointSection",
     "Composition",
     "DataSection",
     "DebugSection",
     "KindFiles",
+    "LandmarkDataSection",
+    "LandmarkLossSection",
+    "LandmarkTrainConfig",
+    "LandmarkValSection",
     "LogSection",
     "LossSection",
     "LossWeights",

@@ -12,19 +12,21 @@ from __future__ import annotations
 import dataclasses
 import difflib
 import os
-import tempfile
 import types
 import typing
-from dataclasses import dataclass, field
+from dataclasses import field
 from pathlib import Path
 from typing import Any, TypeVar
 
 import yaml
 
+from mtcnn.atomic import atomic_write_text
+from mtcnn.errors import UsageError
+
 T = TypeVar("T")
 
 
-class ConfigError(ValueError):
+class ConfigError(UsageError, ValueError):
     """A config value or key is wrong; the message names the key and the problem."""
 
 
@@ -201,10 +203,21 @@ def _deep_copy(d: Any) -> Any:
     return d
 
 
-def load_yaml(path: str | os.PathLike) -> dict:
+def find_config(path: str | os.PathLike) -> Path:
+    """``path`` itself when it exists, else the shipped default of that file name (so
+    ``train_pnet.yaml`` or the old ``mtcnn/config/defaults/train_pnet.yaml`` name the packaged defaults)."""
     path = Path(path)
-    if not path.is_file():
-        raise ConfigError(f"{path}: config file not found")
+    if path.is_file():
+        return path
+    from mtcnn.config.paths import default_config_names, default_config
+
+    if path.name in default_config_names():
+        return default_config(path.name)
+    raise ConfigError(f"{path}: config file not found (shipped defaults: {', '.join(default_config_names())})")
+
+
+def load_yaml(path: str | os.PathLike) -> dict:
+    path = find_config(path)
     try:
         data = yaml.safe_load(path.read_text()) or {}
     except yaml.YAMLError as e:
@@ -230,58 +243,3 @@ def save_resolved(config: Any, out_dir: str | os.PathLike, name: str = "config.r
     target = out_dir / name
     atomic_write_text(target, yaml.safe_dump(to_dict(config), sort_keys=False))
     return target
-
-
-def _umask_mode() -> int:
-    mask = os.umask(0)
-    os.umask(mask)
-    return 0o666 & ~mask
-
-
-def atomic_write_text(path: str | os.PathLike, text: str) -> None:
-    path = Path(path)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "w") as f:
-            f.write(text)
-        # mkstemp creates 0600 files; give the result the permissions a plain open() would.
-        os.chmod(tmp, _umask_mode())
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
-
-
-def data_root() -> Path:
-    """Where the real annotated data lives: $MTCNN_DATA, else ../shared/data beside the project."""
-    env = os.environ.get("MTCNN_DATA")
-    if env:
-        return Path(env)
-    beside_checkout = Path(__file__).resolve().parent.parent.parent / "shared" / "data"
-    beside_cwd = Path.cwd().parent / "shared" / "data"
-    return beside_checkout if beside_checkout.is_dir() or not beside_cwd.is_dir() else beside_cwd
-
-
-# --- detector configuration ---------------------------------------------------------------
-
-
-@dataclass
-class DetectorConfig:
-    """Detector constants (SPEC §6, §11). Defaults are the MTCNN demo settings."""
-
-    min_face_size: float = bounded(20.0, 4.0, None, help="smallest face side in pixels the pyramid looks for")
-    factor: float = bounded(0.709, 0.1, 0.99, help="pyramid scale step")
-    thresholds: tuple[float, float, float] = bounded((0.6, 0.7, 0.7), 0.0, 1.0)
-    nms_pnet_scale: float = bounded(0.5, 0.0, 1.0, help="union NMS within one pyramid level")
-    nms_pnet: float = bounded(0.7, 0.0, 1.0, help="union NMS across levels")
-    nms_rnet: float = bounded(0.7, 0.0, 1.0)
-    nms_onet: float = bounded(0.7, 0.0, 1.0, help="'min' NMS after O-Net")
-    onet_nms_mode: typing.Literal["union", "min"] = "min"
-    chunk_size: int | None = bounded(None, 1, None, help="R/O-Net crops per forward pass; null: 32 on a CPU (cache-sized, 2x faster than 512 for O-Net), 1024 on a GPU")
-
-
-DETECTOR_PRESETS: dict[str, dict[str, Any]] = {
-    "default": {},
-    # The paper's WIDER FACE evaluation setting ([K] README).
-    "wider": {"min_face_size": 10.0, "factor": 0.79, "thresholds": (0.5, 0.5, 0.3)},
-}

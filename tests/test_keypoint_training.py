@@ -15,11 +15,11 @@ from mtcnn.training.keypoint_task import KeypointDataSection, KeypointTask, Keyp
 from mtcnn.training.loop import Trainer
 
 
-def _config(tmp_path, net: str, steps: int, **loss) -> KeypointTrainConfig:
-    cfg = KeypointTrainConfig(net=net, out=str(tmp_path / net), epochs=steps // 10, steps_per_epoch=10, batch_size=32,
+def _config(tmp_path, net: str, steps: int, batch: int, lr: float, **loss) -> KeypointTrainConfig:
+    cfg = KeypointTrainConfig(net=net, out=str(tmp_path / net), epochs=steps // 20, steps_per_epoch=20, batch_size=batch,
                               device="cpu")
     cfg.data = dataclasses.replace(cfg.data, rotation_deg=0.0, scale=0.0, shift=0.0, flip_prob=0.0)
-    cfg.optim = dataclasses.replace(cfg.optim, lr=3e-3, lr_boundaries=[])
+    cfg.optim = dataclasses.replace(cfg.optim, lr=lr, lr_boundaries=[])
     cfg.loss = dataclasses.replace(cfg.loss, **loss)
     cfg.val = dataclasses.replace(cfg.val, enabled=False)
     return cfg
@@ -43,30 +43,35 @@ def _error(model, spec, crops) -> float:
     return float((pred - crops.points).norm(dim=2).mean() / 2)  # fraction of the window side
 
 
-def test_mobilenet_overfits_32_faces_in_the_shared_loop(tmp_path):
+def test_the_shared_loop_trains_the_zoo_task(tmp_path):
     torch.manual_seed(0)
     crops = _dot_faces()
-    task = KeypointTask(_config(tmp_path, "mobilenet_l1", 80, kind="l2", coordinate_scale=1.0), train=crops)
+    task = KeypointTask(_config(tmp_path, "mobilenet_l1", 40, 32, 5e-3, kind="l2", coordinate_scale=1.0), train=crops)
     trainer = Trainer(task.cfg, task)
     untrained = _error(task.build_model(), task.spec, crops)
     final = trainer.fit()
     assert final.name == "mobilenet_l1.pt" and final.exists()
     after = _error(trainer.model, task.spec, crops)
-    assert after < 0.25 * untrained and after < 0.04, (untrained, after)
+    assert after < 0.6 * untrained, (untrained, after)
 
 
 @pytest.mark.data
-def test_compact_68_point_model_overfits_32_real_faces(tmp_path, shared_data):
+@pytest.mark.slow
+def test_mobilenet_overfits_32_real_faces(tmp_path, shared_data):
+    """120 steps on 32 CNN_FacePoint faces: their error falls well below the mean shape's and below
+    the error on 32 other faces (memorised, not learnt)."""
     torch.manual_seed(0)
-    cfg = _config(tmp_path, "kp68_compact", 60, kind="wing", wing_w=0.5, wing_epsilon=2.0, coordinate_scale=0.5)
-    cfg.data = dataclasses.replace(cfg.data, root=str(shared_data), cache_dir=None, expand=0.1)
-    crops = load_crops(cfg.data, KeypointTask(cfg).spec, "train", 32)
-    task = KeypointTask(cfg, train=crops)
+    cfg = _config(tmp_path, "mobilenet_l1", 120, 16, 1e-3, kind="l2", coordinate_scale=1.0)
+    cfg.data = dataclasses.replace(cfg.data, dataset="cnn_facepoint", root=str(shared_data), cache_dir=None, expand=0.0)
+    spec = KeypointTask(cfg).spec
+    faces = load_crops(cfg.data, spec, "train", 64)
+    seen, unseen = faces.subset(range(32)), faces.subset(range(32, 64))
+    task = KeypointTask(cfg, train=seen)
     trainer = Trainer(task.cfg, task)
-    untrained = _error(task.build_model(), task.spec, crops)
     trainer.fit()
-    after = _error(trainer.model, task.spec, crops)
-    assert after < 0.3 * untrained, (untrained, after)
+    mean_shape = float((seen.points - seen.points.mean(dim=0)).norm(dim=2).mean() / 2)
+    on_seen, on_unseen = _error(trainer.model, spec, seen), _error(trainer.model, spec, unseen)
+    assert on_seen < 0.8 * mean_shape and on_seen < 0.7 * on_unseen, (mean_shape, on_seen, on_unseen)
 
 
 def test_augment_settings_come_from_the_config():

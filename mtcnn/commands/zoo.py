@@ -79,12 +79,31 @@ def pack_landmarks_main(argv: Sequence[str] | None = None) -> int:
     return 0
 
 
+def _kp68_from_detector(args, models: dict, section) -> None:
+    from mtcnn.detector import MTCNN
+    from mtcnn.eval import zoo
+    from mtcnn.landmark_models import load_landmark_model
+    from mtcnn.training.keypoint_task import load_crops
+
+    label, path = next(iter(models.items()))
+    test = load_crops(section, load_landmark_model(path).spec, "test", None)
+    detector = MTCNN(weights=args.detector_weights, device="cpu")
+    out = {}
+    for passes in (1, 2):
+        r = zoo.evaluate_kp68_with_detector(path, detector, test, passes=passes)
+        out[f"{label}_detector_{passes}pass"] = r
+        print(f"{label} from detector boxes, {passes} pass(es): NME {r['nme']:.4f} on {r['matched']}/{r['faces']} faces, "
+              f"failures {100 * r['failure_rate']:.1f} %")
+    zoo._write_json(Path(args.out) / "kp68_detector_results.json", out)
+
+
 def evaluate_zoo_main(argv: Sequence[str] | None = None) -> int:
     p = argparse.ArgumentParser(prog="evaluate_zoo.py", description="Evaluate landmark-zoo models on their test splits.")
     sub = p.add_subparsers(dest="task", required=True)
     kp = sub.add_parser("kp68", help="68-point models on udacity68 test: NME, CED, best/worst-100 mosaics")
     kp.add_argument("--model", action="append", required=True, metavar="LABEL=WEIGHTS", help="repeat for each model")
     kp.add_argument("--no-mosaics", action="store_true")
+    kp.add_argument("--detector-weights", help="also crop from this detector's boxes (1 and 2 passes) for the first model")
     mb = sub.add_parser("mobilenet", help="the MobileNet-V2 cascade on CNN_FacePoint test: the 5-point table per level")
     mb.add_argument("--weights", default="mobilenet", help="cascade weights (default: the shipped ones)")
     for s in (kp, mb):
@@ -109,7 +128,9 @@ def evaluate_zoo_main(argv: Sequence[str] | None = None) -> int:
                                         mosaics=not args.no_mosaics)
             for label, r in results.items():
                 print(f"{label}: NME {r['nme']:.4f}  failures {100 * r['failure_rate']:.1f} %  "
-                      f"AUC@0.1 {r['auc_0_1']:.3f}  {r['params']:,} params  {r['faces_per_second_1_thread']} faces/s")
+                      f"AUC@0.1 {r['auc_0_1']:.3f}  {r['params']:,} params  {r['faces_per_second_1_thread']} faces/CPU-s")
+            if args.detector_weights:
+                _kp68_from_detector(args, models, section)
         else:
             weights = LANDMARK_MODELS.get(args.weights, args.weights)
             test = load_crops(data("cnn_facepoint", 0.0), get_net_spec("mobilenet_l1"), "test", None)

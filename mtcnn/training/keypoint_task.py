@@ -138,6 +138,9 @@ class KeypointTask:
         # mean point error over the reference box side (2 in the reference frame)
         err = ((p1 - crops.points).norm(dim=2).mean(dim=1) / 2).numpy()
         keep = np.arange(len(crops)) if keep_bad else np.nonzero(err < d.level2_max_error)[0]
+        if len(keep) == 0:
+            raise DataError(f"{d.level1_weights}: level 1's error is at least data.level2_max_error="
+                            f"{d.level2_max_error} on all {len(crops)} training faces (is level 1 trained?)")
         centre, half = MobileNetCascade.level2_windows(p1)
         t = torch.from_numpy(keep)
         return crops.subset(keep), (centre[t], half[t])

@@ -77,3 +77,16 @@ def test_unknown_landmark_weights_are_one_line(tmp_path, capsys):
     assert code == 2
     err = capsys.readouterr().err.strip().splitlines()
     assert len(err) == 1 and err[0].startswith("error:")
+
+
+@pytest.mark.weights
+@pytest.mark.data
+def test_68_points_from_detector_boxes_are_matched_and_scored(original_weights, shared_data, kp68_weights):
+    from mtcnn.data.face_crops import udacity68_crops
+    from mtcnn.eval.zoo import evaluate_kp68_with_detector
+
+    test = udacity68_crops(shared_data, "test", 104, limit=4)
+    detector = MTCNN(weights=original_weights, device="cpu")
+    result = evaluate_kp68_with_detector(kp68_weights, detector, test, passes=2)
+    assert result["faces"] == 4 and 3 <= result["matched"] <= 4  # frontal video frames: found
+    assert 0 < result["nme"] < 10 and result["passes"] == 2

@@ -42,9 +42,13 @@ class DataError(InputError):
     """The data are readable but cannot be used (no samples of a needed kind, nothing to resume)."""
 
 
+class OutputExistsError(UsageError, FileExistsError):
+    """A complete output is already there and the command was not told to replace it."""
+
+
 def exit_code_of(error: BaseException) -> int:
     return error.exit_code if isinstance(error, MTCNNError) else EXIT_INPUT
 
 
 __all__ = ["DataError", "EXIT_INPUT", "EXIT_INTERRUPTED", "EXIT_OK", "EXIT_USAGE", "InputError", "MTCNNError",
-           "UsageError", "exit_code_of"]
+           "OutputExistsError",           "UsageError", "exit_code_of"]

@@ -14,10 +14,12 @@ from pathlib import Path
 import cv2
 import numpy as np
 
+from mtcnn.errors import InputError
+
 IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".bmp", ".tif", ".tiff", ".webp", ".ppm", ".pgm")
 
 
-class ImageReadError(OSError):
+class ImageReadError(InputError, OSError):
     """An image could not be turned into an RGB uint8 array; ``str(e)`` is a one-line message."""
 
     def __init__(self, path: str | os.PathLike, problem: str):

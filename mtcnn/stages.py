@@ -16,17 +16,25 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from mtcnn.nets.registry import get_net_spec
 from mtcnn.ops.boxes import batched_nms, square_boxes
 from mtcnn.ops.coding import decode_boxes, decode_landmarks, unflatten_landmarks
 from mtcnn.ops.crops import crop_resize
 from mtcnn.ops.pyramid import PNET_CELL, PNET_STRIDE, cell_level_map, pack_pyramid
 
-PIXEL_MEAN = 127.5
-PIXEL_SCALE = 0.0078125
+# The cascade's nets share one input normalisation; the registry holds it (SPEC §2/§11).
+PIXEL_MEAN = get_net_spec("pnet").mean
+PIXEL_SCALE = get_net_spec("pnet").scale
+if any((get_net_spec(n).mean, get_net_spec(n).scale) != (PIXEL_MEAN, PIXEL_SCALE) for n in ("rnet", "onet")):
+    raise ImportError("the stages need P-, R- and O-Net to share one input normalisation")
+if (PNET_CELL, PNET_STRIDE) != (get_net_spec("pnet").crop_size, get_net_spec("pnet").stride):
+    raise ImportError("mtcnn.ops.pyramid's P-Net cell and stride differ from the registered pnet")
+RNET_SIZE = get_net_spec("rnet").crop_size
+ONET_SIZE = get_net_spec("onet").crop_size
 
 
 def normalise(pixels: torch.Tensor) -> torch.Tensor:
-    """Raw 0..255 values -> the nets' input range, (x - 127.5) / 128, in channels-last layout.
+    """Raw 0..255 values -> the nets' input range, (x - mean) * scale, in channels-last layout.
 
     Channels-last is what oneDNN and cuDNN run fastest for these narrow convolutions (4-5× on a
     CPU versus NCHW for O-Net); the nets are converted to it by :func:`prepare_for_inference`.
@@ -189,6 +197,17 @@ def crop_candidates(
     return normalise(crops), squares
 
 
+def _score_crops(net: nn.Module, images: list[torch.Tensor], candidates: Candidates, size: int, threshold: float,
+                 chunk_size: int, mip_cache: dict | None, with_landmarks: bool):
+    """Crop, run ``net`` and keep the crops whose face probability is ≥ ``threshold``: returns
+    (indices of the kept candidates, their squares, scores, box offsets, landmark outputs or None)."""
+    crops, squares = crop_candidates(images, candidates, size, mip_cache)
+    logits, reg, marks = _forward_chunks(net, crops, chunk_size, with_landmarks=with_landmarks)
+    scores = torch.softmax(logits, dim=1)[:, 1]
+    passed = torch.nonzero(scores >= threshold, as_tuple=True)[0]
+    return passed, squares[passed], scores[passed], reg[passed], (marks[passed] if with_landmarks else None)
+
+
 @torch.inference_mode()
 def run_rnet(
     rnet: nn.Module,
@@ -203,11 +222,8 @@ def run_rnet(
     """Refinement stage: score 24×24 crops, keep ≥ threshold, NMS per image, then calibrate."""
     if len(candidates) == 0:
         return candidates
-    crops, squares = crop_candidates(images, candidates, 24, mip_cache)
-    logits, reg, _ = _forward_chunks(rnet, crops, chunk_size, with_landmarks=False)
-    scores = torch.softmax(logits, dim=1)[:, 1]
-    passed = torch.nonzero(scores >= threshold, as_tuple=True)[0]
-    squares, scores, reg = squares[passed], scores[passed], reg[passed]
+    passed, squares, scores, reg, _ = _score_crops(rnet, images, candidates, RNET_SIZE, threshold, chunk_size,
+                                                   mip_cache, with_landmarks=False)
     image_index = candidates.image_index[passed]
     keep = batched_nms(squares, scores, image_index, nms)
     boxes = decode_boxes(squares[keep], reg[keep])
@@ -230,11 +246,8 @@ def run_onet(
     then NMS per image (``nms_mode`` "min" as in the original)."""
     if len(candidates) == 0:
         return candidates
-    crops, squares = crop_candidates(images, candidates, 48, mip_cache)
-    logits, reg, marks = _forward_chunks(onet, crops, chunk_size, with_landmarks=True)
-    scores = torch.softmax(logits, dim=1)[:, 1]
-    passed = torch.nonzero(scores >= threshold, as_tuple=True)[0]
-    squares, scores, reg, marks = squares[passed], scores[passed], reg[passed], marks[passed]
+    passed, squares, scores, reg, marks = _score_crops(onet, images, candidates, ONET_SIZE, threshold, chunk_size,
+                                                       mip_cache, with_landmarks=True)
     image_index = candidates.image_index[passed]
     landmarks = decode_landmarks(squares, unflatten_landmarks(marks))
     boxes = decode_boxes(squares, reg)

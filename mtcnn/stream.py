@@ -4,11 +4,11 @@ from __future__ import annotations
 
 import json
 import os
-import time
 from pathlib import Path
 
 import cv2
 
+from mtcnn.detect import detect_batches
 from mtcnn.io import ImageReadError
 from mtcnn.visualize import draw_detections
 
@@ -44,10 +44,9 @@ def detect_stream(
         nonlocal writer, faces_total, seconds
         if not batch:
             return
-        t0 = time.perf_counter()
-        results = detector.detect([rgb for _, rgb in batch])
-        seconds += time.perf_counter() - t0
-        for (index, rgb), faces in zip(batch, results):
+        for found in detect_batches(detector, [batch]):
+            index, rgb, faces = found.key, found.image, found.faces
+            seconds += found.ms / 1000
             faces_total += len(faces)
             if json_file:
                 json_file.write(json.dumps({"frame": index, "faces": faces.to_records()}) + "\n")

@@ -13,7 +13,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from mtcnn.cli import gen_landmark_aug_main as main  # noqa: E402
+from mtcnn.commands.gen_landmark_aug import main  # noqa: E402
 
 if __name__ == "__main__":
     sys.exit(main())

@@ -7,7 +7,7 @@ import json
 import pytest
 import torch
 
-from mtcnn.cli import detect_main
+from mtcnn.commands.detect import main as detect_main
 from mtcnn.detector import MTCNN
 from mtcnn.io import read_image_rgb
 from mtcnn.landmark_models import save_landmark_weights
@@ -71,12 +71,13 @@ def test_detect_cli_draws_68_points(original_weights, shared_data, kp68_weights,
     assert len(list((tmp_path / "drawn").iterdir())) == 1
 
 
-def test_unknown_landmark_weights_are_one_line(tmp_path, capsys):
+@pytest.mark.weights
+def test_missing_landmark_weights_are_one_line(original_weights, tmp_path, capsys):
     code = detect_main([str(tmp_path / "x.jpg"), "--landmarks", str(tmp_path / "none.pt"), "--device", "cpu",
-                        "--weights", str(tmp_path / "w.pt")])
-    assert code == 2
+                        "--weights", str(original_weights)])
+    assert code == 1  # a missing input file
     err = capsys.readouterr().err.strip().splitlines()
-    assert len(err) == 1 and err[0].startswith("error:")
+    assert len(err) == 1 and err[0].startswith("error:") and "none.pt: landmark weights not found" in err[0]
 
 
 @pytest.mark.weights

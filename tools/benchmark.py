@@ -10,7 +10,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from mtcnn.cli import benchmark_main  # noqa: E402
+from mtcnn.commands.benchmark import main  # noqa: E402
 
 if __name__ == "__main__":
-    sys.exit(benchmark_main())
+    sys.exit(main())

@@ -6,7 +6,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from mtcnn.cli import convert_weights_main  # noqa: E402
+from mtcnn.commands.convert_weights import main  # noqa: E402
 
 if __name__ == "__main__":
-    sys.exit(convert_weights_main())
+    sys.exit(main())

@@ -6,7 +6,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from mtcnn.cli import detect_main  # noqa: E402
+from mtcnn.commands.detect import main  # noqa: E402
 
 if __name__ == "__main__":
-    sys.exit(detect_main())
+    sys.exit(main())

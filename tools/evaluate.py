@@ -10,7 +10,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from mtcnn.cli import evaluate_main  # noqa: E402
+from mtcnn.commands.evaluate import main  # noqa: E402
 
 if __name__ == "__main__":
-    sys.exit(evaluate_main())
+    sys.exit(main())

@@ -11,7 +11,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from mtcnn.commands.zoo import pack_landmarks_main as main  # noqa: E402
+from mtcnn.commands.pack_landmarks import main  # noqa: E402
 
 if __name__ == "__main__":
     sys.exit(main())

@@ -10,7 +10,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from mtcnn.cli import run_pipeline_main as main  # noqa: E402
+from mtcnn.commands.run_pipeline import main  # noqa: E402
 
 if __name__ == "__main__":
     sys.exit(main())

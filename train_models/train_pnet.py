@@ -12,7 +12,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from mtcnn.cli import train_pnet_main as main  # noqa: E402
+from mtcnn.commands.train import pnet_main as main  # noqa: E402
 
 if __name__ == "__main__":
     sys.exit(main())

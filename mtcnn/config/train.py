@@ -136,22 +136,17 @@ class DebugSection:
 
 
 @dataclass
-class TrainConfig:
-    """One training run of one net. See the module docstring for the net-dependent defaults."""
+class RunConfig:
+    """What every training run has, whatever its task (the training loop reads these)."""
 
-    net: Literal["pnet", "rnet", "onet"] = "pnet"
+    net: str = "pnet"
     out: str = "runs/pnet"
     seed: int = bounded(0, 0, None)
     device: str = "auto"  # auto | cpu | cuda | cuda:N (under torchrun: cuda:LOCAL_RANK)
     threads: int | None = bounded(None, 1, 1024, help="torch CPU threads per process; null: torch default")
     amp: bool = True  # automatic mixed precision on CUDA (never on CPU)
-    epochs: int | None = bounded(None, 1, None)
     steps_per_epoch: int | None = bounded(None, 1, None)
-    batch_size: int = bounded(384, 6, None, help="global batch (split evenly across DDP ranks)")
-    data: DataSection = field(default_factory=DataSection)
     optim: OptimSection = field(default_factory=OptimSection)
-    loss: LossSection = field(default_factory=LossSection)
-    val: ValSection = field(default_factory=ValSection)
     checkpoint: CheckpointSection = field(default_factory=CheckpointSection)
     log: LogSection = field(default_factory=LogSection)
     debug: DebugSection = field(default_factory=DebugSection)
@@ -162,8 +157,20 @@ class TrainConfig:
         bounds = list(self.optim.lr_boundaries)
         if bounds != sorted(bounds):
             raise ValueError(f"optim.lr_boundaries={bounds} must be increasing")
-        if not self.data.train:
+        if not self.data.train:  # every concrete run config has a data section
             raise ValueError("data.train must name at least one sample file")
+
+
+@dataclass
+class TrainConfig(RunConfig):
+    """One training run of one MTCNN net. See the module docstring for the net-dependent defaults."""
+
+    net: Literal["pnet", "rnet", "onet"] = "pnet"
+    epochs: int | None = bounded(None, 1, None)
+    batch_size: int = bounded(384, 6, None, help="global batch (split evenly across DDP ranks)")
+    data: DataSection = field(default_factory=DataSection)
+    loss: LossSection = field(default_factory=LossSection)
+    val: ValSection = field(default_factory=ValSection)
 
     def resolved(self) -> TrainConfig:
         """A copy with the net-dependent nulls filled in (what the run actually uses)."""
@@ -226,35 +233,17 @@ class LandmarkValSection:
 
 
 @dataclass
-class LandmarkTrainConfig:
+class LandmarkTrainConfig(RunConfig):
     """One landmark-regression run of a registered net (its spec gives input size, channels and
     number of points)."""
 
     net: str = "onet"
     out: str = "runs/landmarks"
-    seed: int = bounded(0, 0, None)
-    device: str = "auto"
-    threads: int | None = bounded(None, 1, 1024)
-    amp: bool = True
     epochs: int = bounded(30, 1, None)
-    steps_per_epoch: int | None = bounded(None, 1, None)
     batch_size: int = bounded(256, 1, None, help="global batch (split evenly across DDP ranks)")
     data: LandmarkDataSection = field(default_factory=LandmarkDataSection)
-    optim: OptimSection = field(default_factory=OptimSection)
     loss: LandmarkLossSection = field(default_factory=LandmarkLossSection)
     val: LandmarkValSection = field(default_factory=LandmarkValSection)
-    checkpoint: CheckpointSection = field(default_factory=CheckpointSection)
-    log: LogSection = field(default_factory=LogSection)
-    debug: DebugSection = field(default_factory=DebugSection)
-
-    def __post_init__(self) -> None:
-        if self.device != "auto" and not (self.device == "cpu" or self.device.startswith("cuda")):
-            raise ValueError(f"device={self.device!r} must be auto, cpu, cuda or cuda:N")
-        bounds = list(self.optim.lr_boundaries)
-        if bounds != sorted(bounds):
-            raise ValueError(f"optim.lr_boundaries={bounds} must be increasing")
-        if not self.data.train:
-            raise ValueError("data.train must name at least one sample file")
 
     def resolved(self) -> LandmarkTrainConfig:
         return dataclasses.replace(self)
@@ -274,6 +263,7 @@ __all__ = [
     "LossSection",
     "LossWeights",
     "OptimSection",
+    "RunConfig",
     "TrainConfig",
     "ValSection",
 ]

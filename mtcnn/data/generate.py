@@ -29,6 +29,7 @@ from typing import Any
 import numpy as np
 import yaml
 
+from mtcnn.errors import DataError, OutputExistsError
 from mtcnn.config import save_resolved, to_dict
 from mtcnn.data.annotations import AnnotationError, ImageAnnotation, read_annotations, read_wider, split_by_name
 from mtcnn.config.data import (
@@ -58,7 +59,7 @@ __all__ = [
 ]
 
 
-class GenerationError(RuntimeError):
+class GenerationError(DataError, RuntimeError):
     """A generation job cannot run or failed; ``str(e)`` is one line."""
 
 
@@ -310,7 +311,7 @@ def run_sample_job(
     if not items:
         raise GenerationError(f"{out_path.name}: no source images to process (check the sources in the config)")
     if out_path.exists() and not overwrite:
-        raise GenerationError(f"{out_path} already exists (complete); delete it or pass --overwrite to regenerate")
+        raise OutputExistsError(f"{out_path} already exists (complete); delete it or pass --overwrite to regenerate")
     try:
         writer = SampleWriter(out_path, job.size, attrs, resume=True, overwrite=overwrite)
     except (ValueError, OSError) as e:

@@ -47,9 +47,9 @@ from typing import Any
 
 import h5py
 import numpy as np
-import yaml
 
-from mtcnn.config import to_dict
+from mtcnn.data.h5_util import _attr_equal, _attr_value, _locked, _locked_message, _one_line, _py, _read_rows
+from mtcnn.errors import InputError
 from mtcnn.structures import Label
 
 FORMAT_VERSION = 1
@@ -78,7 +78,7 @@ CONVENTIONS: dict[str, Any] = {
 }
 
 
-class SampleFileError(ValueError):
+class SampleFileError(InputError, ValueError):
     """A sample file is missing a part, has the wrong shape, or cannot be resumed."""
 
 
@@ -91,52 +91,6 @@ def partial_path(path: str | os.PathLike) -> Path:
 def is_complete(path: str | os.PathLike) -> bool:
     """True when the final (complete) sample file exists."""
     return Path(path).is_file()
-
-
-def _one_line(err: BaseException) -> str:
-    return " ".join(str(err).split()) or type(err).__name__
-
-
-def _locked(err: OSError) -> bool:
-    return "lock" in str(err).lower()
-
-
-def _locked_message(path: Path) -> str:
-    return (f"{path} is locked by another process (is another generator writing it?); "
-            "stop that process or wait for it to finish")
-
-
-def _attr_value(value: Any) -> Any:
-    """Normalise a value to something HDF5 attributes hold (YAML string for structures)."""
-    if hasattr(value, "__dataclass_fields__"):
-        value = to_dict(value)
-    if isinstance(value, Path):
-        return str(value)
-    if isinstance(value, (bool, np.bool_)):
-        return bool(value)
-    if isinstance(value, (int, float, str, np.integer, np.floating)):
-        return value
-    if isinstance(value, np.ndarray) and value.dtype.kind in "biuf":
-        return value
-    if isinstance(value, (list, tuple)) and value and all(
-        isinstance(v, (int, float, np.integer, np.floating)) and not isinstance(v, bool) for v in value
-    ):
-        return np.asarray(value)
-    return yaml.safe_dump(to_dict(value), sort_keys=True)
-
-
-def _attr_equal(a: Any, b: Any) -> bool:
-    if isinstance(a, np.ndarray) or isinstance(b, np.ndarray):
-        return np.array_equal(np.asarray(a), np.asarray(b))
-    return a == b
-
-
-def _py(value: Any) -> Any:
-    if isinstance(value, np.generic):
-        return value.item()
-    if isinstance(value, bytes):
-        return value.decode()
-    return value
 
 
 class SampleWriter:
@@ -210,14 +164,18 @@ class SampleWriter:
             out[key] = value
         return out
 
-    def _create(self, compression, image_compression, image_chunk_bytes) -> h5py.File:
-        S = self.size
+    def _open_partial(self, mode: str, failure: str) -> h5py.File:
+        """Open the partial file; a lock or an unreadable file becomes one SampleFileError line."""
         try:
-            f = h5py.File(self.partial, "w")
+            return h5py.File(self.partial, mode)
         except OSError as e:
             if _locked(e):
                 raise SampleFileError(_locked_message(self.partial)) from None
-            raise SampleFileError(f"cannot create {self.partial}: {_one_line(e)}") from None
+            raise SampleFileError(failure.format(path=self.partial, error=_one_line(e))) from None
+
+    def _create(self, compression, image_compression, image_chunk_bytes) -> h5py.File:
+        S = self.size
+        f = self._open_partial("w", "cannot create {path}: {error}")
         for key, value in self._attrs.items():
             f.attrs[key] = value
         f.attrs["complete"] = False
@@ -239,12 +197,7 @@ class SampleWriter:
 
     def _open_resume(self) -> h5py.File:
         hint = f"delete {self.partial} to start over"
-        try:
-            f = h5py.File(self.partial, "r+")
-        except OSError as e:
-            if _locked(e):
-                raise SampleFileError(_locked_message(self.partial)) from None
-            raise SampleFileError(f"cannot resume from {self.partial}: unreadable ({_one_line(e)}); {hint}") from None
+        f = self._open_partial("r+", "cannot resume from {path}: unreadable ({error}); " + hint)
         try:
             progress = json.loads(f.attrs["progress"])
             lengths = {k: int(progress["lengths"][k]) for k in KINDS}
@@ -621,21 +574,3 @@ class SampleReader:
             rows = _read_rows(group[name], uniq)
             out[name] = rows if identity else rows[inverse]
         return out
-
-
-def _read_rows(ds: h5py.Dataset, rows: np.ndarray) -> np.ndarray:
-    """Read sorted unique ``rows`` of ``ds``, one HDF5 read per contiguous run."""
-    out = np.empty((rows.size,) + ds.shape[1:], ds.dtype)
-    if rows.size == 0:
-        return out
-    breaks = np.flatnonzero(np.diff(rows) != 1) + 1
-    starts = np.concatenate(([0], breaks))
-    ends = np.concatenate((breaks, [rows.size]))
-    if starts.size == rows.size:
-        for j, r in enumerate(rows.tolist()):
-            out[j] = ds[r]
-        return out
-    for s, e in zip(starts.tolist(), ends.tolist()):
-        r = int(rows[s])
-        out[s:e] = ds[r:r + (e - s)]
-    return out

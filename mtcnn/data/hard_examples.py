@@ -27,6 +27,7 @@ import numpy as np
 import torch
 import yaml
 
+from mtcnn.errors import OutputExistsError
 from mtcnn.atomic import atomic_write_text
 from mtcnn.config import ConfigError, bounded, save_resolved, to_dict
 from mtcnn.config.data import LandmarkAugConfig, SourceConfig, SplitSources, WiderBoxConfig
@@ -245,7 +246,7 @@ def mine_hard_examples(cfg: MiningConfig, split: str = "train", *, overwrite: bo
     out_dir = _expand(cfg.out, stage)
     out_path = out_dir / f"{stage}_{split}.h5"
     if out_path.exists() and not overwrite:
-        raise GenerationError(f"{out_path} already exists (complete); delete it or pass --overwrite to regenerate")
+        raise OutputExistsError(f"{out_path} already exists (complete); delete it or pass --overwrite to regenerate")
     items = detection_items(getattr(cfg.sources, split), cfg.wider_box)
     landmark_work = landmark_items(getattr(cfg.landmark_sources, split), start_id=len(items)) if cfg.landmarks else []
     if not items:

@@ -39,6 +39,8 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+
+from mtcnn.errors import MTCNNError
 import torch
 
 __all__ = [
@@ -53,10 +55,9 @@ __all__ = [
 ]
 
 DEFAULT_SIZES: tuple[tuple[int, int], ...] = ((640, 480), (1280, 720), (1920, 1080))
-REPO_ROOT = Path(__file__).resolve().parent.parent.parent
 
 
-class BenchmarkError(Exception):
+class BenchmarkError(MTCNNError):
     """The benchmark cannot run; ``str(e)`` is one line."""
 
 
@@ -300,13 +301,8 @@ def _detector_on(base, device: torch.device):
 
 
 def _load_reference_class():
-    bench = str(REPO_ROOT / "benchmarks")
-    if bench not in sys.path:
-        sys.path.insert(0, bench)
-    try:
-        from facenet_reference import FacenetReference
-    except ImportError as e:
-        raise BenchmarkError(f"cannot import benchmarks/facenet_reference.py ({e})") from None
+    from mtcnn.eval.facenet_reference import FacenetReference
+
     return FacenetReference
 
 
@@ -345,7 +341,6 @@ def run_benchmark(
     listed in ``skipped``. ``compare_facenet``: the facenet-pytorch 2.6.0 wheel; its MTCNN is
     timed on the same images (batch 1) with the same min face, factor and thresholds.
     """
-    from mtcnn.config import to_dict
     from mtcnn.io import read_image_rgb
 
     log = log or (lambda _msg: None)
@@ -367,8 +362,33 @@ def run_benchmark(
         from mtcnn.detector import MTCNN
 
         detector = MTCNN(weights=weights, device="cpu")
+    settings = _settings(detector, base_image, image_source, sizes, min_faces, batch_sizes, devices, repeats, warmup,
+                         compare_facenet)
+    result = BenchmarkResult(settings=settings)
+    reference_cls = _load_reference_class() if compare_facenet else None
+    if compare_facenet and not Path(compare_facenet).is_file():
+        raise BenchmarkError(f"{compare_facenet}: facenet-pytorch wheel not found")
+    for dev_name in devices:
+        device = torch.device(dev_name)
+        if device.type == "cuda" and not torch.cuda.is_available():
+            result.skipped.append({"device": dev_name, "reason": "CUDA is not available"})
+            log(f"skipping {dev_name}: CUDA is not available")
+            continue
+        if device.type == "cuda":
+            settings.setdefault("cuda_devices", {})[dev_name] = torch.cuda.get_device_name(device)
+        reference = reference_cls(compare_facenet, dev_name) if reference_cls else None
+        _run_device(_detector_on(detector, device), reference, base_image, device, dev_name, sizes, min_faces,
+                    batch_sizes, repeats, warmup, result, log)
+    return result
+
+
+def _settings(detector, base_image, image_source, sizes, min_faces, batch_sizes, devices, repeats, warmup,
+              compare_facenet) -> dict[str, Any]:
+    """Everything a benchmark result must say about how it was measured."""
+    from mtcnn.config import to_dict
+
     cfg = detector.config
-    settings = {
+    return {
         "image": image_source,
         "image_size": [int(base_image.shape[1]), int(base_image.shape[0])],
         "sizes": [f"{w}x{h}" for w, h in sizes],
@@ -391,41 +411,30 @@ def run_benchmark(
         "compare_facenet": str(compare_facenet) if compare_facenet else None,
         "time": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
     }
-    result = BenchmarkResult(settings=settings)
-    reference_cls = _load_reference_class() if compare_facenet else None
-    if compare_facenet and not Path(compare_facenet).is_file():
-        raise BenchmarkError(f"{compare_facenet}: facenet-pytorch wheel not found")
 
-    for dev_name in devices:
-        device = torch.device(dev_name)
-        if device.type == "cuda" and not torch.cuda.is_available():
-            result.skipped.append({"device": dev_name, "reason": "CUDA is not available"})
-            log(f"skipping {dev_name}: CUDA is not available")
-            continue
-        if device.type == "cuda":
-            settings.setdefault("cuda_devices", {})[dev_name] = torch.cuda.get_device_name(device)
-        det_dev = _detector_on(detector, device)
-        reference = reference_cls(compare_facenet, dev_name) if reference_cls else None
-        for width, height in sizes:
-            img = _resize(base_image, int(width), int(height))
-            for m in min_faces:
-                det = det_dev.with_settings(min_face_size=float(m))
-                first = det.detect([img])[0]
-                for bs in batch_sizes:
-                    batch = [img] * int(bs)
-                    with PeakMemory(device) as mem:
-                        times = _time_calls(lambda: det.detect(batch), device, repeats, warmup, int(bs))
-                    med, p10, p90, mean = _stats(times)
-                    case = CaseResult(
-                        device=str(dev_name), width=int(width), height=int(height), min_face=float(m), batch_size=int(bs),
-                        ms_median=med, ms_p10=p10, ms_p90=p90, ms_mean=mean, times_ms=[float(t) for t in times],
-                        faces=len(first), peak_mem_mb=mem.peak_mb, mem_method=mem.method,
-                    )  # fmt: skip
-                    result.cases.append(case)
-                    log(f"{dev_name} {width}x{height} min_face {m:g} batch {bs}: {med:.1f} ms/image (p10 {p10:.1f}, p90 {p90:.1f})")
-                if reference is not None:
-                    result.comparisons.append(_compare(reference, det, img, device, dev_name, m, repeats, warmup, result.cases, log))
-    return result
+
+def _run_device(det_dev, reference, base_image, device, dev_name, sizes, min_faces, batch_sizes, repeats, warmup,
+                result: BenchmarkResult, log) -> None:
+    """Every (size, min face, batch size) case on one device, appended to ``result``."""
+    for width, height in sizes:
+        img = _resize(base_image, int(width), int(height))
+        for m in min_faces:
+            det = det_dev.with_settings(min_face_size=float(m))
+            first = det.detect([img])[0]
+            for bs in batch_sizes:
+                batch = [img] * int(bs)
+                with PeakMemory(device) as mem:
+                    times = _time_calls(lambda: det.detect(batch), device, repeats, warmup, int(bs))
+                med, p10, p90, mean = _stats(times)
+                case = CaseResult(
+                    device=str(dev_name), width=int(width), height=int(height), min_face=float(m), batch_size=int(bs),
+                    ms_median=med, ms_p10=p10, ms_p90=p90, ms_mean=mean, times_ms=[float(t) for t in times],
+                    faces=len(first), peak_mem_mb=mem.peak_mb, mem_method=mem.method,
+                )  # fmt: skip
+                result.cases.append(case)
+                log(f"{dev_name} {width}x{height} min_face {m:g} batch {bs}: {med:.1f} ms/image (p10 {p10:.1f}, p90 {p90:.1f})")
+            if reference is not None:
+                result.comparisons.append(_compare(reference, det, img, device, dev_name, m, repeats, warmup, result.cases, log))
 
 
 def _compare(reference, det, img, device, dev_name, m, repeats, warmup, cases, log) -> Comparison:

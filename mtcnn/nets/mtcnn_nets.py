@@ -22,7 +22,21 @@ def _init(module: nn.Module) -> None:
             nn.init.constant_(m.weight, 0.25)
 
 
-class PNet(nn.Module):
+class _ThreeHeads(nn.Module):
+    """A body and three heads on its features; landmarks may be skipped (the detector's P/R stages)."""
+
+    body: nn.Module
+    cls: nn.Module
+    box: nn.Module
+    landmark: nn.Module
+
+    def forward(self, x: torch.Tensor, with_landmarks: bool = True):
+        features = self.body(x)
+        landmarks = self.landmark(features) if with_landmarks else None
+        return self.cls(features), self.box(features), landmarks
+
+
+class PNet(_ThreeHeads):
     """12×12 proposal net, fully convolutional: ``[N,3,H,W]`` -> maps ``[N,2|4|10, h, w]``."""
 
 
@@ -38,13 +52,8 @@ class PNet(nn.Module):
         self.landmark = nn.Conv2d(32, 10, 1)
         _init(self)
 
-    def forward(self, x: torch.Tensor, with_landmarks: bool = True):
-        features = self.body(x)
-        landmarks = self.landmark(features) if with_landmarks else None
-        return self.cls(features), self.box(features), landmarks
 
-
-class RNet(nn.Module):
+class RNet(_ThreeHeads):
     """24×24 refinement net: ``[N,3,24,24]`` -> ``[N,2]``, ``[N,4]``, ``[N,10]``."""
 
 
@@ -62,13 +71,8 @@ class RNet(nn.Module):
         self.landmark = nn.Linear(128, 10)
         _init(self)
 
-    def forward(self, x: torch.Tensor, with_landmarks: bool = True):
-        features = self.body(x)
-        landmarks = self.landmark(features) if with_landmarks else None
-        return self.cls(features), self.box(features), landmarks
 
-
-class ONet(nn.Module):
+class ONet(_ThreeHeads):
     """48×48 output net: ``[N,3,48,48]`` -> ``[N,2]``, ``[N,4]``, ``[N,10]``."""
 
 
@@ -86,11 +90,6 @@ class ONet(nn.Module):
         self.box = nn.Linear(256, 4)
         self.landmark = nn.Linear(256, 10)
         _init(self)
-
-    def forward(self, x: torch.Tensor, with_landmarks: bool = True):
-        features = self.body(x)
-        landmarks = self.landmark(features) if with_landmarks else None
-        return self.cls(features), self.box(features), landmarks
 
 
 # SPEC §2/§11: RGB input, (pixel - 127.5) / 128, three heads, five landmarks.

@@ -18,11 +18,13 @@ from typing import Any, Literal
 
 from torch import nn
 
+from mtcnn.errors import UsageError
+
 HEAD_NAMES = ("cls", "box", "landmark")
 CHANNEL_ORDER = {"rgb": "RGB", "grey": "GREY"}
 
 
-class UnknownNetError(ValueError):
+class UnknownNetError(UsageError, ValueError):
     """A net name that nobody registered; the message lists the known names."""
 
 

@@ -30,7 +30,7 @@ from torch import nn
 
 from mtcnn.config import bounded
 from mtcnn.config.paths import data_root, resolve_path
-from mtcnn.config.train import CheckpointSection, DebugSection, LandmarkLossSection, LogSection, OptimSection
+from mtcnn.config.train import LandmarkLossSection, LogSection, OptimSection, RunConfig
 from mtcnn.data.face_crops import FaceCrops, cnn_facepoint_crops, udacity68_crops
 from mtcnn.data.keypoint_aug import AugmentSettings, KeypointBatchLoader
 from mtcnn.errors import DataError
@@ -70,26 +70,30 @@ class KeypointValSection:
 
 
 @dataclass
-class KeypointTrainConfig:
-    """A landmark-zoo training run (``configs/train_kp68_*.yaml``, ``train_mobilenet_l*.yaml``)."""
+class KeypointTrainConfig(RunConfig):
+    """A landmark-zoo training run (``train_kp68_*.yaml``, ``train_mobilenet_l*.yaml``)."""
 
     net: str = "kp68_compact"
     out: str = "runs/kp68_compact"
-    seed: int = bounded(0, 0, None)
-    device: str = "auto"
     threads: int | None = bounded(1, 1, 1024)
     amp: bool = False
     epochs: int = bounded(20, 1, None)
-    steps_per_epoch: int | None = bounded(None, 1, None)
     batch_size: int = bounded(64, 1, None)
     data: KeypointDataSection = field(default_factory=KeypointDataSection)
     optim: OptimSection = field(default_factory=lambda: OptimSection(name="adam", lr=1e-3, weight_decay=0.0,
                                                                       lr_boundaries=[15], lr_gamma=0.1))
     loss: LandmarkLossSection = field(default_factory=lambda: LandmarkLossSection(kind="wing", wing_w=0.5, coordinate_scale=0.5))
     val: KeypointValSection = field(default_factory=KeypointValSection)
-    checkpoint: CheckpointSection = field(default_factory=CheckpointSection)
     log: LogSection = field(default_factory=lambda: LogSection(tensorboard=False, progress=False))
-    debug: DebugSection = field(default_factory=DebugSection)
+
+    def __post_init__(self) -> None:
+        # RunConfig's checks, less its sample-file one: crops come from data.dataset, not files.
+        if self.device != "auto" and not (self.device == "cpu" or self.device.startswith("cuda")):
+            raise ValueError(f"device={self.device!r} must be auto, cpu, cuda or cuda:N")
+        if list(self.optim.lr_boundaries) != sorted(self.optim.lr_boundaries):
+            raise ValueError(f"optim.lr_boundaries={list(self.optim.lr_boundaries)} must be increasing")
+        if self.data.level == 2 and self.net != "mobilenet_l2":
+            raise ValueError(f"data.level=2 trains the MobileNet-V2 cascade's level 2 (net mobilenet_l2), not {self.net}")
 
     def resolved(self) -> "KeypointTrainConfig":
         c = dataclasses.replace(self)

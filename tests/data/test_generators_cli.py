@@ -148,9 +148,9 @@ def test_cli_errors_are_one_line(inputs, tmp_path, capsys):
     # a missing annotation source names the file
     cfg = pnet_config(tmp_path, [cnn_source(tmp_path / "nope.txt")])
     code, err = errors(pnet.main, "--config", str(cfg), "--out", str(tmp_path))
-    assert code == 2 and len(err) == 1 and "nope.txt" in err[0]
+    assert code == 1 and len(err) == 1 and "nope.txt" in err[0]  # input error: 1; usage errors above: 2
     # every image unreadable: the job fails instead of writing an empty file
     cfg = pnet_config(tmp_path, [cnn_source(inputs["allbad"])])
     code, err = errors(pnet.main, "--config", str(cfg), "--out", str(tmp_path / "bad"))
-    assert code == 2 and err[-1].startswith("error:") and "unreadable" in err[-1]
+    assert code == 1 and err[-1].startswith("error:") and "unreadable" in err[-1]
     assert not (tmp_path / "bad" / "pnet_train.h5").exists()

@@ -133,7 +133,7 @@ def test_cli_errors_are_one_line(tiny_world, tmp_path):
         [sys.executable, str(PROJECT_ROOT / "tools" / "gen_hard_example.py"), "--test_mode", "PNet", "pos_iou=1.5"],
         capture_output=True, text=True,
     )
-    assert bad.returncode == 1 and "pos_iou=1.5 is out of range" in bad.stderr
+    assert bad.returncode == 2 and "pos_iou=1.5 is out of range" in bad.stderr  # usage: 2, missing input: 1
 
 
 def test_mining_resumes_after_a_crash_without_duplicates(tiny_world, monkeypatch):

@@ -19,7 +19,8 @@ import numpy as np
 import pytest
 
 from mtcnn.data.annotations import landmarks_68_to_5, read_annotations
-from mtcnn.eval.runner import ErrorLog, evaluate_detection_set, evaluate_landmark_set
+from mtcnn.eval.landmark_set import evaluate_landmark_set
+from mtcnn.eval.runner import ErrorLog, evaluate_detection_set
 
 ROOT = Path(__file__).resolve().parents[2]
 PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
@@ -170,7 +171,7 @@ def test_real_detector_report_and_rerun_from_its_jsonl(dlib_dir, original_weight
 
 
 def test_explicit_settings_override_the_preset(original_weights):
-    from mtcnn.eval.runner import build_detector
+    from mtcnn.detect import build_detector
 
     det = build_detector(weights=original_weights, preset="wider", min_face=20, device="cpu")
     assert (det.config.min_face_size, det.config.factor, det.config.thresholds) == (20.0, 0.79, (0.5, 0.5, 0.3))

@@ -86,3 +86,12 @@ def test_converted_original_weights_still_load():
         pytest.skip("third_party/mtcnn_original.pt not converted")
     nets, info = load_bundle(ORIGINAL)
     assert set(nets) == {"pnet", "rnet", "onet"} and len(info["sha256"]) == 12
+
+
+def test_stages_read_the_registry():
+    from mtcnn import stages
+
+    assert (stages.RNET_SIZE, stages.ONET_SIZE) == (24, 48)
+    assert (stages.PIXEL_MEAN, stages.PIXEL_SCALE) == (127.5, 1 / 128)
+    pixels = torch.tensor([0.0, 127.5, 255.0]).view(1, 3, 1, 1)
+    assert torch.equal(stages.normalise(pixels).flatten(), torch.tensor([-127.5 / 128, 0.0, 127.5 / 128]))

@@ -1,0 +1,32 @@
+"""``mtcnn-benchmark`` / ``tools/benchmark.py``: detector speed and memory by size, min face, batch, device."""
+
+from __future__ import annotations
+
+import argparse
+
+
+def parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="benchmark.py", description="Time the detector: ms per image and peak memory by size, min face, batch size and device.")
+    p.add_argument("--sizes", nargs="+", default=["640x480", "1280x720", "1920x1080"], help="WIDTHxHEIGHT ...")
+    p.add_argument("--min-face", nargs="+", type=float, default=[20.0], help="minimum face sizes (default 20)")
+    p.add_argument("--batch-size", nargs="+", type=int, default=[1], help="images per detect call (default 1)")
+    p.add_argument("--device", nargs="+", default=["cpu"], help="cpu, cuda, cuda:N (default cpu)")
+    p.add_argument("--threads", type=int, help="torch.set_num_threads (default: torch's choice)")
+    p.add_argument("--repeats", type=int, default=10, help="timed calls per case (default 10)")
+    p.add_argument("--warmup", type=int, default=2, help="untimed calls per case (default 2)")
+    p.add_argument("--weights", help="weights bundle (default: $MTCNN_WEIGHTS, then the shipped weights)")
+    p.add_argument("--image", help="photo to resize to each size (default data_root()/dlib_faces/bald_guys.jpg)")
+    p.add_argument("--json", dest="json_path", help="write settings and per-case results here")
+    p.add_argument("--compare-facenet", metavar="WHEEL", help="also time facenet-pytorch 2.6.0's MTCNN from this wheel")
+    p.add_argument("--quiet", action="store_true", help="no per-case progress lines")
+    return p
+
+
+def main(argv: list[str] | None = None) -> int:
+    from mtcnn.eval.speed import benchmark_command
+
+    a = parser().parse_args(argv)
+    return benchmark_command(
+        a.sizes, a.min_face, a.batch_size, a.device, threads=a.threads, repeats=a.repeats, warmup=a.warmup,
+        weights=a.weights, image=a.image, json_path=a.json_path, compare_facenet=a.compare_facenet, verbose=not a.quiet,
+    )  # fmt: skip

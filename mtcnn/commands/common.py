@@ -1,0 +1,95 @@
+"""What every command shares: detector options, the one error ending, the long-job runner and
+the sample generators' command line."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from collections.abc import Callable, Iterable
+from typing import Any
+
+from mtcnn.config import default_config, load_config
+from mtcnn.errors import EXIT_INPUT, EXIT_INTERRUPTED, MTCNNError
+
+
+def detector_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--weights", help="weights bundle or folder (default: $MTCNN_WEIGHTS, then the shipped weights)")
+    parser.add_argument("--min-face", type=float, help="smallest face side in pixels (default 20; 10 with --preset wider)")
+    parser.add_argument("--factor", type=float, help="pyramid scale step (default 0.709)")
+    parser.add_argument("--thresholds", type=float, nargs=3, metavar=("P", "R", "O"), help="stage thresholds (default 0.6 0.7 0.7)")
+    parser.add_argument("--preset", choices=["default", "wider"], help="'wider': min face 10, factor 0.79, thresholds 0.5 0.5 0.3")
+    parser.add_argument("--device", default=None, help="cpu, cuda or cuda:N (default: cuda if available)")
+    parser.add_argument("--landmarks", default="onet", metavar="MODEL",
+                        help="who places the points: onet (default, 5), mobilenet (MobileNet-V2 cascade, 5), "
+                             "68 (68-point model), or a landmark weights file")
+
+
+def detector_from_args(args: argparse.Namespace):
+    from mtcnn.detect import build_detector
+
+    detector = build_detector(args.weights, args.min_face, args.factor, args.thresholds, args.device, args.preset)
+    landmarks = getattr(args, "landmarks", "onet")
+    return detector if landmarks == "onet" else detector.with_landmarks(landmarks)
+
+
+def report(error: BaseException) -> int:
+    """Print ``error: <one line>`` and return the exit code of the error's kind."""
+    print(f"error: {' '.join(str(error).split())}", file=sys.stderr)
+    return error.exit_code if isinstance(error, MTCNNError) else EXIT_INPUT
+
+
+def run_job(load: Callable[[], Any], run: Callable[[Any], Iterable[str]]) -> int:
+    """The shared ending of the long-job commands: ``run(load())`` yields lines to print.
+
+    A library error prints one ``error:`` line and returns its kind's exit code (an OSError
+    counts as bad input); Ctrl-C says how to resume (every such job resumes where it stopped).
+    """
+    try:
+        for line in run(load()):
+            print(line, flush=True)
+    except (MTCNNError, OSError) as e:
+        return report(e)
+    except KeyboardInterrupt:
+        print("interrupted: rerun the same command to resume", file=sys.stderr)
+        return EXIT_INTERRUPTED
+    return 0
+
+
+def data_job_main(
+    argv: list[str] | None,
+    *,
+    prog: str,
+    description: str,
+    config_cls,
+    default_config_name: str,
+    run,
+    sizes: tuple[int, ...] | None = None,
+) -> int:
+    """Shared command line of the sample generators: ``[--config] [--split] [--out] [--seed]
+    [--workers] [--size] [--overwrite] [--quiet] [key=value ...]`` -> ``run(cfg, split, ...)``."""
+    p = argparse.ArgumentParser(prog=prog, description=description)
+    p.add_argument("overrides", nargs="*", metavar="key=value", help="config overrides, e.g. seed=1")
+    p.add_argument("--config", default=None, help=f"YAML config (default: the shipped {default_config_name})")
+    p.add_argument("--split", choices=("train", "val"), default="train")
+    p.add_argument("--out", help="output folder (default from the config)")
+    p.add_argument("--seed", type=int)
+    p.add_argument("--workers", type=int)
+    if sizes:
+        p.add_argument("--size", type=int, choices=sizes, default=sizes[0])
+    p.add_argument("--overwrite", action="store_true", help="replace an existing complete file")
+    p.add_argument("--quiet", action="store_true", help="no progress bar")
+    a = p.parse_args(argv)
+    flags = {"seed": a.seed, "workers": a.workers, "size": getattr(a, "size", None)}
+    overrides = list(a.overrides) + [f"{k}={v}" for k, v in flags.items() if v is not None]
+
+    def load():
+        cfg = load_config(config_cls, a.config or default_config(default_config_name), overrides)
+        if a.out is not None:
+            cfg.out = a.out
+        return cfg
+
+    def job(cfg):
+        summary = run(cfg, a.split, overwrite=a.overwrite, progress=not a.quiet)
+        return summary.lines() + [f"wrote {summary.path}"]
+
+    return run_job(load, job)

@@ -1,0 +1,47 @@
+"""``mtcnn-evaluate`` / ``tools/evaluate.py``: detection or landmark accuracy on an annotated set."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+
+
+def parser() -> argparse.ArgumentParser:
+    from mtcnn.eval.runner import DETECTION_FORMATS, LANDMARK_FORMATS
+
+    common = argparse.ArgumentParser(add_help=False)
+    a = common.add_argument
+    a("--annotations", nargs="+", required=True, help="annotation file(s) (voc: a folder of XML files; fddb: the FDDB-folds folder)")
+    a("--images", help="folder the annotated image paths are relative to (default: the format's usual place)")
+    a("--detections", help="evaluate this JSON-lines file (detect CLI schema) instead of running the detector")
+    a("--weights", help="weights bundle (default: $MTCNN_WEIGHTS, then the shipped weights)")
+    a("--min-face", type=float, help="smallest face in pixels (default 20; 10 with --preset wider)")
+    a("--factor", type=float, help="pyramid scale step (default 0.709)")
+    a("--thresholds", type=float, nargs=3, metavar=("P", "R", "O"), help="stage thresholds (default 0.6 0.7 0.7)")
+    a("--preset", choices=["default", "wider"], help="'wider': min face 10, factor 0.79, thresholds 0.5 0.5 0.3")
+    a("--device", help="cpu, cuda or cuda:N (default: cuda if available)")
+    a("--batch-size", type=int, default=8, help="images per detector call (default 8)")
+    a("--split", choices=["all", "train", "val"], default="all", help="project split rule: files sorted by name, first 80%% train")
+    a("--limit", type=int, help="evaluate only the first N annotated images")
+    a("--out", help="output folder for report.json and plots (default eval_<task>)")
+    a("--no-progress", action="store_true", help="no progress bar")
+    parser = argparse.ArgumentParser(prog="evaluate.py", description="Evaluate face detection or landmarks on an annotated set.")
+    sub = parser.add_subparsers(dest="task", required=True)
+    det = sub.add_parser("detection", parents=[common], help="precision/recall, AP, WIDER and FDDB protocols")
+    det.add_argument("--format", choices=DETECTION_FORMATS, default="list", help="annotation format (default list)")
+    det.add_argument("--iou", type=float, default=0.5, help="IoU for the second AP / PR curve (AP at 0.5 is always reported)")
+    det.add_argument("--wider-gt", help="WIDER eval_tools/ground_truth folder (default under data_root())")
+    lm = sub.add_parser("landmarks", parents=[common], help="5-point NME, failure rate, CED")
+    lm.add_argument("--format", choices=LANDMARK_FORMATS, default="cnn_facepoint", help="annotation format")
+    lm.add_argument("--match-iou", type=float, default=0.4, help="IoU for matching a face to a detection (default 0.4)")
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    from mtcnn.eval.runner import evaluate_from_args
+
+    args = parser().parse_args(argv)
+    if args.batch_size < 1:
+        print("error: --batch-size must be at least 1", file=sys.stderr)
+        return 2
+    return evaluate_from_args(args)

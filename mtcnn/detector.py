@@ -9,9 +9,9 @@ import numpy as np
 import torch
 from torch import nn
 
+from mtcnn.backends import backend_nets
 from mtcnn.config import DETECTOR_PRESETS, DetectorConfig, from_dict, to_dict
 from mtcnn.io import to_rgb_uint8
-from mtcnn.backends import backend_nets
 from mtcnn.stages import Candidates, refine_landmarks, run_onet, run_pnet, run_rnet
 from mtcnn.structures import Detections
 from mtcnn.weights import load_bundle, resolve_weights
@@ -33,11 +33,14 @@ class MTCNN:
     ``backend``: "torch" (default) or "onnxruntime" (CPU; ``pip install -e ".[onnx]"``): what
     runs the nets; pyramid, crops and NMS are the same code for both.
 
-    ``landmarks="cascade"`` replaces O-Net's five points by those of the Sun et al. cascade
-    (:func:`~mtcnn.stages.refine_landmarks`, level 3) run on every detected face, from level 1 or
-    from O-Net's points as the bundle's ``detector_start`` says; ``cascade`` is
-    its bundle path or a loaded :class:`~mtcnn.cascade.LandmarkCascade` (default: the shipped
-    ``mtcnn/weights/cascade_sun.pt``).
+    ``landmarks`` picks who places the points: ``"onet"`` (O-Net's five), ``"cascade"`` (the Sun
+    et al. cascade, :func:`~mtcnn.stages.refine_landmarks`, level 3, from level 1 or from O-Net's
+    points as the bundle's ``detector_start`` says; ``cascade`` is its bundle path or a loaded
+    :class:`~mtcnn.cascade.LandmarkCascade`, default the shipped ``mtcnn/weights/cascade_sun.pt``),
+    ``"mobilenet"`` (the two-level MobileNet-V2 cascade, five points), ``"68"`` (the compact
+    68-point model), a landmark weights file, or a loaded
+    :class:`~mtcnn.landmark_models.LandmarkModel`; the model runs on every face O-Net keeps, and
+    ``Detections.landmarks`` has its number of points.
     """
 
     def __init__(
@@ -51,7 +54,7 @@ class MTCNN:
         preset: str | None = None,
         nets: dict[str, nn.Module] | None = None,
         backend: str = "torch",
-        landmarks: str = "onet",
+        landmarks: "str | os.PathLike | LandmarkModel" = "onet",
         cascade=None,
         **options,
     ) -> None:
@@ -72,14 +75,31 @@ class MTCNN:
         # The PyTorch nets themselves, whatever runs them (export, copies to other devices).
         self.source_nets = {k: nets[k] for k in ("pnet", "rnet", "onet")}
         self.pnet, self.rnet, self.onet = backend_nets(nets, ("pnet", "rnet", "onet"), backend, self.device)
-        if landmarks not in ("onet", "cascade"):
-            raise ValueError(f"landmarks={landmarks!r}: choose 'onet' or 'cascade'")
-        self.landmarks = landmarks
-        self.cascade = None
-        if landmarks == "cascade":
+        self._set_landmarks(landmarks, cascade)
+
+    def _set_landmarks(self, landmarks, cascade=None) -> None:
+        self.landmarks, self.landmark_model, self.cascade = "onet", None, None
+        if isinstance(landmarks, str) and landmarks == "onet":
+            return
+        if isinstance(landmarks, str) and landmarks == "cascade":
             from mtcnn.cascade import LandmarkCascade, load_cascade
 
+            self.landmarks = "cascade"
             self.cascade = (cascade if isinstance(cascade, LandmarkCascade) else load_cascade(cascade)).prepare(self.device)
+            return
+        from mtcnn.landmark_models import load_landmark_model
+
+        if isinstance(landmarks, (str, os.PathLike)):
+            self.landmarks, self.landmark_model = str(landmarks), load_landmark_model(landmarks).to(self.device)
+        else:
+            self.landmarks, self.landmark_model = type(landmarks).__name__, landmarks
+
+    def with_landmarks(self, landmarks, cascade=None) -> "MTCNN":
+        """A detector sharing these nets whose points come from ``landmarks`` (see the class doc)."""
+        other = object.__new__(MTCNN)
+        other.__dict__.update(self.__dict__)
+        other._set_landmarks(landmarks, cascade)
+        return other
 
     @property
     def settings(self) -> dict:
@@ -87,6 +107,8 @@ class MTCNN:
         out = {**to_dict(self.config), "backend": self.backend, "weights": self.weights_info["path"], "weights_sha256": self.weights_info["sha256"]}
         if self.cascade is not None:
             out.update(landmarks="cascade", cascade_weights=self.cascade.info.get("path"), cascade_sha256=self.cascade.info.get("sha256"))
+        elif self.landmark_model is not None:
+            out["landmarks"] = self.landmarks
         return out
 
     def _to_tensors(self, images: Sequence[ImageLike]) -> list[torch.Tensor]:
@@ -129,13 +151,16 @@ class MTCNN:
             self.onet, tensors, cands, threshold=t3, nms=cfg.nms_onet, nms_mode=cfg.onet_nms_mode,
             chunk_size=chunk, mip_cache=mips,
         )  # fmt: skip
-        if self.cascade is None or len(cands) == 0:
+        if len(cands) == 0 or (self.cascade is None and self.landmark_model is None):
             return cands
-        start = 2 if self.cascade.detector_start == "onet" else 1
-        refined = refine_landmarks(
-            self.cascade, tensors, self.cascade.adapt_boxes(cands.boxes), cands.landmarks, cands.image_index, start_level=start
-        )
-        return Candidates(cands.boxes, cands.scores, cands.image_index, refined.level3)
+        if self.cascade is not None:
+            start = 2 if self.cascade.detector_start == "onet" else 1
+            refined = refine_landmarks(
+                self.cascade, tensors, self.cascade.adapt_boxes(cands.boxes), cands.landmarks, cands.image_index, start_level=start
+            )
+            return Candidates(cands.boxes, cands.scores, cands.image_index, refined.level3)
+        points = self.landmark_model.predict(tensors, cands.boxes, cands.image_index).to(cands.boxes.device)
+        return Candidates(cands.boxes, cands.scores, cands.image_index, points)
 
     def with_settings(self, **changes) -> "MTCNN":
         """A detector sharing these nets with some settings changed (e.g. thresholds)."""
@@ -148,7 +173,7 @@ class MTCNN:
 def split_by_image(candidates: Candidates, num_images: int) -> list[Detections]:
     """Group candidates by image, ordered by score within each image."""
     if len(candidates) == 0:
-        return [Detections.empty("cpu") for _ in range(num_images)]
+        return [Detections.empty("cpu", candidates.landmarks.shape[1]) for _ in range(num_images)]
     order = torch.argsort(candidates.image_index * 2 - candidates.scores, stable=True)
     c = candidates.select(order)
     counts = torch.bincount(c.image_index, minlength=num_images).tolist()

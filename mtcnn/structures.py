@@ -41,7 +41,8 @@ class Detections:
 
     boxes:     float32 [N, 4] (x1, y1, x2, y2), 0-based pixels, width = x2 - x1.
     scores:    float32 [N], the last stage's face probability.
-    landmarks: float32 [N, 5, 2] (x, y): left eye, right eye, nose, left mouth, right mouth.
+    landmarks: float32 [N, K, 2] (x, y); K = 5 (left eye, right eye, nose, left mouth, right
+               mouth) unless the detector's landmark model has another number (68: iBUG order).
 
     No faces is the empty form (N = 0), never ``None``.
     """
@@ -52,18 +53,19 @@ class Detections:
 
     def __post_init__(self):
         n = self.boxes.shape[0]
-        if self.boxes.shape != (n, 4) or self.scores.shape != (n,) or self.landmarks.shape != (n, 5, 2):
+        lm = self.landmarks.shape
+        if self.boxes.shape != (n, 4) or self.scores.shape != (n,) or len(lm) != 3 or lm[0] != n or lm[2] != 2 or lm[1] < 1:
             raise ValueError(
-                "Detections needs boxes [N,4], scores [N], landmarks [N,5,2]; got "
+                "Detections needs boxes [N,4], scores [N], landmarks [N,K,2]; got "
                 f"{tuple(self.boxes.shape)}, {tuple(self.scores.shape)}, {tuple(self.landmarks.shape)}"
             )
 
     @classmethod
-    def empty(cls, device: torch.device | str = "cpu") -> "Detections":
+    def empty(cls, device: torch.device | str = "cpu", num_landmarks: int = 5) -> "Detections":
         return cls(
             boxes=torch.zeros((0, 4), dtype=torch.float32, device=device),
             scores=torch.zeros((0,), dtype=torch.float32, device=device),
-            landmarks=torch.zeros((0, 5, 2), dtype=torch.float32, device=device),
+            landmarks=torch.zeros((0, num_landmarks, 2), dtype=torch.float32, device=device),
         )
 
     def __len__(self) -> int:

@@ -22,6 +22,9 @@ def detector_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--backend", choices=["torch", "onnxruntime"], default="torch", help='what runs the nets (default torch; onnxruntime: CPU, needs pip install -e ".[onnx]")')
     parser.add_argument("--crops", metavar="DIR", help="write one aligned face crop per face into DIR (5-point similarity to the face-recognition template)")
     parser.add_argument("--crop-size", default="112", help="aligned crop size: 112 (ArcFace template), 96x112, or any N / WxH (default 112)")
+    parser.add_argument("--landmarks", default="onet", metavar="MODEL",
+                        help="who places the points: onet (default, 5), cascade (Sun et al. 23-net cascade, 5), "
+                             "mobilenet (MobileNet-V2 cascade, 5), 68 (68-point model), or a landmark weights file")
 
 
 def detector_from_args(args: argparse.Namespace):

@@ -17,8 +17,6 @@ def parser() -> argparse.ArgumentParser:
     p.add_argument("--json", dest="json_path", help="write one JSON object per image to this .jsonl file")
     p.add_argument("--save-dir", help="write images with boxes, scores and landmarks drawn into this folder")
     p.add_argument("--batch-size", type=int, default=1, help="images per detector call (default 1)")
-    p.add_argument("--landmarks", choices=("onet", "cascade"), default="onet",
-                   help="cascade: refine O-Net's faces with the Sun et al. cascade (23 nets) before output")
     p.add_argument("--cascade-weights", help="cascade bundle (default mtcnn/weights/cascade_sun.pt)")
     detector_arguments(p)
     return p

@@ -8,6 +8,8 @@ The normalised error of point k of sample i is ``‖pred[i,k] − gt[i,k]‖₂ 
 
 * ``"inter-ocular"``: distance between the eye centres of the ground truth (5 points: points 0
   and 1; 68 points: mean of 36-41 against mean of 42-47);
+* ``"outer-eye-corners"``: 68 points only, the distance between the outer eye corners 36 and 45
+  (the 300-W "inter-ocular" normaliser, used for the 68-point NME);
 * ``"box-width"``: the face box width ``x2 − x1`` (boxes ``[N, 4]``; Sun et al.'s metric, SPEC §7);
 * ``"box-diagonal"``: the face box diagonal;
 * an explicit array ``[N]`` of per-sample normalisers.
@@ -25,7 +27,7 @@ from typing import Any
 
 import numpy as np
 
-NORMALISERS = ("inter-ocular", "box-width", "box-diagonal")
+NORMALISERS = ("inter-ocular", "outer-eye-corners", "box-width", "box-diagonal")
 
 
 def _trapezoid(y: np.ndarray, x: np.ndarray) -> float:
@@ -64,6 +66,10 @@ def normaliser_values(
     if isinstance(normaliser, str):
         if normaliser in ("inter-ocular", "interocular", "inter_ocular"):
             d = inter_ocular_distance(gt)
+        elif normaliser in ("outer-eye-corners", "outer_eye_corners"):
+            if gt.shape[1] != 68:
+                raise ValueError(f"the outer-eye-corners normaliser needs 68 points, not {gt.shape[1]}")
+            d = np.linalg.norm(gt[:, 45] - gt[:, 36], axis=1)
         elif normaliser in ("box-width", "box", "box_width"):
             if boxes is None:
                 raise ValueError("the box-width normaliser needs boxes [N, 4]")

@@ -7,6 +7,7 @@ below (see /docs or the registry module docstring).
 from mtcnn.nets.registry import HEAD_NAMES, NetSpec, UnknownNetError, build_net, get_net_spec, net_names, register_net
 from mtcnn.nets.mtcnn_nets import MTCNN_NETS, ONet, PNet, RNet  # noqa: E402  (registers pnet, rnet, onet)
 from mtcnn.nets import cascade  # noqa: E402,F401  (registers the 23 Sun et al. landmark nets)
+from mtcnn.nets import keypoints, mobilenet  # noqa: E402,F401  (register kp68_*, mobilenet_l1/l2)
 
 __all__ = [
     "HEAD_NAMES", "MTCNN_NETS", "NetSpec", "ONet", "PNet", "RNet", "UnknownNetError",

@@ -1,0 +1,47 @@
+"""``mtcnn-pack-landmarks`` / ``tools/pack_landmarks.py``: trained landmark nets (the loop's
+``<net>.pt``) → one float16 weights file (``mtcnn.landmark_models.save_landmark_weights``) and a
+JSON card beside it (nets, parameters, training meta and config, terms).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+from collections.abc import Sequence
+from pathlib import Path
+
+from mtcnn.commands.common import report
+from mtcnn.errors import MTCNNError
+
+def main(argv: Sequence[str] | None = None) -> int:
+    p = argparse.ArgumentParser(prog="pack_landmarks.py", description="Pack trained landmark nets into one float16 weights file plus a JSON card.")
+    p.add_argument("checkpoints", nargs="+", help="the training loop's <net>.pt files (a cascade: level 1 then level 2)")
+    p.add_argument("--kind", choices=["single", "mobilenet_cascade"], default="single")
+    p.add_argument("--out", required=True, help="weights file to write (its card: the same name with .json)")
+    p.add_argument("--card", help="JSON file with extra card fields (data, figures, ...)")
+    args = p.parse_args(argv)
+    from mtcnn.landmark_models import load_landmark_model, save_landmark_weights
+    from mtcnn.weights import WeightsError, _load_file
+
+    try:
+        raws = [_load_file(Path(c)) for c in args.checkpoints]
+        nets = {}
+        for c in args.checkpoints:
+            model = load_landmark_model(c)
+            nets[model.spec.name] = model.net
+        if args.kind == "mobilenet_cascade" and sorted(nets) != ["mobilenet_l1", "mobilenet_l2"]:
+            raise WeightsError(f"a cascade needs mobilenet_l1 and mobilenet_l2 checkpoints, got {sorted(nets)}")
+        meta = {name: raw.get("meta", {}) for name, raw in zip(nets, raws)}
+        configs = {name: raw.get("config", {}) for name, raw in zip(nets, raws)}
+        save_landmark_weights(args.out, nets, args.kind, config=configs, meta=meta)
+        card = {"file": Path(args.out).name, "kind": args.kind, "nets": sorted(nets),
+                "params": {n: int(sum(t.numel() for t in m.parameters())) for n, m in nets.items()},
+                "storage": "float16 (loaded as float32)", "training": meta, "config": configs,
+                "terms": "research use only: trained on data whose terms are research / non-commercial"}
+        if args.card:
+            card.update(json.loads(Path(args.card).read_text()))
+        Path(args.out).with_suffix(".json").write_text(json.dumps(card, indent=2) + "\n")
+    except (MTCNNError, ValueError) as e:  # ValueError: a file that is no landmark model
+        return report(e)
+    print(f"wrote {args.out} and {Path(args.out).with_suffix('.json')}")
+    return 0

@@ -1,0 +1,155 @@
+"""Evaluate the landmark zoo on its test splits and write the figures the README quotes.
+
+* :func:`evaluate_kp68` — 68-point models on udacity68 ``test`` (770 faces, crop = the points'
+  extent + 10 %): NME (outer eye corners), failure rate, CED AUC, parameters, file size and
+  faces per second; one CED plot for all models, mosaics of the best and worst 100 faces each.
+* :func:`evaluate_mobilenet_cascade` — the MobileNet-V2 cascade on CNN_FacePoint ``test``
+  (3,466 faces, the annotated boxes): the 5-point table (per-point error / box width, failures,
+  inter-ocular NME) for level 1 and level 2, and faces per second on whole images (the
+  detector's path: crop + level 1 + crop + level 2).
+
+Speeds are faces per CPU-second with one thread (process time, so other jobs on a shared machine do
+not distort them); they are indicative, not benchmarks.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import time
+from pathlib import Path
+from typing import Mapping
+
+import numpy as np
+import torch
+
+from mtcnn.data.face_crops import FaceCrops, from_reference
+from mtcnn.eval.keypoints import (
+    FIVE_POINT_HEADER, best_and_worst, face_mosaic, five_point_row, report_5, report_68, write_png,
+)
+from mtcnn.eval.plots import plot_ced
+from mtcnn.io import read_image_rgb
+from mtcnn.landmark_models import KeypointModel, MobileNetCascade, load_landmark_model
+
+
+def _params(*nets) -> int:
+    return int(sum(p.numel() for n in nets for p in n.parameters()))
+
+
+def _faces_per_second(fn, faces: int, repeats: int = 3) -> float:
+    """Faces per CPU-second of this process (one thread): wall time is unreliable on a shared machine."""
+    fn()  # warm-up
+    best = float("inf")
+    for _ in range(repeats):
+        t0 = time.process_time()
+        fn()
+        best = min(best, time.process_time() - t0)
+    return faces / max(best, 1e-9)
+
+
+def _write_json(path: Path, obj) -> None:
+    tmp = path.with_name(f".{path.name}.tmp")
+    tmp.write_text(json.dumps(obj, indent=2) + "\n")
+    os.replace(tmp, path)
+
+
+def evaluate_kp68(models: Mapping[str, str | os.PathLike], out_dir: str | os.PathLike, load_test, mosaics: bool = True) -> dict:
+    """``models``: label → weights file; ``load_test(spec)`` returns that net's test :class:`FaceCrops`."""
+    out = Path(out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    results, curves = {}, {}
+    for label, path in models.items():
+        model = load_landmark_model(path)
+        if not isinstance(model, KeypointModel) or model.num_landmarks != 68:
+            raise ValueError(f"{path}: not a 68-point model")
+        crops: FaceCrops = load_test(model.spec)
+        pred_ref = model.predict_crops(crops).numpy()
+        pred_px, gt_px = crops.image_points(pred_ref), crops.image_points(crops.points.numpy())
+        rep = report_68(pred_px, gt_px)
+        batch = crops.subset(np.arange(min(256, len(crops))))
+        fps = _faces_per_second(lambda: model.predict_crops(batch), len(batch))
+        results[label] = {
+            "weights": str(path), "net": model.spec.name, "params": _params(model.net),
+            "file_bytes": Path(path).stat().st_size, "faces_per_second_1_thread": round(fps, 1),
+            **rep.to_dict(curves=False),
+        }
+        curves[f"{label} (NME {rep.nme:.4f})"] = (rep.ced_x, rep.ced_y)
+        if mosaics:
+            errors = rep.sample_errors
+            best, worst = best_and_worst(errors, 100)
+            write_png(out / f"{label}_best100.png", face_mosaic(crops, pred_ref, best, errors))
+            write_png(out / f"{label}_worst100.png", face_mosaic(crops, pred_ref, worst, errors))
+    plot_ced(curves, "udacity68 test: 68-point NME (outer eye corners)", {"faces": len(crops)}, out / "ced_68.png")
+    _write_json(out / "kp68_results.json", results)
+    return results
+
+
+def _whole_image_speed(cascade: MobileNetCascade, crops: FaceCrops, count: int = 200) -> float:
+    """Faces per second of the detector path on ``count`` test images (one face each)."""
+    paths = crops.paths[:count]
+    images = [torch.from_numpy(read_image_rgb(p)).permute(2, 0, 1) for p in paths]
+    boxes = torch.from_numpy(crops.ref_boxes[: len(paths)]).float()
+    index = torch.arange(len(paths))
+    return _faces_per_second(lambda: cascade.predict(images, boxes, index), len(paths))
+
+
+def evaluate_mobilenet_cascade(path: str | os.PathLike, out_dir: str | os.PathLike, test: FaceCrops) -> dict:
+    """The 5-point table rows of both levels on ``test`` (CNN_FacePoint test crops)."""
+    out = Path(out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    cascade = load_landmark_model(path)
+    if not isinstance(cascade, MobileNetCascade):
+        raise ValueError(f"{path}: not a MobileNet-V2 cascade")
+    p1, p2 = cascade.predict_crops(test)
+    boxes = test.ref_boxes.astype(np.float64)
+    gt = from_reference(test.points.double().numpy(), boxes)
+    result, rows, curves = {}, [], {}
+    for level, pred in ((1, p1), (2, p2)):
+        reps = report_5(from_reference(pred.double().numpy(), boxes), gt, boxes)
+        result[f"level{level}"] = {k: r.to_dict(curves=False) for k, r in reps.items()}
+        rows.append(five_point_row(f"MobileNet-V2 cascade, level {level}", reps))
+        curves[f"level {level}"] = (reps["box_width"].ced_x, reps["box_width"].ced_y)
+    state_bytes = sum(t.numel() * 4 for n in (cascade.level1, cascade.level2) for t in n.state_dict().values()
+                      if t.is_floating_point())
+    result.update({
+        "weights": str(path), "faces": len(test), "params": _params(cascade.level1, cascade.level2),
+        "float32_bytes": state_bytes, "file_bytes": Path(path).stat().st_size,
+        "faces_per_second_1_thread": round(_whole_image_speed(cascade, test), 1),
+        "table": "\n".join([FIVE_POINT_HEADER, *rows]),
+    })
+    plot_ced(curves, "CNN_FacePoint test: MobileNet-V2 cascade (error / box width)", {"faces": len(test)},
+             out / "ced_mobilenet.png")
+    _write_json(out / "mobilenet_results.json", result)
+    return result
+
+
+def evaluate_kp68_with_detector(model_path: str | os.PathLike, detector, test: FaceCrops, match_iou: float = 0.3,
+                                passes: int = 2) -> dict:
+    """68 points from the detector's boxes instead of the annotations' extent.
+
+    Each test face is matched to the detection of highest IoU with its reference square (the
+    points' extent + 10 %); the model runs on that detection's box, then ``passes − 1`` times on
+    the square around its own points. NME over the matched faces; unmatched faces are counted.
+    """
+    from mtcnn.ops.boxes import box_iou
+
+    model = load_landmark_model(model_path, passes=passes)
+    gt = test.image_points(test.points.numpy())
+    pred = np.full_like(gt, np.nan)
+    paths = sorted(set(test.paths))
+    by_path = {p: [i for i, q in enumerate(test.paths) if q == p] for p in paths}
+    for path in paths:
+        image = read_image_rgb(path)
+        det = detector.detect(image)[0]
+        for i in by_path[path]:
+            if len(det) == 0:
+                continue
+            iou = box_iou(torch.from_numpy(test.ref_boxes[i : i + 1]).float(), det.boxes)[0]
+            best = int(iou.argmax())
+            if float(iou[best]) >= match_iou:
+                tensor = torch.from_numpy(image).permute(2, 0, 1)
+                pred[i] = model.predict([tensor], det.boxes[best : best + 1], torch.zeros(1, dtype=torch.long))[0].numpy()
+    matched = np.isfinite(pred).all(axis=(1, 2))
+    rep = report_68(pred[matched], gt[matched])
+    return {"weights": str(model_path), "passes": passes, "faces": len(test), "matched": int(matched.sum()),
+            "match_iou": match_iou, **rep.to_dict(curves=False)}

@@ -1,0 +1,249 @@
+"""Landmark regression on in-memory face crops with rotation / scale / shift / mirror augmentation:
+the training task of the landmark zoo (68-point models, the two MobileNet-V2 cascade levels).
+
+Faces are cut once (:mod:`mtcnn.data.face_crops`, cached under ``data.cache_dir``) and every
+batch is warped from them (:class:`mtcnn.data.keypoint_aug.KeypointBatchLoader`), so training
+needs no sample files. Targets are window coordinates in ``[-1, 1]`` (the window's outer edges);
+the loss is :func:`mtcnn.losses.landmark_regression_loss` (L1 / L2 / wing / adaptive wing) of
+the errors times ``loss.coordinate_scale`` (null: the net's input half-side, i.e. input pixels;
+0.5: fractions of the window, the seed's unit for wing w 0.5, ε 2).
+
+Level 2 of the MobileNet-V2 cascade trains on the windows ``nose ± 2·|nose − left eye|`` around
+level 1's predictions (``data.level1_weights``), keeping the faces whose level-1 mean error is
+below ``data.level2_max_error`` of the face box (SPEC §8).
+
+Validation (``val``) predicts the plain windows of the test split: ``nme`` (68 points: outer eye
+corners; 5 points: face-box width), ``failure_rate`` (sample NME > ``val.failure_nme``).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from typing import Any, Literal
+
+import numpy as np
+import torch
+from torch import nn
+
+from mtcnn.config import bounded
+from mtcnn.config.paths import data_root, resolve_path
+from mtcnn.config.train import LandmarkLossSection, LogSection, OptimSection, RunConfig
+from mtcnn.data.face_crops import FaceCrops, cnn_facepoint_crops, udacity68_crops
+from mtcnn.data.keypoint_aug import AugmentSettings, KeypointBatchLoader
+from mtcnn.errors import DataError
+from mtcnn.landmark_models import MobileNetCascade, load_landmark_model, plain_windows, run_net
+from mtcnn.losses import landmark_regression_loss
+from mtcnn.nets import build_net, get_net_spec
+
+
+@dataclass
+class KeypointDataSection:
+    dataset: Literal["udacity68", "cnn_facepoint"] = "udacity68"
+    root: str = "{data}"
+    cache_dir: str | None = "{gen}/face_crops"
+    context: float = bounded(1.6, 1.0, 4.0, help="stored crop side / reference box side (room to rotate)")
+    stored_scale: float = bounded(1.0, 0.25, 4.0, help="stored pixels per input pixel of the reference box")
+    expand: float | None = bounded(None, 0.0, 1.0, help="reference box growth; null: 0.1 (68 points) / 0 (boxes)")
+    limit: int | None = bounded(None, 1, None, help="use the first N training faces")
+    val_limit: int | None = bounded(None, 1, None, help="validate on the first N test faces")
+    level: Literal[1, 2] = 1
+    level1_weights: str | None = None  # level 2: the cascade or level-1 weights that place the windows
+    level2_max_error: float = bounded(0.1, 0.0, None, help="level 2 keeps faces whose level-1 error is below this")
+    rotation_deg: float = bounded(45.0, 0.0, 180.0)
+    rotation_prob: float = bounded(0.5, 0.0, 1.0, help="fraction of samples rotated (the rest upright)")
+    scale: float = bounded(0.1, 0.0, 0.5)
+    shift: float = bounded(0.05, 0.0, 0.5)
+    flip_prob: float = bounded(0.5, 0.0, 1.0)
+
+    def augment(self) -> AugmentSettings:
+        return AugmentSettings(self.rotation_deg, self.rotation_prob, self.scale, self.shift, self.flip_prob)
+
+
+@dataclass
+class KeypointValSection:
+    enabled: bool = True
+    every_epochs: int = bounded(1, 1, None)
+    failure_nme: float = bounded(0.1, 0.0, None)
+
+
+@dataclass
+class KeypointTrainConfig(RunConfig):
+    """A landmark-zoo training run (``train_kp68_*.yaml``, ``train_mobilenet_l*.yaml``)."""
+
+    net: str = "kp68_compact"
+    out: str = "runs/kp68_compact"
+    threads: int | None = bounded(1, 1, 1024)
+    amp: bool = False
+    epochs: int = bounded(20, 1, None)
+    batch_size: int = bounded(64, 1, None)
+    data: KeypointDataSection = field(default_factory=KeypointDataSection)
+    optim: OptimSection = field(default_factory=lambda: OptimSection(name="adam", lr=1e-3, weight_decay=0.0,
+                                                                      lr_boundaries=[15], lr_gamma=0.1))
+    loss: LandmarkLossSection = field(default_factory=lambda: LandmarkLossSection(kind="wing", wing_w=0.5, coordinate_scale=0.5))
+    val: KeypointValSection = field(default_factory=KeypointValSection)
+    log: LogSection = field(default_factory=lambda: LogSection(tensorboard=False, progress=False))
+
+    def __post_init__(self) -> None:
+        # RunConfig's checks, less its sample-file one: crops come from data.dataset, not files.
+        if self.device != "auto" and not (self.device == "cpu" or self.device.startswith("cuda")):
+            raise ValueError(f"device={self.device!r} must be auto, cpu, cuda or cuda:N")
+        if list(self.optim.lr_boundaries) != sorted(self.optim.lr_boundaries):
+            raise ValueError(f"optim.lr_boundaries={list(self.optim.lr_boundaries)} must be increasing")
+        if self.data.level == 2 and self.net != "mobilenet_l2":
+            raise ValueError(f"data.level=2 trains the MobileNet-V2 cascade's level 2 (net mobilenet_l2), not {self.net}")
+
+    def resolved(self) -> "KeypointTrainConfig":
+        c = dataclasses.replace(self)
+        if c.data.expand is None:
+            c.data = dataclasses.replace(c.data, expand=0.1 if c.data.dataset == "udacity68" else 0.0)
+        return c
+
+
+def load_crops(data: KeypointDataSection, spec, split: str, limit: int | None) -> FaceCrops:
+    """The dataset's ``split`` faces cut for ``spec``'s input size (``context`` × the reference box)."""
+    side = spec.input_size[0]
+    size = int(math.ceil(side * data.context * data.stored_scale / 8) * 8)
+    root = resolve_path(data.root) if data.root else data_root()
+    cache = resolve_path(data.cache_dir) if data.cache_dir else None
+    try:
+        if data.dataset == "udacity68":
+            return udacity68_crops(root, split, size, data.context, data.expand, spec.channels == "grey", cache, limit)
+        return cnn_facepoint_crops(root, split, size, data.context, data.expand, cache, limit)
+    except FileNotFoundError as e:
+        raise DataError(str(e)) from None
+
+
+class KeypointTask:
+    """:class:`mtcnn.training.task.Task` for landmark regression on augmented in-memory crops."""
+
+    stat_names = ("loss", "point_error_sum", "points")
+
+    def __init__(self, cfg: KeypointTrainConfig, train: FaceCrops | None = None, val: FaceCrops | None = None):
+        """``train`` / ``val``: crops already in memory (tests); otherwise read from ``cfg.data``."""
+        self.cfg = cfg
+        self._given = (train, val)
+        self.spec = get_net_spec(cfg.net)
+        if "landmark" not in self.spec.heads or len(self.spec.heads) != 1:
+            raise ValueError(f"net {cfg.net!r} must have a single landmark head")
+        self.k = self.spec.num_landmarks
+
+    # ---------------------------------------------------------------- data
+    def _level2_windows(self, crops: FaceCrops, keep_bad: bool) -> tuple[FaceCrops, tuple[torch.Tensor, torch.Tensor]]:
+        d = self.cfg.data
+        if not d.level1_weights:
+            raise DataError("data.level = 2 needs data.level1_weights (the trained level-1 weights)")
+        model = load_landmark_model(resolve_path(d.level1_weights))
+        level1 = model.level1 if isinstance(model, MobileNetCascade) else model.net
+        spec1 = get_net_spec("mobilenet_l1")
+        p1 = run_net(level1, spec1, plain_windows(crops, spec1.input_size[0]))
+        # mean point error over the reference box side (2 in the reference frame)
+        err = ((p1 - crops.points).norm(dim=2).mean(dim=1) / 2).numpy()
+        keep = np.arange(len(crops)) if keep_bad else np.nonzero(err < d.level2_max_error)[0]
+        if len(keep) == 0:
+            raise DataError(f"{d.level1_weights}: level 1's error is at least data.level2_max_error="
+                            f"{d.level2_max_error} on all {len(crops)} training faces (is level 1 trained?)")
+        centre, half = MobileNetCascade.level2_windows(p1)
+        t = torch.from_numpy(keep)
+        return crops.subset(keep), (centre[t], half[t])
+
+    def open_data(self, world_size: int) -> int:
+        cfg = self.cfg
+        given_train, given_val = self._given
+        self.train = given_train if given_train is not None else load_crops(cfg.data, self.spec, "train", cfg.data.limit)
+        self.val = None
+        if cfg.val.enabled:
+            self.val = given_val if given_val is not None else load_crops(cfg.data, self.spec, "test", cfg.data.val_limit)
+        if self.train.num_landmarks != self.k:
+            raise DataError(f"{cfg.data.dataset} has {self.train.num_landmarks} points; net {cfg.net} predicts {self.k}")
+        self.train_windows = self.val_windows = None
+        if cfg.data.level == 2:
+            self.train, self.train_windows = self._level2_windows(self.train, keep_bad=False)
+            if self.val is not None:
+                self.val, self.val_windows = self._level2_windows(self.val, keep_bad=True)
+        if len(self.train) == 0:
+            raise DataError("no training faces left")
+        return cfg.steps_per_epoch or max(1, math.ceil(len(self.train) / cfg.batch_size))
+
+    def build_model(self) -> nn.Module:
+        return build_net(self.spec)
+
+    def make_loader(self, steps_per_epoch: int, rank: int, world_size: int, pin_memory: bool) -> KeypointBatchLoader:
+        cfg = self.cfg
+        return KeypointBatchLoader(self.train, self.spec, cfg.batch_size // world_size, steps_per_epoch, cfg.data.augment(),
+                                   cfg.seed, rank, world_size, self.train_windows)
+
+    # ---------------------------------------------------------------- steps
+    @property
+    def coordinate_scale(self) -> float:
+        return self.cfg.loss.coordinate_scale or self.spec.input_size[1] / 2
+
+    def _loss(self, pred: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
+        c = self.cfg.loss
+        params = ({"w": c.wing_w, "epsilon": c.wing_epsilon} if c.kind == "wing" else
+                  {"alpha": c.awing_alpha, "omega": c.awing_omega, "epsilon": c.awing_epsilon, "theta": c.awing_theta}
+                  if c.kind == "adaptive_wing" else {})
+        weights = torch.tensor(c.point_weights) if c.point_weights else None
+        if weights is not None and len(weights) != self.k:
+            raise ValueError(f"loss.point_weights has {len(weights)} values for {self.k} points")
+        return landmark_regression_loss(pred, target, c.kind, weights, self.coordinate_scale, **params)
+
+    def loss(self, outputs, batch: Mapping[str, torch.Tensor]) -> tuple[torch.Tensor, torch.Tensor]:
+        target = batch["landmark"]
+        loss = self._loss(outputs, target)
+        with torch.no_grad():
+            dist = (outputs.float() - target).reshape(-1, self.k, 2).norm(dim=2).sum()
+            row = torch.stack([loss.detach().double(), dist.double(),
+                               torch.tensor(float(target.shape[0] * self.k), dtype=torch.float64, device=target.device)])
+        return loss, row
+
+    def train_summary(self, sums: torch.Tensor, steps: float) -> dict[str, float]:
+        s = [float(v) for v in sums]
+        # point error in fractions of the window side (window coordinates span 2)
+        return {"loss": s[0] / max(1.0, steps), "point_error": s[1] / s[2] / 2 if s[2] > 0 else float("nan")}
+
+    # ---------------------------------------------------------------- validation
+    def predict_val(self, model: nn.Module) -> torch.Tensor:
+        """Reference-frame predictions for the validation faces (plain windows)."""
+        centre, half = self.val_windows if self.val_windows is not None else (None, None)
+        was_training = model.training
+        model.eval()
+        try:
+            p = run_net(model, self.spec, plain_windows(self.val, self.spec.input_size[0], centre, half))
+        finally:
+            model.train(was_training)
+        return p if centre is None else centre[:, None, :] + half[:, None, None] * p
+
+    def validate(self, model: nn.Module, device: torch.device, amp: bool, dist_info) -> dict[str, float] | None:
+        if self.val is None:
+            return None
+        model_cpu = model if device.type == "cpu" else model.to("cpu")
+        pred = self.predict_val(model_cpu).double()
+        if device.type != "cpu":
+            model.to(device)
+        gt = self.val.points.double()
+        err = (pred - gt).norm(dim=2)
+        if self.k == 68:
+            norm = (gt[:, 45] - gt[:, 36]).norm(dim=1)
+        else:
+            norm = torch.full((len(gt),), 2.0, dtype=torch.float64)  # the reference box side
+        sample = (err / norm[:, None]).mean(dim=1)
+        return {"nme": float(sample.mean()), "failure_rate": float((sample > self.cfg.val.failure_nme).double().mean()),
+                "num_samples": len(gt)}
+
+    def validation_image(self, model: nn.Module, device: torch.device) -> np.ndarray | None:
+        return None
+
+    def epoch_line(self, train: Mapping[str, float], val: Mapping[str, float] | None) -> str:
+        line = f"loss {train['loss']:.4f}  point error {train['point_error']:.4f}"
+        if val:
+            line += f"  val NME {val['nme']:.4f}  failures {val['failure_rate']:.3f}"
+        return line
+
+    def settings(self) -> str:
+        d, c = self.cfg.data, self.cfg.loss
+        return (f"{d.dataset} level {d.level}, {self.spec.input_size[0]} px {self.spec.channels}, context {d.context}, "
+                f"rotation ±{d.rotation_deg}° (p {d.rotation_prob}), scale ±{d.scale}, shift ±{d.shift}, "
+                f"flip {d.flip_prob}; loss {c.kind} (coordinate scale {self.coordinate_scale:g})")

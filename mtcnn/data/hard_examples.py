@@ -36,6 +36,7 @@ from mtcnn.data.generate import (
     SampleJob,
     detection_items,
     landmark_items,
+    open_writer,
     parallel_chunks,
     write_item,
 )
@@ -248,8 +249,6 @@ def mine_hard_examples(cfg: MiningConfig, split: str = "train", *, overwrite: bo
     landmark_work = landmark_items(getattr(cfg.landmark_sources, split), start_id=len(items)) if cfg.landmarks else []
     if not items:
         raise GenerationError(f"{out_path.name}: no source images to mine (check the sources in the config)")
-    out_dir.mkdir(parents=True, exist_ok=True)
-    save_resolved(cfg, out_dir, f"{out_path.stem}.config.yaml")
     attrs = {
         "stage": stage, "split": split, "seed": cfg.seed, "generator": "mtcnn.data.hard_examples",
         "test_mode": cfg.test_mode, "iou_neg": cfg.neg_iou, "iou_part": cfg.part_iou, "iou_pos": cfg.pos_iou,
@@ -258,9 +257,10 @@ def mine_hard_examples(cfg: MiningConfig, split: str = "train", *, overwrite: bo
         "config": yaml.safe_dump(to_dict(cfg), sort_keys=True),
     }  # fmt: skip
     try:
-        writer = SampleWriter(out_path, size, attrs, resume=True, overwrite=overwrite)
+        writer = open_writer(out_path, size, attrs, overwrite)
     except (ValueError, OSError) as e:
         raise GenerationError(" ".join(str(e).split())) from None
+    save_resolved(cfg, out_dir, f"{out_path.stem}.config.yaml")  # only once the run is accepted
 
     recall_path = out_dir / f"{out_path.stem}.recall.json"
     per_item = _load_recall_rows(recall_path, writer.done_items)
@@ -283,8 +283,9 @@ def mine_hard_examples(cfg: MiningConfig, split: str = "train", *, overwrite: bo
                     bar.write(f"skipped unreadable image: {err}", file=sys.stderr)
             if good:
                 _mine_batch(good, nets, cfg, size, writer, per_item, device)
-            writer.commit([it.id for it, _, _ in batch])
+            # Rows first: a kill between the two leaves rows for uncommitted items, filtered on resume.
             atomic_write_text(recall_path.with_suffix(".rows.json"), json.dumps(per_item))
+            writer.commit([it.id for it, _, _ in batch])
             processed += len(batch)
             bar.update(len(batch))
             bar.set_postfix_str(" ".join(f"{k}={v}" for k, v in writer.lengths().items()), refresh=False)

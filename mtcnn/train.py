@@ -543,7 +543,7 @@ class Trainer:
         self.cfg = config.resolved()
         self.resume = resume
         self.overwrite = overwrite
-        self.out = Path(os.path.expanduser(self.cfg.out))
+        self.out = resolve_path(self.cfg.out)
         self.info = dist_env()
         self.size = NET_INPUT_SIZE[self.cfg.net]
         self.model: nn.Module | None = None

@@ -137,7 +137,7 @@ class TrainConfig:
     """One training run of one net. See the module docstring for the net-dependent defaults."""
 
     net: Literal["pnet", "rnet", "onet"] = "pnet"
-    out: str = "runs/pnet"
+    out: str = "{runs}/pnet"
     seed: int = bounded(0, 0, None)
     device: str = "auto"  # auto | cpu | cuda | cuda:N (under torchrun: cuda:LOCAL_RANK)
     threads: int | None = bounded(None, 1, 1024, help="torch CPU threads per process; null: torch default")

@@ -9,7 +9,9 @@ Paths in these configs may start with two placeholders, expanded by :func:`resol
 
 * ``{data}``: :func:`mtcnn.config.data_root` (``$MTCNN_DATA`` or ``../shared/data``);
 * ``{gen}``:  :func:`gen_root` (``$MTCNN_GEN`` or ``../gen`` beside the project), where the
-  generators write by default: generated data never goes into the project tree.
+  generators write by default: generated data never goes into the project tree;
+* ``{runs}``: :func:`runs_root` (``$MTCNN_RUNS`` or ``{gen}/runs``), where training writes
+  its checkpoints and the miner looks for them, whatever the working directory.
 
 ``{split}`` in an output path becomes ``train`` or ``val``.
 """
@@ -34,6 +36,7 @@ __all__ = [
     "SplitSources",
     "WiderBoxConfig",
     "gen_root",
+    "runs_root",
     "resolve_path",
 ]
 
@@ -46,9 +49,16 @@ def gen_root() -> Path:
     return Path(__file__).resolve().parents[3] / "gen"
 
 
+def runs_root() -> Path:
+    """Where training runs go by default: ``$MTCNN_RUNS``, else ``runs`` under :func:`gen_root`."""
+    env = os.environ.get("MTCNN_RUNS")
+    return Path(env) if env else gen_root() / "runs"
+
+
 def resolve_path(text: str | os.PathLike, split: str | None = None) -> Path:
-    """Expand ``{data}``, ``{gen}``, ``{split}`` and ``~`` in a config path."""
+    """Expand ``{data}``, ``{gen}``, ``{runs}``, ``{split}`` and ``~`` in a config path."""
     s = str(text)
+    s = s.replace("{runs}", str(runs_root()))
     s = s.replace("{data}", str(data_root())).replace("{gen}", str(gen_root()))
     if split is not None:
         s = s.replace("{split}", split)

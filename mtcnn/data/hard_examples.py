@@ -28,7 +28,7 @@ import torch
 import yaml
 
 from mtcnn.config import ConfigError, atomic_write_text, bounded, save_resolved, to_dict
-from mtcnn.data.config import LandmarkAugConfig, SourceConfig, SplitSources, WiderBoxConfig, resolve_path
+from mtcnn.data.config import LandmarkAugConfig, SourceConfig, SplitSources, WiderBoxConfig, resolve_path, runs_root
 from mtcnn.data.generate import (
     GenerationError,
     WorkItem,
@@ -95,7 +95,7 @@ class MiningConfig:
     seed: int = 0
     pnet: str = "{runs}/pnet/pnet.pt"
     rnet: str = "{runs}/rnet/rnet.pt"
-    out: str = "{gen}/{stage}"
+    out: str = "{gen}/samples"
     device: str = "cpu"
     batch_images: int = bounded(8, 1, 1024, help="images per stage call")
     workers: int = bounded(2, 0, 64, help="image-reading processes")
@@ -114,10 +114,7 @@ class MiningConfig:
 
 
 def _expand(path: str, stage: str = "") -> Path:
-    from mtcnn.data.config import gen_root
-
-    runs = gen_root().parent / "runs"
-    return resolve_path(path.replace("{runs}", str(runs)).replace("{stage}", stage))
+    return resolve_path(path.replace("{stage}", stage))
 
 
 def coverage_row(gt: torch.Tensor, windows: torch.Tensor) -> list[int]:
@@ -239,6 +236,12 @@ def mine_hard_examples(cfg: MiningConfig, split: str = "train", *, overwrite: bo
     checkpoints = {"pnet": _expand(cfg.pnet)}
     if cfg.test_mode == "RNet":
         checkpoints["rnet"] = _expand(cfg.rnet)
+    for name, path in checkpoints.items():
+        if not path.exists():
+            raise GenerationError(
+                f"{name} checkpoint {path} not found: train it first (python train_models/train_{name}.py writes "
+                f"{{runs}}/{name}/{name}.pt; {{runs}} is {runs_root()}, set by MTCNN_RUNS) or pass --{name} PATH"
+            )
     nets = {name: prepare_for_inference(load_stage_net(path, name), device) for name, path in checkpoints.items()}
 
     out_dir = _expand(cfg.out, stage)

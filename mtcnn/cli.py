@@ -6,6 +6,7 @@ import argparse
 import json
 import os
 import sys
+import tempfile
 import time
 from pathlib import Path
 
@@ -40,6 +41,70 @@ def _unique_name(save_dir: Path, path: Path, used: set[str]) -> Path:
     return save_dir / name
 
 
+class OutputPathError(ValueError):
+    """An output path that cannot be written; ``str(e)`` is one line."""
+
+
+def _why(e: OSError) -> str:
+    return e.strerror or " ".join(str(e).split())
+
+
+class JsonOutput:
+    """``--json``: results go to a temporary file beside the target, renamed onto it only when
+    every image was processed. An interrupted run keeps the earlier file and leaves its partial
+    results as ``<stem>.partial<suffix>`` beside it. Opened before any work, so a bad path fails
+    at once."""
+
+    def __init__(self, target: Path):
+        self.target = target
+        if target.is_dir():
+            raise OutputPathError(f"--json {target}: is a folder; give a file name such as {target / 'detections.jsonl'}")
+        try:
+            target.parent.mkdir(parents=True, exist_ok=True)
+            fd, tmp = tempfile.mkstemp(dir=target.parent, prefix=f".{target.name}.", suffix=".tmp")
+        except OSError as e:
+            raise OutputPathError(f"--json {target}: cannot write there ({_why(e)})") from None
+        self.tmp = Path(tmp)
+        self.file = os.fdopen(fd, "w")
+
+    @property
+    def partial(self) -> Path:
+        return self.target.with_name(f"{self.target.stem}.partial{self.target.suffix}")
+
+    def write(self, record: dict) -> None:
+        self.file.write(json.dumps(record) + "\n")
+
+    def finish(self) -> None:
+        self.file.close()
+        os.chmod(self.tmp, 0o666 & ~_umask())
+        os.replace(self.tmp, self.target)
+
+    def abandon(self) -> Path:
+        """Keep what was written under :attr:`partial`; the target stays as it was."""
+        self.file.close()
+        os.chmod(self.tmp, 0o666 & ~_umask())
+        os.replace(self.tmp, self.partial)
+        return self.partial
+
+
+def _umask() -> int:
+    mask = os.umask(0)
+    os.umask(mask)
+    return mask
+
+
+def prepare_save_dir(path: Path) -> Path:
+    """Create ``--save-dir`` and prove it writable before any work."""
+    try:
+        path.mkdir(parents=True, exist_ok=True)
+        fd, probe = tempfile.mkstemp(dir=path, prefix=".probe.")
+        os.close(fd)
+        os.unlink(probe)
+    except OSError as e:
+        raise OutputPathError(f"--save-dir {path}: cannot write there ({_why(e)})") from None
+    return path
+
+
 def detect_main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(
         prog="detect.py", description="Detect faces and five landmarks in images or folders of images."
@@ -53,32 +118,37 @@ def detect_main(argv: list[str] | None = None) -> int:
     if args.batch_size < 1:
         parser.error("--batch-size must be at least 1")
 
-    from mtcnn.io import ImageReadError, iter_image_batches, list_images, write_image_rgb
-    from mtcnn.structures import image_record
+    from mtcnn.io import list_images
     from mtcnn.weights import WeightsError
 
+    try:
+        save_dir = prepare_save_dir(Path(args.save_dir)) if args.save_dir else None
+        json_out = JsonOutput(Path(args.json_path)) if args.json_path else None
+    except OutputPathError as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 2
     try:
         detector = build_detector(args)
     except (WeightsError, ConfigError, ValueError, RuntimeError) as e:
         print(f"error: {e}", file=sys.stderr)
-        return 2
-
-    paths = list_images(args.inputs)
-    if not paths:
+        code = 2
+    else:
+        paths = list_images(args.inputs)
+        if paths:
+            return _detect_images(detector, paths, args.batch_size, json_out, save_dir)
         print("error: no images found in " + ", ".join(args.inputs), file=sys.stderr)
-        return 1
-    save_dir = Path(args.save_dir) if args.save_dir else None
-    if save_dir:
-        save_dir.mkdir(parents=True, exist_ok=True)
-    json_file = json_tmp = None
-    if args.json_path:
-        target = Path(args.json_path)
-        target.parent.mkdir(parents=True, exist_ok=True)
-        # Written under a temporary name and renamed at the end: a crash never leaves half a file.
-        json_tmp = target.with_name(f".{target.name}.tmp")
-        json_file = open(json_tmp, "w")
+        code = 1
+    if json_out:
+        json_out.file.close()
+        json_out.tmp.unlink(missing_ok=True)
+    return code
 
-    failures = 0
+
+def _detect_images(detector, paths: list[Path], batch_size: int, json_out: JsonOutput | None, save_dir: Path | None) -> int:
+    from mtcnn.io import ImageReadError, iter_image_batches, write_image_rgb
+    from mtcnn.structures import image_record
+
+    failures = done = 0
     used_names: set[str] = set()
 
     def report_failure(path: Path, error: ImageReadError) -> None:
@@ -87,22 +157,29 @@ def detect_main(argv: list[str] | None = None) -> int:
         failures += 1
 
     try:
-        for batch in iter_image_batches(paths, args.batch_size, report_failure):
+        for batch in iter_image_batches(paths, batch_size, report_failure):
             t0 = time.perf_counter()
             results = detector.detect([image for _, image in batch])
             per_image_ms = (time.perf_counter() - t0) * 1000 / len(batch)
             for (path, image), faces in zip(batch, results):
                 print(f"{path}: {len(faces)} face{'s' if len(faces) != 1 else ''}, {per_image_ms:.1f} ms")
-                if json_file:
-                    json_file.write(json.dumps(image_record(path, image.shape[1], image.shape[0], faces)) + "\n")
+                if json_out:
+                    json_out.write(image_record(path, image.shape[1], image.shape[0], faces))
                 if save_dir:
                     from mtcnn.visualize import draw_detections
 
                     write_image_rgb(_unique_name(save_dir, path, used_names), draw_detections(image, faces))
-    finally:
-        if json_file:
-            json_file.close()
-            os.replace(json_tmp, args.json_path)
+                done += 1
+    except (KeyboardInterrupt, OSError) as e:
+        stopped = "interrupted" if isinstance(e, KeyboardInterrupt) else f"error: {' '.join(str(e).split())}; stopped"
+        kept = ""
+        if json_out:
+            earlier = f"; {json_out.target} kept as it was" if json_out.target.exists() else ""
+            kept = f"; results of those are in {json_out.abandon()}{earlier}"
+        print(f"{stopped} after {done} of {len(paths)} images{kept}", file=sys.stderr)
+        return 130 if isinstance(e, KeyboardInterrupt) else 1
+    if json_out:
+        json_out.finish()
     if failures:
         print(f"{failures} of {len(paths)} images failed", file=sys.stderr)
     return 1 if failures else 0

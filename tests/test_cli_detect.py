@@ -1,4 +1,5 @@
 import json
+import os
 import subprocess
 import sys
 
@@ -83,3 +84,77 @@ def test_bad_arguments(random_weights, image_folder):
     with pytest.raises(SystemExit) as e:
         detect_main([str(image_folder), "--batch-size", "0", "--weights", str(random_weights)])
     assert e.value.code == 2
+
+
+def _no_temp_files(folder):
+    return [p.name for p in folder.iterdir() if p.name.startswith(".")] == []
+
+
+def test_json_onto_a_folder_fails_before_any_work(image_folder, random_weights, tmp_path, capsys):
+    (tmp_path / "results").mkdir()
+    code = detect_main([str(image_folder), "--weights", str(random_weights), "--json", str(tmp_path / "results"), "--device", "cpu"])
+    out, err = capsys.readouterr()
+    assert code == 2 and err.count("\n") == 1 and "is a folder" in err, err
+    assert " ms" not in out  # no image was processed
+    assert _no_temp_files(tmp_path) and list((tmp_path / "results").iterdir()) == []
+
+
+@pytest.mark.parametrize("flag", ["--json", "--save-dir"])
+def test_uncreatable_output_is_one_line_before_any_work(image_folder, random_weights, tmp_path, capsys, flag):
+    blocker = tmp_path / "a_file"
+    blocker.write_text("not a folder")
+    target = blocker / "sub" / ("out.jsonl" if flag == "--json" else "drawn")
+    code = detect_main([str(image_folder), "--weights", str(random_weights), flag, str(target), "--device", "cpu"])
+    out, err = capsys.readouterr()
+    assert code == 2 and err.count("\n") == 1 and err.startswith(f"error: {flag} {target}: cannot write there"), err
+    assert " ms" not in out
+
+
+@pytest.mark.skipif(os.geteuid() == 0, reason="root can write into read-only folders")
+def test_read_only_output_folder_is_one_line(image_folder, random_weights, tmp_path, capsys):
+    locked = tmp_path / "locked"
+    locked.mkdir()
+    locked.chmod(0o555)
+    try:
+        for flag, target in (("--json", locked / "o.jsonl"), ("--save-dir", locked / "drawn")):
+            code = detect_main([str(image_folder), "--weights", str(random_weights), flag, str(target), "--device", "cpu"])
+            err = capsys.readouterr().err
+            assert code == 2 and err.count("\n") == 1 and "cannot write there" in err, err
+    finally:
+        locked.chmod(0o755)
+
+
+def test_ctrl_c_keeps_the_earlier_results_and_saves_the_partial_ones_beside(image_folder, random_weights, tmp_path,
+                                                                          capsys, monkeypatch):
+    import mtcnn.cli
+
+    out = tmp_path / "out.jsonl"
+    out.write_text('{"earlier": "complete results"}\n')
+    real_build = mtcnn.cli.build_detector
+
+    def interrupted_on_third_batch(args):
+        detector = real_build(args)
+        calls = []
+
+        def detect(images):
+            calls.append(1)
+            if len(calls) == 3:
+                raise KeyboardInterrupt
+            return type(detector).detect(detector, images)
+
+        detector.detect = detect
+        return detector
+
+    monkeypatch.setattr(mtcnn.cli, "build_detector", interrupted_on_third_batch)
+    code = detect_main([str(image_folder), "--weights", str(random_weights), "--json", str(out), "--device", "cpu"])
+    err = capsys.readouterr().err
+    assert code == 130
+    assert out.read_text() == '{"earlier": "complete results"}\n'
+    partial = tmp_path / "out.partial.jsonl"
+    assert [json.loads(line)["image"].rsplit("/", 1)[1] for line in partial.read_text().splitlines()] == ["a_colour.jpg", "b_grey.png"]
+    assert f"interrupted after 2 of 7 images; results of those are in {partial}; {out} kept as it was" in err
+    assert _no_temp_files(tmp_path)
+    # a complete run replaces the file atomically and leaves no temporary file
+    monkeypatch.setattr(mtcnn.cli, "build_detector", real_build)
+    assert detect_main([str(image_folder), "--weights", str(random_weights), "--json", str(out), "--device", "cpu"]) == 1
+    assert len(out.read_text().splitlines()) == 5 and _no_temp_files(tmp_path)

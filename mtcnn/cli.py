@@ -392,7 +392,7 @@ def gen_hard_example_main(argv: list[str] | None = None) -> int:
             yield from mine_hard_examples(cfg, split, overwrite=args.overwrite).lines()
 
     return _run_job(lambda: load_config(MiningConfig, args.config, overrides), job,
-                    (ConfigError, GenerationError, WeightsError), 1)
+                    (ConfigError, GenerationError, WeightsError), 2)  # as the other data jobs
 
 
 def run_pipeline_main(argv: list[str] | None = None) -> int:

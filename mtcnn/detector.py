@@ -10,6 +10,7 @@ import torch
 from torch import nn
 
 from mtcnn.config import DETECTOR_PRESETS, DetectorConfig, from_dict, to_dict
+from mtcnn.device import resolve_device
 from mtcnn.io import to_rgb_uint8
 from mtcnn.stages import Candidates, prepare_for_inference, run_onet, run_pnet, run_rnet
 from mtcnn.structures import Detections
@@ -50,7 +51,7 @@ class MTCNN:
         settings.update({k: v for k, v in given.items() if v is not None})
         settings.update(options)
         self.config: DetectorConfig = from_dict(DetectorConfig, settings)
-        self.device = torch.device(device) if device is not None else torch.device("cuda" if torch.cuda.is_available() else "cpu")
+        self.device = resolve_device(device)
         if nets is None:
             nets, self.weights_info = load_bundle(resolve_weights(weights))
         else:

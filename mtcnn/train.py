@@ -72,6 +72,7 @@ from mtcnn.config import (
     to_dict,
 )
 from mtcnn.data.config import resolve_path
+from mtcnn.device import DeviceError, resolve_device
 from mtcnn.data.datasets import MixedBatchLoader, composition_for
 from mtcnn.data.h5 import KINDS, TRAIN_FIELDS, SampleFileError, SampleReader
 from mtcnn.losses import TaskWeights, flatten_head, mtcnn_loss
@@ -289,11 +290,12 @@ def _resolve_device(name: str, info: DistInfo) -> torch.device:
     if name == "auto":
         name = "cuda" if torch.cuda.is_available() else "cpu"
     if name.startswith("cuda"):
-        if not torch.cuda.is_available():
-            raise TrainError(f"device={name!r} but CUDA is not available (use device=cpu)")
         if info.enabled and name == "cuda":
             name = f"cuda:{info.local_rank}"
-        device = torch.device(name)
+        try:
+            device = resolve_device(name)
+        except DeviceError as e:
+            raise TrainError(str(e)) from None
         if device.index is not None:
             torch.cuda.set_device(device)
         return device
@@ -561,6 +563,7 @@ class Trainer:
     def _check_inputs(self) -> None:
         cfg = self.cfg
         ws = self.info.world_size
+        resolve_device(cfg.device)  # a device this machine lacks fails before the data is read
         if cfg.batch_size % ws:
             raise ConfigError(f"batch_size={cfg.batch_size} is not divisible by the {ws} ranks")
         self.composition = _global_composition(cfg)

@@ -41,6 +41,7 @@ from mtcnn.data.generate import (
     write_item,
 )
 from mtcnn.data.h5 import KINDS, SampleWriter
+from mtcnn.device import resolve_device
 from mtcnn.io import ImageReadError, file_sha256, read_image_rgb
 from mtcnn.ops.boxes import box_iou, square_boxes
 from mtcnn.ops.coding import encode_boxes
@@ -232,7 +233,7 @@ def mine_hard_examples(cfg: MiningConfig, split: str = "train", *, overwrite: bo
     stage, size = STAGE_OF_MODE[cfg.test_mode]
     if cfg.threads:
         torch.set_num_threads(cfg.threads)
-    device = torch.device(cfg.device)
+    device = resolve_device(cfg.device)
     checkpoints = {"pnet": _expand(cfg.pnet)}
     if cfg.test_mode == "RNet":
         checkpoints["rnet"] = _expand(cfg.rnet)

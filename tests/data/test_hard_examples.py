@@ -127,13 +127,13 @@ def test_cli_errors_are_one_line(tiny_world, tmp_path):
          f"pnet={tmp_path / 'missing.pt'}", "--split", "train"],
         capture_output=True, text=True,
     )
-    assert result.returncode == 1
+    assert result.returncode == 2  # a setup error, exit 2 like the other commands
     assert result.stderr.strip().startswith("error:") and "missing.pt" in result.stderr and result.stderr.strip().count("\n") == 0
     bad = subprocess.run(
         [sys.executable, str(PROJECT_ROOT / "tools" / "gen_hard_example.py"), "--test_mode", "PNet", "pos_iou=1.5"],
         capture_output=True, text=True,
     )
-    assert bad.returncode == 1 and "pos_iou=1.5 is out of range" in bad.stderr
+    assert bad.returncode == 2 and "pos_iou=1.5 is out of range" in bad.stderr
 
 
 def test_mining_resumes_after_a_crash_without_duplicates(tiny_world, monkeypatch):

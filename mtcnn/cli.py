@@ -150,6 +150,7 @@ def _detect_images(detector, paths: list[Path], batch_size: int, json_out: JsonO
 
     failures = done = 0
     used_names: set[str] = set()
+    orientations: dict[Path, int] = {}
 
     def report_failure(path: Path, error: ImageReadError) -> None:
         nonlocal failures
@@ -157,14 +158,14 @@ def _detect_images(detector, paths: list[Path], batch_size: int, json_out: JsonO
         failures += 1
 
     try:
-        for batch in iter_image_batches(paths, batch_size, report_failure):
+        for batch in iter_image_batches(paths, batch_size, report_failure, orientations):
             t0 = time.perf_counter()
             results = detector.detect([image for _, image in batch])
             per_image_ms = (time.perf_counter() - t0) * 1000 / len(batch)
             for (path, image), faces in zip(batch, results):
                 print(f"{path}: {len(faces)} face{'s' if len(faces) != 1 else ''}, {per_image_ms:.1f} ms")
                 if json_out:
-                    json_out.write(image_record(path, image.shape[1], image.shape[0], faces))
+                    json_out.write(image_record(path, image.shape[1], image.shape[0], faces, orientations[path]))
                 if save_dir:
                     from mtcnn.visualize import draw_detections
 

@@ -52,7 +52,7 @@ def test_folder_with_bad_files(image_folder, random_weights, tmp_path, capsys):
     records = [json.loads(line) for line in out.read_text().splitlines()]
     assert [r["image"].rsplit("/", 1)[1] for r in records] == ["a_colour.jpg", "b_grey.png", "c_rgba.png", "d_16bit.png", "e_tiny.png"]
     for r in records:
-        assert list(r) == ["image", "width", "height", "faces"]
+        assert list(r) == ["image", "width", "height", "exif_orientation", "faces"] and r["exif_orientation"] == 1
     assert (records[0]["width"], records[0]["height"]) == (80, 60)
     assert records[4]["faces"] == [] and (records[4]["width"], records[4]["height"]) == (9, 8)
     assert len(list((tmp_path / "drawn").iterdir())) == 5

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import math
 import os
 import sys
 import tempfile
@@ -16,11 +17,22 @@ PROJECT_ROOT = Path(__file__).resolve().parent.parent
 PIPELINE_STEPS = ["scenes", "pnet_data", "train_pnet", "mine_pnet", "train_rnet", "mine_rnet", "train_onet"]
 
 
+def finite_float(text: str) -> float:
+    """argparse type: a number, never NaN or infinity (they pass every range check silently)."""
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a number") from None
+    if not math.isfinite(value):
+        raise argparse.ArgumentTypeError(f"{text!r} is not a finite number")
+    return value
+
+
 def _detector_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--weights", help="weights bundle or folder (default: $MTCNN_WEIGHTS, then the shipped weights)")
-    parser.add_argument("--min-face", type=float, help="smallest face side in pixels (default 20; 10 with --preset wider)")
-    parser.add_argument("--factor", type=float, help="pyramid scale step (default 0.709)")
-    parser.add_argument("--thresholds", type=float, nargs=3, metavar=("P", "R", "O"), help="stage thresholds (default 0.6 0.7 0.7)")
+    parser.add_argument("--min-face", type=finite_float, help="smallest face side in pixels (default 20; 10 with --preset wider)")
+    parser.add_argument("--factor", type=finite_float, help="pyramid scale step (default 0.709)")
+    parser.add_argument("--thresholds", type=finite_float, nargs=3, metavar=("P", "R", "O"), help="stage thresholds (default 0.6 0.7 0.7)")
     parser.add_argument("--preset", choices=["default", "wider"], help="'wider': min face 10, factor 0.79, thresholds 0.5 0.5 0.3")
     parser.add_argument("--device", default=None, help="cpu, cuda or cuda:N (default: cuda if available)")
 
@@ -220,9 +232,9 @@ def evaluate_parser() -> argparse.ArgumentParser:
     a("--images", help="folder the annotated image paths are relative to (default: the format's usual place)")
     a("--detections", help="evaluate this JSON-lines file (detect CLI schema) instead of running the detector")
     a("--weights", help="weights bundle (default: $MTCNN_WEIGHTS, then the shipped weights)")
-    a("--min-face", type=float, help="smallest face in pixels (default 20; 10 with --preset wider)")
-    a("--factor", type=float, help="pyramid scale step (default 0.709)")
-    a("--thresholds", type=float, nargs=3, metavar=("P", "R", "O"), help="stage thresholds (default 0.6 0.7 0.7)")
+    a("--min-face", type=finite_float, help="smallest face in pixels (default 20; 10 with --preset wider)")
+    a("--factor", type=finite_float, help="pyramid scale step (default 0.709)")
+    a("--thresholds", type=finite_float, nargs=3, metavar=("P", "R", "O"), help="stage thresholds (default 0.6 0.7 0.7)")
     a("--preset", choices=["default", "wider"], help="'wider': min face 10, factor 0.79, thresholds 0.5 0.5 0.3")
     a("--device", help="cpu, cuda or cuda:N (default: cuda if available)")
     a("--batch-size", type=int, default=8, help="images per detector call (default 8)")
@@ -234,11 +246,11 @@ def evaluate_parser() -> argparse.ArgumentParser:
     sub = parser.add_subparsers(dest="task", required=True)
     det = sub.add_parser("detection", parents=[common], help="precision/recall, AP, WIDER and FDDB protocols")
     det.add_argument("--format", choices=DETECTION_FORMATS, default="list", help="annotation format (default list)")
-    det.add_argument("--iou", type=float, default=0.5, help="IoU for the second AP / PR curve (AP at 0.5 is always reported)")
+    det.add_argument("--iou", type=finite_float, default=0.5, help="IoU for the second AP / PR curve (AP at 0.5 is always reported)")
     det.add_argument("--wider-gt", help="WIDER eval_tools/ground_truth folder (default under data_root())")
     lm = sub.add_parser("landmarks", parents=[common], help="5-point NME, failure rate, CED")
     lm.add_argument("--format", choices=LANDMARK_FORMATS, default="cnn_facepoint", help="annotation format")
-    lm.add_argument("--match-iou", type=float, default=0.4, help="IoU for matching a face to a detection (default 0.4)")
+    lm.add_argument("--match-iou", type=finite_float, default=0.4, help="IoU for matching a face to a detection (default 0.4)")
     return parser
 
 
@@ -255,7 +267,7 @@ def evaluate_main(argv: list[str] | None = None) -> int:
 def benchmark_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="benchmark.py", description="Time the detector: ms per image and peak memory by size, min face, batch size and device.")
     p.add_argument("--sizes", nargs="+", default=["640x480", "1280x720", "1920x1080"], help="WIDTHxHEIGHT ...")
-    p.add_argument("--min-face", nargs="+", type=float, default=[20.0], help="minimum face sizes (default 20)")
+    p.add_argument("--min-face", nargs="+", type=finite_float, default=[20.0], help="minimum face sizes (default 20)")
     p.add_argument("--batch-size", nargs="+", type=int, default=[1], help="images per detect call (default 1)")
     p.add_argument("--device", nargs="+", default=["cpu"], help="cpu, cuda, cuda:N (default cpu)")
     p.add_argument("--threads", type=int, help="torch.set_num_threads (default: torch's choice)")

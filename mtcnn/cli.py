@@ -428,7 +428,10 @@ def run_pipeline_main(argv: list[str] | None = None) -> int:
     except (OSError, RuntimeError, ValueError) as e:
         print(f"error: {' '.join(str(e).split())}", file=sys.stderr)
         return 1
-    print(f"trained weights: {bundle}")
+    if args.stop_after or not bundle.exists():
+        print(f"stopped after {args.stop_after}; outputs so far are in {bundle.parent} (run without --stop-after to continue)")
+    else:
+        print(f"trained weights: {bundle}")
     return 0
 
 

@@ -35,6 +35,7 @@ __all__ = [
     "SourceConfig",
     "SplitSources",
     "WiderBoxConfig",
+    "data_hint",
     "gen_root",
     "runs_root",
     "resolve_path",
@@ -47,6 +48,17 @@ def gen_root() -> Path:
     if env:
         return Path(env)
     return Path(__file__).resolve().parents[3] / "gen"
+
+
+def data_hint(path: str | os.PathLike) -> str:
+    """For a missing path under the data folder: where that folder comes from and how to move it."""
+    root = data_root()
+    try:
+        Path(path).resolve().relative_to(root.resolve())
+    except ValueError:
+        return ""
+    origin = "MTCNN_DATA" if os.environ.get("MTCNN_DATA") else "the default ../shared/data (MTCNN_DATA is not set)"
+    return f" (the data folder {root} is {origin}; set MTCNN_DATA to where the data is)"
 
 
 def runs_root() -> Path:

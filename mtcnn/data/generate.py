@@ -38,6 +38,7 @@ from mtcnn.data.config import (
     PNetSamplingConfig,
     SourceConfig,
     WiderBoxConfig,
+    data_hint,
     resolve_path,
 )
 from mtcnn.data.h5 import KINDS, SampleWriter
@@ -90,7 +91,7 @@ def load_source(src: SourceConfig) -> list[ImageAnnotation]:
     path = resolve_path(src.path)
     label = src.name or src.format
     if not path.exists():
-        hint = " (generate it first: prepare_data/gen_scenes.py)" if "scenes" in str(path) else ""
+        hint = " (generate it first: prepare_data/gen_scenes.py)" if "scenes" in str(path) else data_hint(path)
         raise GenerationError(f"source '{label}': {path} not found{hint}")
     root = resolve_path(src.images_root) if src.images_root else None
     try:

@@ -69,7 +69,7 @@ from mtcnn.data.annotations import (
     write_landmark_sidefile,
     write_wider,
 )
-from mtcnn.data.config import SceneConfig, WiderBoxConfig, resolve_path
+from mtcnn.data.config import SceneConfig, WiderBoxConfig, data_hint, resolve_path
 from mtcnn.data.generate import GenerationError, parallel_chunks
 from mtcnn.data.sampling import FLIP_POINT_ORDER, iou_matrix, tight_to_wider
 from mtcnn.io import ImageReadError, list_images, read_image_rgb, write_image_rgb
@@ -144,7 +144,7 @@ def list_backgrounds(folder: str | os.PathLike, split: str, train_fraction: floa
     train (the data README's rule, via :func:`split_by_name`)."""
     folder = Path(folder)
     if not folder.is_dir():
-        raise GenerationError(f"{folder}: background folder not found")
+        raise GenerationError(f"{folder}: background folder not found{data_hint(folder)}")
     files = list_images([folder])
     empty = np.zeros((0, 4), np.float32)
     recs = [ImageAnnotation(path=f, boxes=empty, landmarks=np.zeros((0, 0, 2)), ignore=np.zeros(0, bool))

@@ -35,12 +35,14 @@ def _detector_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--thresholds", type=finite_float, nargs=3, metavar=("P", "R", "O"), help="stage thresholds (default 0.6 0.7 0.7)")
     parser.add_argument("--preset", choices=["default", "wider"], help="'wider': min face 10, factor 0.79, thresholds 0.5 0.5 0.3")
     parser.add_argument("--device", default=None, help="cpu, cuda or cuda:N (default: cuda if available)")
+    parser.add_argument("--max-megapixels", type=finite_float, help="refuse larger images (default 50; about 35 MB of memory per megapixel at --min-face 20)")
 
 
 def build_detector(args: argparse.Namespace):
     from mtcnn.eval.runner import build_detector as build
 
-    return build(args.weights, args.min_face, args.factor, args.thresholds, args.device, args.preset)
+    options = {} if args.max_megapixels is None else {"max_megapixels": args.max_megapixels}
+    return build(args.weights, args.min_face, args.factor, args.thresholds, args.device, args.preset, **options)
 
 
 def _unique_name(save_dir: Path, path: Path, used: set[str]) -> Path:
@@ -171,6 +173,13 @@ def _detect_images(detector, paths: list[Path], batch_size: int, json_out: JsonO
 
     try:
         for batch in iter_image_batches(paths, batch_size, report_failure, orientations):
+            too_big = [(p, detector.size_problem(*im.shape[:2])) for p, im in batch]
+            for path, problem in too_big:
+                if problem:
+                    report_failure(path, ImageReadError(path, problem))
+            batch = [item for item, (_, problem) in zip(batch, too_big) if not problem]
+            if not batch:
+                continue
             t0 = time.perf_counter()
             results = detector.detect([image for _, image in batch])
             per_image_ms = (time.perf_counter() - t0) * 1000 / len(batch)

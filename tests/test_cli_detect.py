@@ -158,3 +158,26 @@ def test_ctrl_c_keeps_the_earlier_results_and_saves_the_partial_ones_beside(imag
     monkeypatch.setattr(mtcnn.cli, "build_detector", real_build)
     assert detect_main([str(image_folder), "--weights", str(random_weights), "--json", str(out), "--device", "cpu"]) == 1
     assert len(out.read_text().splitlines()) == 5 and _no_temp_files(tmp_path)
+
+
+def test_huge_images_are_refused_before_any_work(random_weights, tmp_path, capsys):
+    from mtcnn.detector import MTCNN
+
+    detector = MTCNN(weights=random_weights, device="cpu")
+    huge = np.broadcast_to(np.zeros((1, 1, 3), np.uint8), (10000, 10000, 3))  # 100 MP, no memory behind it
+    with pytest.raises(ValueError, match=r"image 0: 10000x10000 is 100\.0 megapixels, more than max_megapixels=50 "
+                                         r"\(it would need about 3\.6 GB\)"):
+        detector.detect(huge)
+    assert MTCNN(weights=random_weights, device="cpu", max_megapixels=None).size_problem(10000, 10000) is None
+    # the CLI reports a too-large image in one line and carries on with the others
+    folder = tmp_path / "imgs"
+    folder.mkdir()
+    cv2.imwrite(str(folder / "big.png"), np.zeros((400, 500, 3), np.uint8))
+    cv2.imwrite(str(folder / "small.png"), np.zeros((60, 80, 3), np.uint8))
+    code = detect_main([str(folder), "--weights", str(random_weights), "--max-megapixels", "0.1", "--device", "cpu"])
+    out, err = capsys.readouterr()
+    assert code == 1
+    assert [line for line in err.splitlines() if line.startswith("error:")] == [
+        f"error: {folder / 'big.png'}: 500x400 is 0.2 megapixels, more than max_megapixels=0.1 (it would need about "
+        "0.0 GB): shrink the image, raise max_megapixels (--max-megapixels), or raise min_face_size (--min-face)"]
+    assert "small.png: 0 faces" in out and "big.png:" not in out

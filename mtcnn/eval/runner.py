@@ -194,6 +194,7 @@ def build_detector(
     thresholds: Sequence[float] | None = None,
     device: str | None = None,
     preset: str | None = None,
+    **options,
 ):
     """An :class:`~mtcnn.detector.MTCNN`: the preset's (or the default) settings, then every
     setting given explicitly (``None`` = not given) on top, so ``--preset wider --min-face 20``
@@ -202,7 +203,7 @@ def build_detector(
 
     return MTCNN(
         weights=weights, min_face_size=min_face, factor=factor, thresholds=thresholds, device=device,
-        preset=None if preset in (None, "default") else preset,
+        preset=None if preset in (None, "default") else preset, **options,
     )  # fmt: skip
 
 

@@ -147,11 +147,9 @@ class SampleWriter:
       :func:`partial_path` (see :mod:`mtcnn.data.journal`: nothing a commit covers is ever
       rewritten, so no kill can damage it); :meth:`close` with ``complete=True`` (or leaving the
       ``with`` block without an exception) writes the HDF5 file and renames it into place.
-    * ``attrs``: stored as file attributes next to the fixed :data:`CONVENTIONS`; dicts and
-      dataclasses (e.g. the resolved config) are stored as YAML strings.
-    * ``chunk``: rows per chunk of the metadata datasets of the final file.
-    * ``compression``: filter for the metadata datasets; ``image_compression`` (default none,
-      see the module docstring) for ``images``.
+    * ``attrs``: file attributes next to the fixed :data:`CONVENTIONS` (dicts, dataclasses: YAML).
+    * ``chunk``, ``compression``, ``image_compression``: the final file's metadata chunk rows and
+      filters (images uncompressed by default, see the module docstring).
     * ``resume``: continue an existing journal: every committed byte is verified against its
       checksum, what was added after the last :meth:`commit` is dropped, and :attr:`done_items`
       lists the committed work items. A damaged journal is started over and :attr:`notice`
@@ -177,25 +175,20 @@ class SampleWriter:
     ):
         self.path = Path(path)
         self.partial = partial_path(self.path)
-        self.size = int(size)
-        if self.size <= 0:
-            raise ValueError(f"sample size must be positive, got {size}")
-        if chunk <= 0:
-            raise ValueError(f"chunk must be positive, got {chunk}")
-        self.chunk = int(chunk)
+        self.size, self.chunk = int(size), int(chunk)
+        if self.size <= 0 or self.chunk <= 0:
+            raise ValueError(f"sample size and chunk must be positive, got {size} and {chunk}")
         self.compression, self.image_compression = compression, image_compression
         self.image_chunk_bytes = int(image_chunk_bytes)
         if self.path.exists() and not overwrite:
-            raise FileExistsError(
-                f"{self.path} already exists and is complete; delete it (or pass overwrite=True) to regenerate"
-            )
+            raise FileExistsError(f"{self.path} already exists and is complete; delete it (or pass overwrite=True) to regenerate")
         self._attrs = self._build_attrs(attrs or {})
         self._row_bytes = {name: _field_width(name, self.size) for name in FIELDS}
         self._counts: dict[str, int] = {k: 0 for k in KINDS}
         self._source_ids: dict[str, int] = {}
         self._new_sources: list[str] = []
         self.done_items: set[int] = set()
-        self.notice: str | None = None
+        self.notice: str | None = None  # one line for the user, e.g. a damaged partial file started over
         self._closed = False
         self._journal = self._open_journal(resume)
 
@@ -228,6 +221,10 @@ class SampleWriter:
         except BaseException:
             journal.close()
             raise
+        legacy = self.path.with_suffix(".partial.h5")  # written in place by older versions: not trustworthy
+        if legacy.exists():
+            legacy.unlink()
+            self.notice = f"removed {legacy}, a partial file of an older version that a kill may have damaged; starting over"
         return journal
 
     def _check_attrs(self, stored: Mapping[str, Any], now: Mapping[str, Any]) -> None:
@@ -404,11 +401,8 @@ class SampleWriter:
             f.create_group("progress").create_dataset("committed_items", data=items, maxshape=(None,), chunks=(4096,))
             f.attrs["progress"] = json.dumps({"items": int(items.size), "sources": len(sources), "lengths": self._counts})
             f.attrs["complete"] = True
-        fd = os.open(tmp, os.O_RDONLY)
-        try:
-            os.fsync(fd)
-        finally:
-            os.close(fd)
+        with open(tmp, "rb") as f:
+            os.fsync(f.fileno())
 
     def __enter__(self) -> SampleWriter:
         return self
@@ -429,11 +423,7 @@ def _field_width(name: str, size: int) -> int:
 
 def _json_attr(value: Any) -> Any:
     """An attribute value as plain JSON (what the journal stores and compares)."""
-    if isinstance(value, np.ndarray):
-        value = value.tolist()
-    elif isinstance(value, np.generic):
-        value = value.item()
-    return json.loads(json.dumps(value))
+    return json.loads(json.dumps(value.tolist() if isinstance(value, (np.ndarray, np.generic)) else value))
 
 
 class SampleReader:

@@ -74,3 +74,13 @@ def test_refused_run_keeps_the_config_beside_the_partial_file_and_overwrite_star
     assert "pos_iou: 0.7" in saved.read_text()
     reference = generate_pnet(_cfg(tmp_path, tmp_path / "ref", sampling={"pos_iou": 0.7}), "train", progress=False)
     assert summary.counts == reference.counts and np.sum(list(summary.counts.values())) > 0
+
+
+def test_partial_file_of_an_older_version_is_removed_with_a_notice(tmp_path):
+    path = tmp_path / "pnet_train.h5"
+    legacy = tmp_path / "pnet_train.partial.h5"
+    legacy.write_bytes(b"HDF5 written in place")
+    w = SampleWriter(path, 12, {"seed": 1}, resume=True)
+    assert not legacy.exists() and w.notice.startswith(f"removed {legacy}") and "\n" not in w.notice
+    w.close()
+    assert path.is_file()

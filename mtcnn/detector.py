@@ -11,6 +11,7 @@ from torch import nn
 
 from mtcnn.backends import backend_nets
 from mtcnn.config import DETECTOR_PRESETS, DetectorConfig, from_dict, to_dict
+from mtcnn.device import resolve_device
 from mtcnn.io import to_rgb_uint8
 from mtcnn.stages import Candidates, refine_landmarks, run_onet, run_pnet, run_rnet
 from mtcnn.structures import Detections
@@ -66,7 +67,7 @@ class MTCNN:
         settings.update({k: v for k, v in given.items() if v is not None})
         settings.update(options)
         self.config: DetectorConfig = from_dict(DetectorConfig, settings)
-        self.device = torch.device(device) if device is not None else torch.device("cuda" if torch.cuda.is_available() else "cpu")
+        self.device = resolve_device(device)
         if nets is None:
             nets, self.weights_info = load_bundle(resolve_weights(weights))
         else:
@@ -111,9 +112,24 @@ class MTCNN:
             out["landmarks"] = self.landmarks
         return out
 
+    def size_problem(self, height: int, width: int) -> str | None:
+        """Why an image of this size is refused (``max_megapixels``), or None."""
+        limit = self.config.max_megapixels
+        megapixels = height * width / 1e6
+        if limit is None or megapixels <= limit:
+            return None
+        # P-Net's first pyramid level has (12 / min_face_size)^2 of the pixels; ~100 bytes each.
+        need_gb = megapixels * 1e6 * min(1.0, (12 / self.config.min_face_size) ** 2) * 100 / 1e9
+        return (f"{width}x{height} is {megapixels:.1f} megapixels, more than max_megapixels={limit:g} "
+                f"(it would need about {need_gb:.1f} GB): shrink the image, raise max_megapixels "
+                f"(--max-megapixels), or raise min_face_size (--min-face)")
+
     def _to_tensors(self, images: Sequence[ImageLike]) -> list[torch.Tensor]:
         tensors = []
         for k, image in enumerate(images):
+            problem = self.size_problem(int(image.shape[0]), int(image.shape[1])) if image.ndim >= 2 else None
+            if problem:
+                raise ValueError(f"image {k}: {problem}")
             if isinstance(image, torch.Tensor):
                 if image.ndim != 3 or image.shape[2] != 3:
                     raise ValueError(f"image {k}: expected an H×W×3 RGB tensor, got shape {tuple(image.shape)}")

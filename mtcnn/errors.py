@@ -3,7 +3,9 @@
 Commands catch :class:`MTCNNError`, print ``error: <message>`` (one line, naming the file or key
 at fault) and exit with :attr:`MTCNNError.exit_code`:
 
-* 2 — usage: a bad argument, config key or value (:class:`UsageError`, ``ConfigError``);
+* 2 — usage: a bad argument, config key or value (:class:`UsageError`, ``ConfigError``), a
+  device this machine lacks (:class:`DeviceError`), an output path that cannot be written
+  (:class:`OutputPathError`);
 * 1 — input / data: a file that is missing, unreadable or malformed (:class:`InputError`:
   images, annotations, sample files, weights), or a job that cannot proceed on its data;
 * 130 — interrupted (Ctrl-C), handled by the command runner, not an exception class here.
@@ -46,9 +48,17 @@ class OutputExistsError(UsageError, FileExistsError):
     """A complete output is already there and the command was not told to replace it."""
 
 
+class DeviceError(UsageError, ValueError):
+    """The device asked for (``--device``, ``device=``) does not exist on this machine."""
+
+
+class OutputPathError(UsageError, ValueError):
+    """An output path (``--json``, ``--save-dir``) that cannot be written, found before any work."""
+
+
 def exit_code_of(error: BaseException) -> int:
     return error.exit_code if isinstance(error, MTCNNError) else EXIT_INPUT
 
 
-__all__ = ["DataError", "EXIT_INPUT", "EXIT_INTERRUPTED", "EXIT_OK", "EXIT_USAGE", "InputError", "MTCNNError",
-           "OutputExistsError",           "UsageError", "exit_code_of"]
+__all__ = ["DataError", "DeviceError", "EXIT_INPUT", "EXIT_INTERRUPTED", "EXIT_OK", "EXIT_USAGE", "InputError",
+           "MTCNNError", "OutputExistsError", "OutputPathError", "UsageError", "exit_code_of"]

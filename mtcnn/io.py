@@ -59,11 +59,17 @@ def to_rgb_uint8(image: np.ndarray, *, source: str = "<array>", channel_order: s
 
 
 def read_image_rgb(path: str | os.PathLike) -> np.ndarray:
-    """Read an image file as H×W×3 RGB uint8.
+    """Read an image file as H×W×3 RGB uint8, upright: a JPEG's EXIF orientation is applied
+    (a phone photo stored sideways comes out as it is shown), see :func:`read_image_rgb_oriented`.
 
     Handles grey, 4-channel and 16-bit files. Raises :class:`ImageReadError` for a missing,
     unreadable or corrupt file.
     """
+    return read_image_rgb_oriented(path)[0]
+
+
+def read_image_rgb_oriented(path: str | os.PathLike) -> tuple[np.ndarray, int]:
+    """:func:`read_image_rgb` and the EXIF orientation (1-8, 1 = stored upright) it applied."""
     path = Path(path)
     if not path.exists():
         raise ImageReadError(path, "file not found")
@@ -75,10 +81,51 @@ def read_image_rgb(path: str | os.PathLike) -> np.ndarray:
         raise ImageReadError(path, f"cannot read file ({e.strerror or e})") from None
     if raw.size == 0:
         raise ImageReadError(path, "file is empty")
-    image = cv2.imdecode(raw, cv2.IMREAD_UNCHANGED)
+    image = cv2.imdecode(raw, cv2.IMREAD_UNCHANGED)  # never rotates: the orientation is ours to apply
     if image is None:
         raise ImageReadError(path, "not a readable image (corrupt or unsupported format)")
-    return to_rgb_uint8(image, source=str(path), channel_order="bgr")
+    orientation = exif_orientation(raw[: 1 << 16].tobytes())
+    image = to_rgb_uint8(image, source=str(path), channel_order="bgr")
+    return np.ascontiguousarray(apply_orientation(image, orientation)), orientation
+
+
+def apply_orientation(image: np.ndarray, orientation: int) -> np.ndarray:
+    """The upright view of an H×W×C image stored with EXIF ``orientation`` (1-8)."""
+    if orientation in (5, 6, 7, 8):
+        image = image.transpose(1, 0, 2)
+    flip_rows, flip_cols = {2: (False, True), 3: (True, True), 4: (True, False), 6: (False, True),
+                            7: (True, True), 8: (True, False)}.get(orientation, (False, False))
+    return image[::-1 if flip_rows else 1, ::-1 if flip_cols else 1]
+
+
+def exif_orientation(data: bytes) -> int:
+    """The EXIF Orientation tag (1-8) of an encoded JPEG; 1 when absent, unreadable or not a JPEG."""
+    if data[:2] != b"\xff\xd8":
+        return 1
+    i = 2
+    while i + 4 <= len(data) and data[i] == 0xFF:
+        marker = data[i + 1]
+        if marker in (0xD9, 0xDA):  # end of image / start of scan: no EXIF before the pixels
+            return 1
+        length = int.from_bytes(data[i + 2 : i + 4], "big")
+        if marker == 0xE1 and data[i + 4 : i + 10] == b"Exif\x00\x00":
+            return _tiff_orientation(data[i + 10 : i + 2 + length])
+        i += 2 + length
+    return 1
+
+
+def _tiff_orientation(tiff: bytes) -> int:
+    order = {b"II": "little", b"MM": "big"}.get(tiff[:2])
+    if order is None or len(tiff) < 8:
+        return 1
+    ifd = int.from_bytes(tiff[4:8], order)
+    count = int.from_bytes(tiff[ifd : ifd + 2], order)
+    for k in range(count):
+        entry = tiff[ifd + 2 + 12 * k : ifd + 14 + 12 * k]
+        if len(entry) == 12 and int.from_bytes(entry[:2], order) == 0x0112:
+            value = int.from_bytes(entry[8:10], order)  # a SHORT sits at the start of the value field
+            return value if 1 <= value <= 8 else 1
+    return 1
 
 
 def write_image_rgb(path: str | os.PathLike, image: np.ndarray, quality: int = 92) -> None:
@@ -117,9 +164,12 @@ def file_sha256(path: str | os.PathLike) -> str:
 
 
 def iter_image_batches(
-    paths: Sequence[str | os.PathLike], batch_size: int, on_error: Callable[[Path, ImageReadError], None]
+    paths: Sequence[str | os.PathLike], batch_size: int, on_error: Callable[[Path, ImageReadError], None],
+    orientations: dict[Path, int] | None = None,
 ) -> Iterator[list[tuple[Path, np.ndarray]]]:
     """Read ``paths`` in order as batches of up to ``batch_size`` (path, RGB image) pairs.
+
+    ``orientations``, when given, receives the EXIF orientation applied to each image read.
 
     A file that cannot be read goes to ``on_error`` and is left out of its batch; empty batches
     are not yielded, so one bad file never stops the others.
@@ -129,7 +179,10 @@ def iter_image_batches(
         batch = []
         for path in paths[start : start + batch_size]:
             try:
-                batch.append((path, read_image_rgb(path)))
+                image, orientation = read_image_rgb_oriented(path)
+                batch.append((path, image))
+                if orientations is not None:
+                    orientations[path] = orientation
             except ImageReadError as e:
                 on_error(path, e)
         if batch:

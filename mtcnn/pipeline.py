@@ -5,9 +5,12 @@ scenes -> P-Net samples (+12 px landmarks) -> train P-Net -> mine with P-Net -> 
 -> train O-Net -> weights bundle -> evaluate on the validation scenes.
 
 Everything goes under ``work_dir``. Each step is skipped when its output is complete (a final
-HDF5 file, a final checkpoint, a report), and the steps themselves resume partial work (the
+HDF5 file, a final checkpoint, a report) and was made with the settings the step has now
+(recorded in ``<work_dir>/steps/<step>.yaml``); the steps themselves resume partial work (the
 sample writers from their last commit, training from ``last.pt``), so a crash or Ctrl-C picks up
-where it stopped. Step configs are the library's own typed configs; the pipeline only sets the
+where it stopped. A finished step whose settings changed is never silently kept: the run refuses
+before any work, naming every setting that differs (settings that only change the speed, such
+as workers and threads, do not count). Step configs are the library's own typed configs; the pipeline only sets the
 paths that chain them together.
 """
 
@@ -19,7 +22,10 @@ import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from mtcnn.config import bounded, save_resolved
+import yaml
+
+from mtcnn.atomic import atomic_write_text
+from mtcnn.config import ConfigError, bounded, save_resolved, to_dict
 from mtcnn.config.data import PNetDataConfig, SceneConfig, SourceConfig, SplitSources
 from mtcnn.data.hard_examples import MiningConfig
 from mtcnn.config.train import TrainConfig
@@ -109,6 +115,62 @@ def plan(cfg: PipelineConfig) -> dict:
     }
 
 
+# Settings that change how fast a step runs, never what it makes.
+_SPEED_ONLY = frozenset({"workers", "threads", "num_workers", "progress", "chunk_images", "tensorboard", "every_steps"})
+
+
+def step_settings(config) -> dict:
+    """What a step's output depends on: its resolved config without the speed-only settings."""
+    def strip(value):
+        if isinstance(value, dict):
+            return {k: strip(v) for k, v in value.items() if k not in _SPEED_ONLY}
+        return value
+
+    return yaml.safe_load(yaml.safe_dump(strip(to_dict(config)), sort_keys=True))
+
+
+def pipeline_steps(cfg: PipelineConfig, steps: dict) -> list[tuple[str, dict, Path]]:
+    """Every step in order as (name, settings, output that marks it complete)."""
+    out: list[tuple[str, dict, Path]] = []
+    for split in ("train", "val"):
+        out.append((f"scenes/{split}", step_settings(steps["scenes"][split]), Path(steps["scenes"][split].out) / "scenes_bbx_gt.txt"))
+    for split in ("train", "val"):
+        out.append((f"pnet_data/{split}", step_settings(steps["pnet_data"]), Path(steps["pnet_data"].out) / f"pnet_{split}.h5"))
+    for net, miner, stage in (("pnet", "mine_pnet", "rnet"), ("rnet", "mine_rnet", "onet"), ("onet", None, None)):
+        tcfg = steps[f"train_{net}"]
+        out.append((f"train_{net}", step_settings(tcfg.resolved()), Path(tcfg.out) / f"{net}.pt"))
+        if miner:
+            for split in ("train", "val"):
+                out.append((f"{miner}/{split}", step_settings(steps[miner]), Path(steps[miner].out) / f"{stage}_{split}.h5"))
+    out.append(("bundle", {}, steps["bundle"]))
+    if cfg.evaluate.enabled:
+        out.append(("evaluate", step_settings(cfg.evaluate), steps["eval_dir"] / "report.json"))
+    return out
+
+
+def _record_path(work: Path, name: str) -> Path:
+    return work / "steps" / (name.replace("/", "_") + ".yaml")
+
+
+def check_finished_steps(work: Path, order: list[tuple[str, dict, Path]]) -> None:
+    """Refuse (ConfigError) when a finished step was made with other settings than it has now."""
+    from mtcnn.data.journal import _mapping_diffs
+
+    for k, (name, settings, output) in enumerate(order):
+        record = _record_path(work, name)
+        if not output.exists() or not record.exists():
+            continue
+        stored = yaml.safe_load(record.read_text()) or {}
+        diffs = _mapping_diffs(stored, settings, "")
+        if diffs:
+            changed = "; ".join(f"{name.split('/')[0]}.{path} was {a!r}, now {b!r}" for path, a, b in diffs)
+            later = [str(o) for _, _, o in order[k:] if o.exists()]
+            raise ConfigError(
+                f"step {name} in {work} was finished with other settings ({changed}). Finished steps are not "
+                f"rerun silently: choose another work_dir, or delete {', '.join(later)} to rerun from {name}"
+            )
+
+
 def run_pipeline(cfg: PipelineConfig, *, stop_after: str | None = None) -> Path:
     """Run (or resume) every step; returns the trained weights bundle. ``stop_after`` names a step."""
     from mtcnn.data.generate import generate_pnet
@@ -118,16 +180,29 @@ def run_pipeline(cfg: PipelineConfig, *, stop_after: str | None = None) -> Path:
 
     steps = plan(cfg)
     work: Path = steps["work"]
+    order = pipeline_steps(cfg, steps)
+    check_finished_steps(work, order)
+    settings = {name: step for name, step, _ in order}
     work.mkdir(parents=True, exist_ok=True)
     save_resolved(cfg, work, "pipeline.resolved.yaml")
     t_start = time.perf_counter()
 
     def done(name: str, output: Path) -> bool:
+        record = _record_path(work, name)
         if output.exists():
+            if not record.exists():  # made before settings were recorded: adopt them, say so
+                _log(f"note: {name}: recording the current settings for {output} (it predates step records)")
+                stamp(name)
             _log(f"skip {name}: {output} is complete")
             return True
+        record.unlink(missing_ok=True)
         _log(f"run {name} -> {output}")
         return False
+
+    def stamp(name: str) -> None:
+        record = _record_path(work, name)
+        record.parent.mkdir(parents=True, exist_ok=True)
+        atomic_write_text(record, yaml.safe_dump(settings[name], sort_keys=True))
 
     def finish(name: str) -> bool:
         return stop_after == name
@@ -136,12 +211,14 @@ def run_pipeline(cfg: PipelineConfig, *, stop_after: str | None = None) -> Path:
         scene_cfg = steps["scenes"][split]
         if not done(f"scenes/{split}", Path(scene_cfg.out) / "scenes_bbx_gt.txt"):
             generate_scenes(scene_cfg, preview=True)
+            stamp(f"scenes/{split}")
     if finish("scenes"):
         return steps["bundle"]
     for split in ("train", "val"):
         if not done(f"pnet_data/{split}", Path(steps["pnet_data"].out) / f"pnet_{split}.h5"):
             for line in generate_pnet(steps["pnet_data"], split).lines():
                 _log(line)
+            stamp(f"pnet_data/{split}")
     if finish("pnet_data"):
         return steps["bundle"]
     for net, miner in (("pnet", "mine_pnet"), ("rnet", "mine_rnet"), ("onet", None)):
@@ -149,6 +226,7 @@ def run_pipeline(cfg: PipelineConfig, *, stop_after: str | None = None) -> Path:
         final = Path(tcfg.out) / f"{net}.pt"
         if not done(f"train_{net}", final):
             train(tcfg, resume=(Path(tcfg.out) / "last.pt").exists())
+            stamp(f"train_{net}")
         if finish(f"train_{net}"):
             return steps["bundle"]
         if miner:
@@ -158,13 +236,16 @@ def run_pipeline(cfg: PipelineConfig, *, stop_after: str | None = None) -> Path:
                 if not done(f"{miner}/{split}", Path(mcfg.out) / f"{stage}_{split}.h5"):
                     for line in mine_hard_examples(mcfg, split).lines():
                         _log(line)
+                    stamp(f"{miner}/{split}")
             if finish(miner):
                 return steps["bundle"]
     bundle = steps["bundle"]
     if not done("bundle", bundle):
         _write_bundle(steps, bundle)
+        stamp("bundle")
     if cfg.evaluate.enabled and not done("evaluate", steps["eval_dir"] / "report.json"):
         report = evaluate_on_val_scenes(bundle, steps, cfg.evaluate)
+        stamp("evaluate")
         _log(f"validation scenes: AP@0.5 {report['ap']:.3f}, recall {report['recall']:.3f}, precision {report['precision']:.3f}")
     _log(f"pipeline finished in {time.perf_counter() - t_start:.0f} s; weights: {bundle}")
     return bundle

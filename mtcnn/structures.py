@@ -85,7 +85,14 @@ class Detections:
         ]
 
 
-def image_record(path, width: int, height: int, detections: Detections) -> dict:
+def image_record(path, width: int, height: int, detections: Detections, orientation: int | None = None) -> dict:
     """One image in the detect CLI's JSON-lines schema:
-    ``{"image", "width", "height", "faces": [{"box", "score", "landmarks"}]}``."""
-    return {"image": str(path), "width": int(width), "height": int(height), "faces": detections.to_records()}
+    ``{"image", "width", "height", ["exif_orientation",] "faces": [{"box", "score", "landmarks"}]}``.
+
+    ``exif_orientation`` (1-8, 1 = stored upright) is the EXIF orientation applied when reading:
+    width, height, boxes and landmarks are in the upright frame it gives."""
+    record = {"image": str(path), "width": int(width), "height": int(height)}
+    if orientation is not None:
+        record["exif_orientation"] = int(orientation)
+    record["faces"] = detections.to_records()
+    return record

@@ -59,10 +59,28 @@ def make_checkpoint(net_name: str, model: nn.Module, config: dict | None = None,
 def _load_file(path: Path) -> Any:
     if not path.exists():
         raise WeightsError(f"{path}: weights file not found; {WEIGHTS_HINT}")
+    if path.is_dir():
+        raise WeightsError(f"{path}: is a folder without {', '.join(f'{n}.pt' for n in NET_NAMES)}")
+    with open(path, "rb") as f:
+        head = f.read(4)
+    # torch.save writes a zip archive (PK..) or, in the legacy format, a pickle (0x80 protocol byte).
+    if not (head.startswith(b"PK\x03\x04") or head[:1] == b"\x80"):
+        raise WeightsError(f"{path}: not a PyTorch checkpoint (expected a .pt file written by torch.save)")
     try:
         return torch.load(path, map_location="cpu", weights_only=True)
-    except Exception as e:  # torch raises many types for corrupt files
-        raise WeightsError(f"{path}: not a readable checkpoint ({type(e).__name__}: {str(e).splitlines()[0][:120]})") from None
+    except Exception as e:  # torch raises many types for corrupt files; its messages run to paragraphs
+        raise WeightsError(f"{path}: not a readable checkpoint ({type(e).__name__}: {_first_sentence(str(e))})") from None
+
+
+def _first_sentence(text: str, limit: int = 160) -> str:
+    """The start of a long library message, cut at a sentence or word boundary, never mid-word."""
+    text = " ".join(text.split())
+    for end in (". ", "; "):
+        if end in text[:limit]:
+            return text[: text.index(end, 0, limit) + 1]
+    if len(text) <= limit:
+        return text
+    return text[:limit].rsplit(" ", 1)[0] + " ..."
 
 
 def validate_checkpoint(ckpt: Any, expected_net: str, source: str) -> dict:

@@ -104,7 +104,11 @@ def test_checkpoint_round_trip_and_validation(tmp_path):
 
     with pytest.raises(WeightsError, match="not found"):
         load_bundle(tmp_path / "missing.pt")
-    (tmp_path / "corrupt.pt").write_bytes(b"not a checkpoint")
+    (tmp_path / "text.pt").write_bytes(b"not a checkpoint")
+    with pytest.raises(WeightsError, match="text.pt: not a PyTorch checkpoint"):
+        load_bundle(tmp_path / "text.pt")
+    good = (tmp_path / "b.pt").read_bytes()
+    (tmp_path / "corrupt.pt").write_bytes(good[: len(good) // 2])  # a torch.save file cut short
     with pytest.raises(WeightsError, match="corrupt.pt: not a readable checkpoint"):
         load_bundle(tmp_path / "corrupt.pt")
     torch.save(nets["pnet"].state_dict(), tmp_path / "raw.pt")

@@ -5,6 +5,7 @@ import subprocess
 import sys
 
 import pytest
+import yaml
 
 from mtcnn.config import ConfigError, default_config, load_config
 from mtcnn.pipeline import PipelineConfig, plan
@@ -48,3 +49,40 @@ def test_tiny_pipeline_end_to_end_and_resume(shared_data, tmp_path):
     assert report["faces"] > 0 and report["recall"] >= 0.5, report
     third = subprocess.run(command, capture_output=True, text=True)
     assert third.returncode == 0 and "skip evaluate" in third.stderr
+
+
+def _finished_work_dir(tmp_path):
+    """A work_dir where every step looks finished with the tiny config's settings."""
+    from mtcnn.pipeline import _record_path, pipeline_steps
+
+    cfg = load_config(PipelineConfig, TINY, [f"work_dir={tmp_path}"])
+    for name, settings, output in pipeline_steps(cfg, plan(cfg)):
+        output.parent.mkdir(parents=True, exist_ok=True)
+        output.write_text("finished")
+        record = _record_path(tmp_path, name)
+        record.parent.mkdir(parents=True, exist_ok=True)
+        record.write_text(yaml.safe_dump(settings))
+    return cfg
+
+
+def test_changed_settings_on_a_finished_pipeline_are_refused_in_full(tmp_path, capsys):
+    from mtcnn.commands.run_pipeline import main as run_pipeline_main
+    from mtcnn.pipeline import run_pipeline
+
+    cfg = _finished_work_dir(tmp_path)
+    (tmp_path / "pipeline.resolved.yaml").write_text("the earlier run's\n")
+    # unchanged, or changed only in speed settings: every step is skipped
+    faster = load_config(PipelineConfig, TINY, [f"work_dir={tmp_path}", "scenes.workers=1", "train_pnet.data.num_workers=2"])
+    assert run_pipeline(faster) == tmp_path / "mtcnn_trained.pt"
+    assert "skip evaluate" in capsys.readouterr().err
+    (tmp_path / "pipeline.resolved.yaml").write_text("the earlier run's\n")
+    code = run_pipeline_main([str(TINY), f"work_dir={tmp_path}", "train_pnet.epochs=6", "scenes.num_train=61"])
+    err = capsys.readouterr().err
+    assert code == 2 and err.count("\n") == 1, err
+    assert "step scenes/train" in err and "scenes.num_train was 60, now 61" in err
+    assert "delete" in err and str(tmp_path / "runs" / "pnet" / "pnet.pt") in err
+    assert (tmp_path / "pipeline.resolved.yaml").read_text() == "the earlier run's\n"
+    with pytest.raises(ConfigError, match=r"step train_pnet .*train_pnet\.epochs was 4, now 6"):
+        run_pipeline(load_config(PipelineConfig, TINY, [f"work_dir={tmp_path}", "train_pnet.epochs=6"]))
+    with pytest.raises(ConfigError, match=r"mine_pnet\.detector\.thresholds was \[0\.3, 0\.1\], now \[0\.2, 0\.1\]"):
+        run_pipeline(load_config(PipelineConfig, TINY, [f"work_dir={tmp_path}", "mine_pnet.detector.thresholds=[0.2,0.1]"]))

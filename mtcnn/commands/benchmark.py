@@ -4,11 +4,13 @@ from __future__ import annotations
 
 import argparse
 
+from mtcnn.commands.common import finite_float
+
 
 def parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="benchmark.py", description="Time the detector: ms per image and peak memory by size, min face, batch size and device.")
     p.add_argument("--sizes", nargs="+", default=["640x480", "1280x720", "1920x1080"], help="WIDTHxHEIGHT ...")
-    p.add_argument("--min-face", nargs="+", type=float, default=[20.0], help="minimum face sizes (default 20)")
+    p.add_argument("--min-face", nargs="+", type=finite_float, default=[20.0], help="minimum face sizes (default 20)")
     p.add_argument("--batch-size", nargs="+", type=int, default=[1], help="images per detect call (default 1)")
     p.add_argument("--device", nargs="+", default=["cpu"], help="cpu, cuda, cuda:N (default cpu)")
     p.add_argument("--threads", type=int, help="torch.set_num_threads (default: torch's choice)")

@@ -4,6 +4,7 @@ the sample generators' command line."""
 from __future__ import annotations
 
 import argparse
+import math
 import sys
 from collections.abc import Callable, Iterable
 from typing import Any
@@ -12,11 +13,22 @@ from mtcnn.config import default_config, load_config
 from mtcnn.errors import EXIT_INPUT, EXIT_INTERRUPTED, MTCNNError
 
 
+def finite_float(text: str) -> float:
+    """argparse type: a number, never NaN or infinity (they pass every range check silently)."""
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a number") from None
+    if not math.isfinite(value):
+        raise argparse.ArgumentTypeError(f"{text!r} is not a finite number")
+    return value
+
+
 def detector_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--weights", help="weights bundle or folder (default: $MTCNN_WEIGHTS, then the shipped weights)")
-    parser.add_argument("--min-face", type=float, help="smallest face side in pixels (default 20; 10 with --preset wider)")
-    parser.add_argument("--factor", type=float, help="pyramid scale step (default 0.709)")
-    parser.add_argument("--thresholds", type=float, nargs=3, metavar=("P", "R", "O"), help="stage thresholds (default 0.6 0.7 0.7)")
+    parser.add_argument("--min-face", type=finite_float, help="smallest face side in pixels (default 20; 10 with --preset wider)")
+    parser.add_argument("--factor", type=finite_float, help="pyramid scale step (default 0.709)")
+    parser.add_argument("--thresholds", type=finite_float, nargs=3, metavar=("P", "R", "O"), help="stage thresholds (default 0.6 0.7 0.7)")
     parser.add_argument("--preset", choices=["default", "wider"], help="'wider': min face 10, factor 0.79, thresholds 0.5 0.5 0.3")
     parser.add_argument("--device", default=None, help="cpu, cuda or cuda:N (default: cuda if available)")
     parser.add_argument("--backend", choices=["torch", "onnxruntime"], default="torch", help='what runs the nets (default torch; onnxruntime: CPU, needs pip install -e ".[onnx]")')
@@ -25,14 +37,18 @@ def detector_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--landmarks", default="onet", metavar="MODEL",
                         help="who places the points: onet (default, 5), cascade (Sun et al. 23-net cascade, 5), "
                              "mobilenet (MobileNet-V2 cascade, 5), 68 (68-point model), or a landmark weights file")
+    parser.add_argument("--max-megapixels", type=finite_float,
+                        help="refuse larger images (default 50; about 35 MB of memory per megapixel at --min-face 20)")
 
 
 def detector_from_args(args: argparse.Namespace):
     from mtcnn.detect import build_detector
 
+    max_megapixels = getattr(args, "max_megapixels", None)
+    options = {} if max_megapixels is None else {"max_megapixels": max_megapixels}
     return build_detector(args.weights, args.min_face, args.factor, args.thresholds, args.device, args.preset,
                           backend=args.backend, landmarks=getattr(args, "landmarks", "onet"),
-                          cascade=getattr(args, "cascade_weights", None))
+                          cascade=getattr(args, "cascade_weights", None), **options)
 
 
 def crop_size_from_args(parser: argparse.ArgumentParser, args: argparse.Namespace):

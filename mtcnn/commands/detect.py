@@ -3,12 +3,11 @@
 from __future__ import annotations
 
 import argparse
-import json
 import sys
 from pathlib import Path
 
 from mtcnn.commands.common import crop_size_from_args, detector_arguments, detector_from_args, report
-from mtcnn.errors import MTCNNError
+from mtcnn.errors import EXIT_INPUT, EXIT_INTERRUPTED, EXIT_USAGE, InputError, MTCNNError
 
 
 def parser() -> argparse.ArgumentParser:
@@ -39,50 +38,74 @@ def main(argv: list[str] | None = None) -> int:
         p.error("--batch-size must be at least 1")
     crop_size = crop_size_from_args(p, args)
 
-    from mtcnn.atomic import atomic_path
-    from mtcnn.detect import detect_files
-    from mtcnn.io import list_images, write_image_rgb
-    from mtcnn.structures import image_record
+    from mtcnn.commands.outputs import JsonOutput, prepare_save_dir
+    from mtcnn.io import list_images
 
-    try:
-        detector = detector_from_args(args)
+    try:  # output paths first: a bad one fails before any work
+        save_dir = prepare_save_dir(args.save_dir) if args.save_dir else None
+        json_out = JsonOutput(args.json_path) if args.json_path else None
     except MTCNNError as e:
         return report(e)
-    except (ValueError, RuntimeError) as e:  # settings the detector refuses (e.g. an unknown device)
+    try:
+        detector = detector_from_args(args)
+        paths = list_images(args.inputs)
+        if not paths:
+            raise InputError("no images found in " + ", ".join(args.inputs))
+    except MTCNNError as e:
+        code = report(e)
+    except (ValueError, RuntimeError) as e:  # settings the detector refuses
         report(e)
-        return 2
-    paths = list_images(args.inputs)
-    if not paths:
-        print("error: no images found in " + ", ".join(args.inputs), file=sys.stderr)
-        return 1
-    save_dir = Path(args.save_dir) if args.save_dir else None
-    if save_dir:
-        save_dir.mkdir(parents=True, exist_ok=True)
-    failures: list[Path] = []
+        code = EXIT_USAGE
+    else:
+        return _detect_images(detector, paths, args.batch_size, json_out, save_dir, args.crops, crop_size)
+    if json_out:
+        json_out.discard()
+    return code
+
+
+def _detect_images(detector, paths: list[Path], batch_size: int, json_out, save_dir: Path | None,
+                   crops_dir: str | None = None, crop_size=112) -> int:
+    """Detect, print one line per image, write the outputs; an interruption keeps the earlier
+    ``--json`` file and saves the results so far beside it."""
+    from mtcnn.detect import detect_files
+    from mtcnn.io import write_image_rgb
+    from mtcnn.structures import image_record
+
+    failures = done = 0
     used_names: set[str] = set()
     crop_stems: set[str] = set()
 
     def failed(path: Path, error: Exception) -> None:
+        nonlocal failures
         report(error)
-        failures.append(path)
+        failures += 1
 
-    records = []
-    for found in detect_files(detector, paths, args.batch_size, failed):
-        path, image, faces = found.key, found.image, found.faces
-        print(f"{path}: {len(faces)} face{'s' if len(faces) != 1 else ''}, {found.ms:.1f} ms")
-        records.append(json.dumps(image_record(path, image.shape[1], image.shape[0], faces)))
-        if save_dir:
-            from mtcnn.visualize import draw_detections
+    try:
+        for found in detect_files(detector, paths, batch_size, failed):
+            path, image, faces = found.key, found.image, found.faces
+            print(f"{path}: {len(faces)} face{'s' if len(faces) != 1 else ''}, {found.ms:.1f} ms")
+            if json_out:
+                json_out.write(image_record(path, image.shape[1], image.shape[0], faces, found.orientation))
+            if save_dir:
+                from mtcnn.visualize import draw_detections
 
-            write_image_rgb(_unique_name(save_dir, path, used_names), draw_detections(image, faces))
-        if args.crops:
-            from mtcnn.align import save_aligned_crops
+                write_image_rgb(_unique_name(save_dir, path, used_names), draw_detections(image, faces))
+            if crops_dir:
+                from mtcnn.align import save_aligned_crops
 
-            stem = _unique_name(Path(args.crops), path, crop_stems).stem
-            save_aligned_crops(image, faces.landmarks, args.crops, stem, crop_size)
-    if args.json_path:
-        with atomic_path(args.json_path) as tmp:  # written once complete: never half a file
-            tmp.write_text("".join(r + "\n" for r in records))
+                stem = _unique_name(Path(crops_dir), path, crop_stems).stem
+                save_aligned_crops(image, faces.landmarks, crops_dir, stem, crop_size)
+            done += 1
+    except (KeyboardInterrupt, OSError) as e:
+        stopped = "interrupted" if isinstance(e, KeyboardInterrupt) else f"error: {' '.join(str(e).split())}; stopped"
+        kept = ""
+        if json_out:
+            earlier = f"; {json_out.target} kept as it was" if json_out.target.exists() else ""
+            kept = f"; results of those are in {json_out.abandon()}{earlier}"
+        print(f"{stopped} after {done} of {len(paths)} images{kept}", file=sys.stderr)
+        return EXIT_INTERRUPTED if isinstance(e, KeyboardInterrupt) else EXIT_INPUT
+    if json_out:
+        json_out.finish()
     if failures:
-        print(f"{len(failures)} of {len(paths)} images failed", file=sys.stderr)
+        print(f"{failures} of {len(paths)} images failed", file=sys.stderr)
     return 1 if failures else 0

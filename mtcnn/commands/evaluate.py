@@ -5,6 +5,8 @@ from __future__ import annotations
 import argparse
 import sys
 
+from mtcnn.commands.common import finite_float
+
 
 def parser() -> argparse.ArgumentParser:
     from mtcnn.eval.runner import DETECTION_FORMATS, LANDMARK_FORMATS
@@ -15,9 +17,9 @@ def parser() -> argparse.ArgumentParser:
     a("--images", help="folder the annotated image paths are relative to (default: the format's usual place)")
     a("--detections", help="evaluate this JSON-lines file (detect CLI schema) instead of running the detector")
     a("--weights", help="weights bundle (default: $MTCNN_WEIGHTS, then the shipped weights)")
-    a("--min-face", type=float, help="smallest face in pixels (default 20; 10 with --preset wider)")
-    a("--factor", type=float, help="pyramid scale step (default 0.709)")
-    a("--thresholds", type=float, nargs=3, metavar=("P", "R", "O"), help="stage thresholds (default 0.6 0.7 0.7)")
+    a("--min-face", type=finite_float, help="smallest face in pixels (default 20; 10 with --preset wider)")
+    a("--factor", type=finite_float, help="pyramid scale step (default 0.709)")
+    a("--thresholds", type=finite_float, nargs=3, metavar=("P", "R", "O"), help="stage thresholds (default 0.6 0.7 0.7)")
     a("--preset", choices=["default", "wider"], help="'wider': min face 10, factor 0.79, thresholds 0.5 0.5 0.3")
     a("--device", help="cpu, cuda or cuda:N (default: cuda if available)")
     a("--backend", choices=["torch", "onnxruntime"], default="torch", help='what runs the nets (onnxruntime: pip install -e ".[onnx]")')
@@ -30,11 +32,11 @@ def parser() -> argparse.ArgumentParser:
     sub = parser.add_subparsers(dest="task", required=True)
     det = sub.add_parser("detection", parents=[common], help="precision/recall, AP, WIDER and FDDB protocols")
     det.add_argument("--format", choices=DETECTION_FORMATS, default="list", help="annotation format (default list)")
-    det.add_argument("--iou", type=float, default=0.5, help="IoU for the second AP / PR curve (AP at 0.5 is always reported)")
+    det.add_argument("--iou", type=finite_float, default=0.5, help="IoU for the second AP / PR curve (AP at 0.5 is always reported)")
     det.add_argument("--wider-gt", help="WIDER eval_tools/ground_truth folder (default under data_root())")
     lm = sub.add_parser("landmarks", parents=[common], help="5-point NME, failure rate, CED")
     lm.add_argument("--format", choices=LANDMARK_FORMATS, default="cnn_facepoint", help="annotation format")
-    lm.add_argument("--match-iou", type=float, default=0.4, help="IoU for matching a face to a detection (default 0.4)")
+    lm.add_argument("--match-iou", type=finite_float, default=0.4, help="IoU for matching a face to a detection (default 0.4)")
     lm.add_argument("--landmarks", choices=("onet", "cascade"), default="onet",
                     help="cascade: per-level report of the Sun et al. cascade (O-Net, levels 1-3) with the list's boxes and the detector's")
     lm.add_argument("--cascade-weights", help="cascade bundle (default mtcnn/weights/cascade_sun.pt)")

@@ -28,5 +28,8 @@ def main(argv: list[str] | None = None) -> int:
         return EXIT_INTERRUPTED
     except (MTCNNError, OSError, RuntimeError, ValueError) as e:
         return report(e)
-    print(f"trained weights: {bundle}")
+    if args.stop_after or not bundle.exists():
+        print(f"stopped after {args.stop_after}; outputs so far are in {bundle.parent} (run without --stop-after to continue)")
+    else:
+        print(f"trained weights: {bundle}")
     return 0

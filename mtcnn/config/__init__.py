@@ -26,10 +26,18 @@ from mtcnn.config.core import (
     to_dict,
 )
 from mtcnn.config.detector import DETECTOR_PRESETS, DetectorConfig
-from mtcnn.config.paths import data_root, default_config, default_config_names, gen_root, resolve_path
+from mtcnn.config.paths import (
+    data_hint,
+    data_root,
+    default_config,
+    default_config_names,
+    gen_root,
+    resolve_path,
+    runs_root,
+)
 
 __all__ = [
-    "ConfigError", "DETECTOR_PRESETS", "DetectorConfig", "apply_overrides", "bounded", "data_root", "default_config",
+    "ConfigError", "DETECTOR_PRESETS", "DetectorConfig", "apply_overrides", "bounded", "data_hint", "data_root", "default_config",
     "default_config_names", "find_config", "from_dict", "gen_root", "load_config", "load_yaml", "parse_override", "resolve_path",
-    "save_resolved", "to_dict",
+    "runs_root", "save_resolved", "to_dict",
 ]

@@ -3,8 +3,10 @@ the package (read through ``importlib.resources``, so they work from an installe
 
 Placeholders: ``{data}`` :func:`data_root` (``$MTCNN_DATA`` or ``../shared/data``), ``{gen}``
 :func:`gen_root` (``$MTCNN_GEN`` or ``../gen`` beside the project: generated data never goes
-into the project tree), ``{webfaces}`` :func:`webfaces_root` (``$MTCNN_WEBFACES`` or ``../webfaces``
-beside the project: Caltech WebFaces, which is not in the shared data), ``{split}`` (``train`` / ``val``, when given) and ``~``.
+into the project tree), ``{runs}`` :func:`runs_root` (``$MTCNN_RUNS`` or ``{gen}/runs``: where training writes its
+checkpoints and the miner looks for them, whatever the working directory), ``{webfaces}``
+:func:`webfaces_root` (``$MTCNN_WEBFACES`` or ``../webfaces`` beside the project: Caltech WebFaces,
+which is not in the shared data), ``{split}`` (``train`` / ``val``, when given) and ``~``.
 """
 
 from __future__ import annotations
@@ -46,9 +48,28 @@ def webfaces_root() -> Path:
     return _BESIDE_CHECKOUT / "webfaces"
 
 
+def runs_root() -> Path:
+    """Where training runs go by default: ``$MTCNN_RUNS``, else ``runs`` under :func:`gen_root`."""
+    env = os.environ.get("MTCNN_RUNS")
+    return Path(env) if env else gen_root() / "runs"
+
+
+def data_hint(path: str | os.PathLike) -> str:
+    """For a missing path under the data folder: where that folder comes from and how to move it."""
+    root = data_root()
+    try:
+        Path(path).resolve().relative_to(root.resolve())
+    except ValueError:
+        return ""
+    origin = "MTCNN_DATA" if os.environ.get("MTCNN_DATA") else "the default ../shared/data (MTCNN_DATA is not set)"
+    return f" (the data folder {root} is {origin}; set MTCNN_DATA to where the data is)"
+
+
 def resolve_path(text: str | os.PathLike, split: str | None = None) -> Path:
-    """Expand ``{data}``, ``{gen}``, ``{webfaces}``, ``{split}`` and ``~`` in a config path."""
+    """Expand ``{data}``, ``{gen}``, ``{runs}``, ``{webfaces}``, ``{split}`` and ``~`` in a config path."""
     s = str(text)
+    # {runs} first: its default is itself under {gen}.
+    s = s.replace("{runs}", str(runs_root()))
     s = s.replace("{data}", str(data_root())).replace("{gen}", str(gen_root()))
     s = s.replace("{webfaces}", str(webfaces_root()))
     if split is not None:
@@ -69,4 +90,6 @@ def default_config(name: str) -> Path:
     return Path(str(entry))
 
 
-__all__ = ["data_root", "default_config", "default_config_names", "gen_root", "resolve_path", "webfaces_root"]
+__all__ = [
+    "data_hint", "data_root", "default_config", "default_config_names", "gen_root", "resolve_path", "runs_root", "webfaces_root",
+]

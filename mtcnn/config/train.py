@@ -142,7 +142,7 @@ class RunConfig:
     """What every training run has, whatever its task (the training loop reads these)."""
 
     net: str = "pnet"
-    out: str = "runs/pnet"
+    out: str = "{runs}/pnet"
     seed: int = bounded(0, 0, None)
     device: str = "auto"  # auto | cpu | cuda | cuda:N (under torchrun: cuda:LOCAL_RANK)
     threads: int | None = bounded(None, 1, 1024, help="torch CPU threads per process; null: torch default")
@@ -240,7 +240,7 @@ class LandmarkTrainConfig(RunConfig):
     number of points)."""
 
     net: str = "onet"
-    out: str = "runs/landmarks"
+    out: str = "{runs}/landmarks"
     epochs: int = bounded(30, 1, None)
     batch_size: int = bounded(256, 1, None, help="global batch (split evenly across DDP ranks)")
     data: LandmarkDataSection = field(default_factory=LandmarkDataSection)

@@ -279,7 +279,9 @@ def _parse_lines(
         for raw, ln in zip(lines, line_numbers.tolist()):
             tokens = raw.split()
             if len(tokens) != ncols:
-                hint = " (a face count smaller than the face lines that follow?)" if len(tokens) <= 1 else ""
+                # One token where a face line belongs: the next image's name or count was reached,
+                # so the count above promised more faces than its lines give.
+                hint = " (a face count larger than the face lines that follow?)" if len(tokens) <= 1 else ""
                 problem = f"{what}: expected {ncols} values, got {len(tokens)}: {raw.strip()!r}{hint}"
                 raise AnnotationError(file, problem, ln)
             _floats(tokens, file, ln, what)

@@ -40,7 +40,7 @@ from mtcnn.config.data import (
     SourceConfig,
     WiderBoxConfig,
 )
-from mtcnn.config.paths import resolve_path
+from mtcnn.config.paths import data_hint, resolve_path
 from mtcnn.data.h5 import KINDS, SampleWriter
 from mtcnn.data.sampling import SampleBatch, landmark_samples, pnet_samples, tight_to_wider
 from mtcnn.io import ImageReadError, read_image_rgb
@@ -91,7 +91,7 @@ def load_source(src: SourceConfig) -> list[ImageAnnotation]:
     path = resolve_path(src.path)
     label = src.name or src.format
     if not path.exists():
-        hint = " (generate it first: prepare_data/gen_scenes.py)" if "scenes" in str(path) else ""
+        hint = " (generate it first: prepare_data/gen_scenes.py)" if "scenes" in str(path) else data_hint(path)
         if src.format == "webfaces":
             hint = " (Caltech WebFaces is not in the shared data: see the README, or set MTCNN_WEBFACES)"
         raise GenerationError(f"source '{label}': {path} not found{hint}")
@@ -307,15 +307,19 @@ def run_sample_job(
     max_bad_fraction: float = 0.1,
     desc: str = "samples",
     progress: bool = True,
+    on_start: Callable[[], None] | None = None,
 ) -> JobSummary:
-    """Process ``items`` into ``out_path`` (resuming a partial file of the same settings)."""
+    """Process ``items`` into ``out_path`` (resuming a partial file of the same settings;
+    ``overwrite`` starts over). ``on_start`` runs once the output is accepted, before any work."""
     out_path = Path(out_path)
     if not items:
         raise GenerationError(f"{out_path.name}: no source images to process (check the sources in the config)")
     if out_path.exists() and not overwrite:
         raise OutputExistsError(f"{out_path} already exists (complete); delete it or pass --overwrite to regenerate")
     try:
-        writer = SampleWriter(out_path, job.size, attrs, resume=True, overwrite=overwrite)
+        writer = open_writer(out_path, job.size, attrs, overwrite)
+        if on_start is not None:
+            on_start()
     except (ValueError, OSError) as e:
         raise GenerationError(" ".join(str(e).split())) from None
     done = writer.done_items
@@ -363,6 +367,15 @@ def run_sample_job(
     return JobSummary(out_path, counts, len(items), resumed, processed, skipped, seconds)
 
 
+def open_writer(out_path: Path, size: int, attrs: dict[str, Any], overwrite: bool) -> SampleWriter:
+    """The job's writer: resumes a partial file of the same settings (a damaged one starts over,
+    said in one line on stderr); ``overwrite`` starts over, partial file included."""
+    writer = SampleWriter(out_path, size, attrs, resume=not overwrite, overwrite=overwrite)
+    if writer.notice:
+        print(f"warning: {writer.notice}", file=sys.stderr, flush=True)
+    return writer
+
+
 def _content_config(cfg: Any) -> dict[str, Any]:
     """The parts of a config that decide the samples (not workers / chunking / output place)."""
     d = to_dict(cfg)
@@ -406,11 +419,9 @@ def generate_pnet(cfg: PNetDataConfig, split: str = "train", *, overwrite: bool 
     s = cfg.sampling
     attrs = _attrs("pnet", split, cfg, {"iou_neg": s.neg_iou, "iou_part": s.part_iou, "iou_pos": s.pos_iou})
     job = SampleJob(cfg.seed, cfg.size, cfg.sampling, cfg.landmarks.aug, cfg.wider_box)
-    out_dir.mkdir(parents=True, exist_ok=True)
-    save_resolved(cfg, out_dir, f"{out_path.stem}.config.yaml")
     return run_sample_job(items, out_path, job, attrs, workers=cfg.workers, chunk_items=cfg.chunk_images,
-                          overwrite=overwrite, max_bad_fraction=cfg.max_bad_fraction,
-                          desc=out_path.name, progress=progress)
+                          overwrite=overwrite, max_bad_fraction=cfg.max_bad_fraction, desc=out_path.name,
+                          progress=progress, on_start=lambda: save_resolved(cfg, out_dir, f"{out_path.stem}.config.yaml"))
 
 
 def generate_landmarks(cfg: LandmarkDataConfig, split: str = "train", *, overwrite: bool = False,
@@ -422,8 +433,6 @@ def generate_landmarks(cfg: LandmarkDataConfig, split: str = "train", *, overwri
     items = landmark_items(getattr(cfg.sources, split))
     attrs = _attrs("landmark", split, cfg, {"landmark_crop_iou": cfg.aug.crop_iou})
     job = SampleJob(cfg.seed, cfg.size, PNetSamplingConfig(), cfg.aug, cfg.wider_box)
-    out_dir.mkdir(parents=True, exist_ok=True)
-    save_resolved(cfg, out_dir, f"{out_path.stem}.config.yaml")
     return run_sample_job(items, out_path, job, attrs, workers=cfg.workers, chunk_items=cfg.chunk_images,
-                          overwrite=overwrite, max_bad_fraction=cfg.max_bad_fraction,
-                          desc=out_path.name, progress=progress)
+                          overwrite=overwrite, max_bad_fraction=cfg.max_bad_fraction, desc=out_path.name,
+                          progress=progress, on_start=lambda: save_resolved(cfg, out_dir, f"{out_path.stem}.config.yaml"))

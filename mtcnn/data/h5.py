@@ -28,13 +28,15 @@ loader reads random rows and HDF5 always reads (and decompresses) whole chunks. 
 stored uncompressed by default: measured on real face crops, lzf saves only 3 % (12 px) to 9 %
 (48 px) of the space but makes random minibatch reads 4 to 8 times slower.
 
-Writing is atomic and resumable: :class:`SampleWriter` writes ``<name>.partial.h5`` and renames
-it to the final name (``os.replace``) only on success, so the final name exists only for a
-complete file. Generators process source images in a deterministic order in "work items" (an
-integer id each) and call :meth:`SampleWriter.commit` after each unit; reopening with
-``resume=True`` truncates every dataset back to the last committed lengths and lists the
-committed ids in :attr:`SampleWriter.done_items`, so a crashed run continues without duplicated
-or lost samples.
+Writing is atomic, crash-safe and resumable: :class:`SampleWriter` collects the samples in the
+journal folder ``<name>.partial`` (append-only columns and an atomically replaced commit record,
+:mod:`mtcnn.data.journal`; HDF5 itself is not safe against a kill while a file is open for
+writing) and writes the HDF5 file, renamed to the final name (``os.replace``), only on success,
+so the final name exists only for a complete file. Generators process source images in a
+deterministic order in "work items" (an integer id each) and call :meth:`SampleWriter.commit`
+after each unit; reopening with ``resume=True`` verifies the committed bytes, drops what came
+after the last commit and lists the committed ids in :attr:`SampleWriter.done_items`, so a
+killed run continues without duplicated, lost or damaged samples.
 """
 
 from __future__ import annotations
@@ -48,7 +50,8 @@ from typing import Any
 import h5py
 import numpy as np
 
-from mtcnn.data.h5_util import _attr_equal, _attr_value, _locked, _locked_message, _one_line, _py, _read_rows
+from mtcnn.data.h5_util import _attr_equal, _attr_value, _locked_message, _one_line, _py, _read_rows
+from mtcnn.data.journal import Journal, JournalDamaged, JournalLocked, describe_difference
 from mtcnn.errors import InputError
 from mtcnn.structures import Label
 
@@ -83,9 +86,9 @@ class SampleFileError(InputError, ValueError):
 
 
 def partial_path(path: str | os.PathLike) -> Path:
-    """The in-progress name of ``path``: ``x/rnet_train.h5`` -> ``x/rnet_train.partial.h5``."""
+    """The work-in-progress folder of ``path``: ``x/rnet_train.h5`` -> ``x/rnet_train.partial``."""
     path = Path(path)
-    return path.with_suffix(".partial" + (path.suffix or ".h5"))
+    return path.with_suffix(".partial")
 
 
 def is_complete(path: str | os.PathLike) -> bool:
@@ -94,23 +97,23 @@ def is_complete(path: str | os.PathLike) -> bool:
 
 
 class SampleWriter:
-    """Append samples of one stage & split to an HDF5 file, atomically and resumably.
+    """Append samples of one stage & split, crash-safely and resumably; an HDF5 file at the end.
 
     ``SampleWriter(path, size, attrs, chunk=1024, compression="lzf", resume=False)``
 
-    * ``path``: the final file name; data goes to :func:`partial_path` until :meth:`close`
-      with ``complete=True`` (or leaving the ``with`` block without an exception) renames it.
-    * ``attrs``: stored as file attributes next to the fixed :data:`CONVENTIONS`; dicts and
-      dataclasses (e.g. the resolved config) are stored as YAML strings.
-    * ``chunk``: rows per chunk of the metadata datasets and rows buffered in memory per kind
-      before a write (memory stays bounded whatever the file size).
-    * ``compression``: filter for the metadata datasets; ``image_compression`` (default none,
-      see the module docstring) for ``images``.
-    * ``resume``: continue an existing partial file: datasets are cut back to the last
-      :meth:`commit` and :attr:`done_items` lists the committed work items. Without a partial
-      file, ``resume=True`` starts a new one. ``resume=False`` always starts over (an existing
-      partial file is replaced). A stored attribute that differs from ``attrs`` (another seed,
-      another config) refuses the resume.
+    * ``path``: the final file name. Work in progress lives in the journal folder
+      :func:`partial_path` (see :mod:`mtcnn.data.journal`: nothing a commit covers is ever
+      rewritten, so no kill can damage it); :meth:`close` with ``complete=True`` (or leaving the
+      ``with`` block without an exception) writes the HDF5 file and renames it into place.
+    * ``attrs``: file attributes next to the fixed :data:`CONVENTIONS` (dicts, dataclasses: YAML).
+    * ``chunk``, ``compression``, ``image_compression``: the final file's metadata chunk rows and
+      filters (images uncompressed by default, see the module docstring).
+    * ``resume``: continue an existing journal: every committed byte is verified against its
+      checksum, what was added after the last :meth:`commit` is dropped, and :attr:`done_items`
+      lists the committed work items. A damaged journal is started over and :attr:`notice`
+      says so in one line. Without a journal, ``resume=True`` starts a new one; ``resume=False``
+      always starts over. A stored attribute that differs from ``attrs`` (another seed, another
+      config) refuses the resume, naming the setting and both values.
     * ``overwrite``: allow replacing an existing complete file (the old file stays in place
       until the new one is complete). Without it an existing final file is an error.
     """
@@ -130,28 +133,22 @@ class SampleWriter:
     ):
         self.path = Path(path)
         self.partial = partial_path(self.path)
-        self.size = int(size)
-        if self.size <= 0:
-            raise ValueError(f"sample size must be positive, got {size}")
-        if chunk <= 0:
-            raise ValueError(f"chunk must be positive, got {chunk}")
-        self.chunk = int(chunk)
+        self.size, self.chunk = int(size), int(chunk)
+        if self.size <= 0 or self.chunk <= 0:
+            raise ValueError(f"sample size and chunk must be positive, got {size} and {chunk}")
+        self.compression, self.image_compression = compression, image_compression
+        self.image_chunk_bytes = int(image_chunk_bytes)
         if self.path.exists() and not overwrite:
-            raise FileExistsError(
-                f"{self.path} already exists and is complete; delete it (or pass overwrite=True) to regenerate"
-            )
+            raise FileExistsError(f"{self.path} already exists and is complete; delete it (or pass overwrite=True) to regenerate")
         self._attrs = self._build_attrs(attrs or {})
-        self._buffers: dict[str, list[dict[str, np.ndarray]]] = {k: [] for k in KINDS}
-        self._buffered: dict[str, int] = {k: 0 for k in KINDS}
+        self._row_bytes = {name: _field_width(name, self.size) for name in FIELDS}
+        self._counts: dict[str, int] = {k: 0 for k in KINDS}
         self._source_ids: dict[str, int] = {}
         self._new_sources: list[str] = []
         self.done_items: set[int] = set()
+        self.notice: str | None = None  # one line for the user, e.g. a damaged partial file started over
         self._closed = False
-        self.partial.parent.mkdir(parents=True, exist_ok=True)
-        if resume and self.partial.exists():
-            self._f = self._open_resume()
-        else:
-            self._f = self._create(compression, image_compression, image_chunk_bytes)
+        self._journal = self._open_journal(resume)
 
     # ------------------------------------------------------------------ setup
     def _build_attrs(self, attrs: Mapping[str, Any]) -> dict[str, Any]:
@@ -164,81 +161,45 @@ class SampleWriter:
             out[key] = value
         return out
 
-    def _open_partial(self, mode: str, failure: str) -> h5py.File:
-        """Open the partial file; a lock or an unreadable file becomes one SampleFileError line."""
+    def _open_journal(self, resume: bool) -> Journal:
+        header = {"attrs": {k: _json_attr(v) for k, v in self._attrs.items()}}
         try:
-            return h5py.File(self.partial, mode)
+            try:
+                journal = Journal(self.partial, _COLUMNS, header, resume)
+            except JournalDamaged as e:
+                self.notice = f"{self.partial} is damaged ({e}); starting that file over"
+                journal = Journal(self.partial, _COLUMNS, header, resume=False)
+        except JournalLocked:
+            raise SampleFileError(_locked_message(self.partial)) from None
         except OSError as e:
-            if _locked(e):
-                raise SampleFileError(_locked_message(self.partial)) from None
-            raise SampleFileError(failure.format(path=self.partial, error=_one_line(e))) from None
-
-    def _create(self, compression, image_compression, image_chunk_bytes) -> h5py.File:
-        S = self.size
-        f = self._open_partial("w", "cannot create {path}: {error}")
-        for key, value in self._attrs.items():
-            f.attrs[key] = value
-        f.attrs["complete"] = False
-        img_rows = int(max(1, min(self.chunk, image_chunk_bytes // (S * S * 3))))
-        for kind in KINDS:
-            g = f.create_group(kind)
-            g.create_dataset("images", (0, S, S, 3), np.uint8, maxshape=(None, S, S, 3),
-                             chunks=(img_rows, S, S, 3), compression=image_compression)
-            g.create_dataset("label", (0,), np.int8, maxshape=(None,), chunks=(self.chunk,), compression=compression)
-            for name, width in (("bbox", 4), ("landmark", 10), ("box", 4)):
-                g.create_dataset(name, (0, width), np.float32, maxshape=(None, width),
-                                 chunks=(self.chunk, width), compression=compression)
-            g.create_dataset("source", (0,), np.int32, maxshape=(None,), chunks=(self.chunk,), compression=compression)
-        f.create_dataset("sources", (0,), h5py.string_dtype("utf-8"), maxshape=(None,), chunks=(1024,))
-        f.create_group("progress").create_dataset("committed_items", (0,), np.int64, maxshape=(None,), chunks=(4096,))
-        f.attrs["progress"] = json.dumps({"items": 0, "sources": 0, "lengths": {k: 0 for k in KINDS}})
-        f.flush()
-        return f
-
-    def _open_resume(self) -> h5py.File:
-        hint = f"delete {self.partial} to start over"
-        f = self._open_partial("r+", "cannot resume from {path}: unreadable ({error}); " + hint)
+            raise SampleFileError(f"cannot write {self.partial}: {_one_line(e)}") from None
         try:
-            progress = json.loads(f.attrs["progress"])
-            lengths = {k: int(progress["lengths"][k]) for k in KINDS}
-            n_items, n_sources = int(progress["items"]), int(progress["sources"])
-            for key, value in self._attrs.items():
-                stored = _py(f.attrs[key]) if key in f.attrs else None
-                if stored is None or not _attr_equal(stored, value):
-                    shown = " ".join(str(stored).split())[:80]
-                    now = " ".join(str(value).split())[:80]
-                    raise SampleFileError(
-                        f"cannot resume from {self.partial}: attribute {key!r} differs from this run "
-                        f"(stored {shown!r}, now {now!r}); rerun with the original settings or {hint}"
-                    )
-            for kind in KINDS:
-                for name in FIELDS:
-                    ds = f[kind][name]
-                    if ds.shape[0] < lengths[kind]:
-                        raise SampleFileError(
-                            f"cannot resume from {self.partial}: {kind}/{name} has {ds.shape[0]} rows, "
-                            f"fewer than the {lengths[kind]} committed; {hint}"
-                        )
-                    ds.resize(lengths[kind], axis=0)
-            items = f["progress/committed_items"]
-            sources = f["sources"]
-            if items.shape[0] < n_items or sources.shape[0] < n_sources:
-                raise SampleFileError(f"cannot resume from {self.partial}: progress record is inconsistent; {hint}")
-            items.resize(n_items, axis=0)
-            sources.resize(n_sources, axis=0)
-            self.done_items = set(int(i) for i in items[:])
-            self._source_ids = {s: i for i, s in enumerate(sources.asstr()[:])}
-            f.attrs["complete"] = False
-            f.flush()
-        except SampleFileError:
-            f.close()
+            self._check_attrs(journal.stored_header.get("attrs", {}), header["attrs"])
+            self._restore(journal)
+        except BaseException:
+            journal.close()
             raise
-        except (KeyError, OSError, ValueError, TypeError) as e:
-            f.close()
-            raise SampleFileError(
-                f"cannot resume from {self.partial}: not a readable partial sample file ({_one_line(e)}); {hint}"
-            ) from None
-        return f
+        legacy = self.path.with_suffix(".partial.h5")  # written in place by older versions: not trustworthy
+        if legacy.exists():
+            legacy.unlink()
+            self.notice = f"removed {legacy}, a partial file of an older version that a kill may have damaged; starting over"
+        return journal
+
+    def _check_attrs(self, stored: Mapping[str, Any], now: Mapping[str, Any]) -> None:
+        for key, value in now.items():
+            old = stored.get(key)
+            if old != value:
+                raise SampleFileError(
+                    f"cannot resume from {self.partial}: {describe_difference(key, old, value)}; "
+                    f"rerun with the original settings, or delete {self.partial} (or pass --overwrite) to start over"
+                )
+
+    def _restore(self, journal: Journal) -> None:
+        for kind in KINDS:
+            self._counts[kind] = journal.committed[f"{kind}.label"]
+        rows = [json.loads(line) for line in journal.read("sources").decode().splitlines()]
+        self._source_ids = {s: i for i, s in enumerate(rows)}
+        self.done_items = set(np.frombuffer(journal.read("items"), np.int64).tolist())
 
     # ------------------------------------------------------------------ writing
     def source_index(self, source: str | os.PathLike) -> int:
@@ -327,99 +288,100 @@ class SampleWriter:
             if box_arr.shape != (n, 4):
                 raise ValueError(f"{kind} box must have shape ({n}, 4), got {box_arr.shape}")
         src = self._source_column(source, n)
-        self._buffers[kind].append(
-            {"images": np.ascontiguousarray(images), "label": label_arr, "bbox": bbox_arr,
-             "landmark": lmk_arr, "source": src, "box": box_arr}
-        )
-        self._buffered[kind] += n
-        if self._buffered[kind] >= self.chunk:
-            self._flush_kind(kind)
-
-    def _flush_kind(self, kind: str) -> None:
-        parts = self._buffers[kind]
-        if not parts:
-            return
-        g = self._f[kind]
-        for name in FIELDS:
-            data = parts[0][name] if len(parts) == 1 else np.concatenate([p[name] for p in parts])
-            ds = g[name]
-            n0 = ds.shape[0]
-            ds.resize(n0 + data.shape[0], axis=0)
-            ds[n0:] = data
-        self._buffers[kind] = []
-        self._buffered[kind] = 0
-
-    def _flush_all(self) -> None:
-        for kind in KINDS:
-            self._flush_kind(kind)
-        if self._new_sources:
-            ds = self._f["sources"]
-            n0 = ds.shape[0]
-            ds.resize(n0 + len(self._new_sources), axis=0)
-            ds[n0:] = np.array(self._new_sources, dtype=object)
-            self._new_sources = []
+        columns = {"images": images, "label": label_arr, "bbox": bbox_arr, "landmark": lmk_arr, "source": src, "box": box_arr}
+        for name, arr in columns.items():
+            self._journal.append(f"{kind}.{name}", np.ascontiguousarray(arr, _DTYPES[name]).tobytes())
+        self._counts[kind] += n
 
     def lengths(self) -> dict[str, int]:
-        """Samples per kind written so far (committed or not, including buffered)."""
-        return {k: int(self._f[k]["label"].shape[0]) + self._buffered[k] for k in KINDS}
+        """Samples per kind written so far (committed or not)."""
+        return dict(self._counts)
 
     def commit(self, item_ids: Iterable[int] | int) -> None:
-        """Mark work items as fully written: everything added so far survives a crash.
-
-        Data is flushed to disk first, then the committed ids and the length of every dataset
-        are recorded (one attribute write) and flushed again; a crash before that record leaves
-        the previous commit in force.
-        """
+        """Mark work items as fully written: everything added so far survives any kill."""
         ids = [int(item_ids)] if isinstance(item_ids, (int, np.integer)) else [int(i) for i in item_ids]
         dup = self.done_items.intersection(ids)
         if dup or len(set(ids)) != len(ids):
             raise ValueError(f"work items committed twice: {sorted(dup) or ids}")
-        self._flush_all()
-        self._f.flush()
-        items = self._f["progress/committed_items"]
-        n0 = items.shape[0]
+        if self._new_sources:
+            self._journal.append("sources", "".join(json.dumps(s) + "\n" for s in self._new_sources).encode())
+            self._new_sources = []
         if ids:
-            items.resize(n0 + len(ids), axis=0)
-            items[n0:] = np.asarray(ids, np.int64)
-        progress = {
-            "items": n0 + len(ids),
-            "sources": int(self._f["sources"].shape[0]),
-            "lengths": {k: int(self._f[k]["label"].shape[0]) for k in KINDS},
-        }
-        self._f.attrs["progress"] = json.dumps(progress)
-        self._f.flush()
+            self._journal.append("items", np.asarray(ids, np.int64).tobytes())
+        self._journal.commit()
         self.done_items.update(ids)
 
     def close(self, complete: bool = True) -> Path:
-        """Finish. ``complete=True`` flushes everything and renames the partial file to the final
-        name atomically; ``complete=False`` leaves the partial file for a later resume (samples
-        added after the last :meth:`commit` are discarded on resume). Returns the file's path."""
+        """Finish. ``complete=True`` commits, writes the HDF5 file and renames it to the final name
+        atomically; ``complete=False`` leaves the journal for a later resume (samples added after
+        the last :meth:`commit` are dropped on resume). Returns the file's path."""
         if self._closed:
             return self.path if complete else self.partial
         self._closed = True
         if not complete:
-            self._f.close()
+            self._journal.close()
             return self.partial
         try:
-            self._flush_all()
             self.commit([])
-            self._f.attrs["complete"] = True
-            self._f.flush()
-        finally:
-            self._f.close()
-        fd = os.open(self.partial, os.O_RDONLY)
-        try:
-            os.fsync(fd)
-        finally:
-            os.close(fd)
-        os.replace(self.partial, self.path)
+            tmp = self.partial / "assembled.h5"
+            self._assemble(tmp)
+            os.replace(tmp, self.path)
+        except BaseException:
+            self._journal.close()
+            raise
+        self._journal.remove()
         return self.path
+
+    def _assemble(self, tmp: Path) -> None:
+        """Write the committed samples as the final HDF5 file (layout in the module docstring)."""
+        j, S = self._journal, self.size
+        img_rows = int(max(1, min(self.chunk, self.image_chunk_bytes // (S * S * 3))))
+        with h5py.File(tmp, "w") as f:
+            for key, value in self._attrs.items():
+                f.attrs[key] = value
+            for kind in KINDS:
+                g = f.create_group(kind)
+                n = self._counts[kind]
+                for name in FIELDS:
+                    shape = _FIELD_SHAPES[name](S)
+                    rows = img_rows if name == "images" else self.chunk
+                    ds = g.create_dataset(name, (n, *shape), _DTYPES[name], maxshape=(None, *shape), chunks=(rows, *shape),
+                                          compression=self.image_compression if name == "images" else self.compression)
+                    step = max(1, (32 << 20) // self._row_bytes[name])
+                    for a in range(0, n, step):
+                        b = min(n, a + step)
+                        raw = j.read(f"{kind}.{name}", a * self._row_bytes[name], (b - a) * self._row_bytes[name])
+                        ds[a:b] = np.frombuffer(raw, _DTYPES[name]).reshape(b - a, *shape)
+            sources = sorted(self._source_ids, key=self._source_ids.get)
+            f.create_dataset("sources", data=np.array(sources, dtype=object), dtype=h5py.string_dtype("utf-8"),
+                             maxshape=(None,), chunks=(1024,))
+            items = np.frombuffer(j.read("items"), np.int64)
+            f.create_group("progress").create_dataset("committed_items", data=items, maxshape=(None,), chunks=(4096,))
+            f.attrs["progress"] = json.dumps({"items": int(items.size), "sources": len(sources), "lengths": self._counts})
+            f.attrs["complete"] = True
+        with open(tmp, "rb") as f:
+            os.fsync(f.fileno())
 
     def __enter__(self) -> SampleWriter:
         return self
 
     def __exit__(self, exc_type, exc, tb) -> None:
         self.close(complete=exc_type is None)
+
+
+_DTYPES = {"images": np.uint8, "label": np.int8, "bbox": np.float32, "landmark": np.float32, "source": np.int32, "box": np.float32}
+_FIELD_SHAPES = {"images": lambda S: (S, S, 3), "label": lambda S: (), "bbox": lambda S: (4,), "landmark": lambda S: (10,),
+                 "source": lambda S: (), "box": lambda S: (4,)}
+_COLUMNS = [f"{kind}.{name}" for kind in KINDS for name in FIELDS] + ["sources", "items"]
+
+
+def _field_width(name: str, size: int) -> int:
+    return int(np.prod(_FIELD_SHAPES[name](size), dtype=np.int64)) * np.dtype(_DTYPES[name]).itemsize
+
+
+def _json_attr(value: Any) -> Any:
+    """An attribute value as plain JSON (what the journal stores and compares)."""
+    return json.loads(json.dumps(value.tolist() if isinstance(value, (np.ndarray, np.generic)) else value))
 
 
 class SampleReader:

@@ -31,7 +31,7 @@ from mtcnn.errors import OutputExistsError
 from mtcnn.atomic import atomic_write_text
 from mtcnn.config import ConfigError, bounded, save_resolved, to_dict
 from mtcnn.config.data import LandmarkAugConfig, SourceConfig, SplitSources, WiderBoxConfig
-from mtcnn.config.paths import resolve_path
+from mtcnn.config.paths import resolve_path, runs_root
 from mtcnn.data.generate import (
     GenerationError,
     WorkItem,
@@ -39,10 +39,12 @@ from mtcnn.data.generate import (
     SampleJob,
     detection_items,
     landmark_items,
+    open_writer,
     parallel_chunks,
     write_item,
 )
 from mtcnn.data.h5 import KINDS, SampleWriter
+from mtcnn.device import resolve_device
 from mtcnn.io import ImageReadError, file_sha256, read_image_rgb
 from mtcnn.ops.boxes import box_iou, square_boxes
 from mtcnn.ops.coding import encode_boxes
@@ -97,7 +99,7 @@ class MiningConfig:
     seed: int = 0
     pnet: str = "{runs}/pnet/pnet.pt"
     rnet: str = "{runs}/rnet/rnet.pt"
-    out: str = "{gen}/{stage}"
+    out: str = "{gen}/samples"
     device: str = "cpu"
     batch_images: int = bounded(8, 1, 1024, help="images per stage call")
     workers: int = bounded(2, 0, 64, help="image-reading processes")
@@ -116,10 +118,7 @@ class MiningConfig:
 
 
 def _expand(path: str, stage: str = "") -> Path:
-    from mtcnn.config.paths import gen_root
-
-    runs = gen_root().parent / "runs"
-    return resolve_path(path.replace("{runs}", str(runs)).replace("{stage}", stage))
+    return resolve_path(path.replace("{stage}", stage))
 
 
 def coverage_row(gt: torch.Tensor, windows: torch.Tensor) -> list[int]:
@@ -227,6 +226,20 @@ class _ImageItems(torch.utils.data.Dataset):
             return item, None, str(e)
 
 
+def _stage_checkpoints(cfg: MiningConfig) -> dict[str, Path]:
+    """The trained stages the miner runs (P-Net; R-Net too in RNet mode), each checked to exist."""
+    checkpoints = {"pnet": _expand(cfg.pnet)}
+    if cfg.test_mode == "RNet":
+        checkpoints["rnet"] = _expand(cfg.rnet)
+    for name, path in checkpoints.items():
+        if not path.exists():
+            raise GenerationError(
+                f"{name} checkpoint {path} not found: train it first (python train_models/train_{name}.py writes "
+                f"{{runs}}/{name}/{name}.pt; {{runs}} is {runs_root()}, set by MTCNN_RUNS) or pass --{name} PATH"
+            )
+    return checkpoints
+
+
 def mine_hard_examples(cfg: MiningConfig, split: str = "train", *, overwrite: bool = False, progress: bool = True) -> MiningSummary:
     """Mine one split into ``<out>/<stage>_<split>.h5`` and write ``<stage>_<split>.recall.json``."""
     from tqdm import tqdm
@@ -237,10 +250,8 @@ def mine_hard_examples(cfg: MiningConfig, split: str = "train", *, overwrite: bo
     stage, size = STAGE_OF_MODE[cfg.test_mode]
     if cfg.threads:
         torch.set_num_threads(cfg.threads)
-    device = torch.device(cfg.device)
-    checkpoints = {"pnet": _expand(cfg.pnet)}
-    if cfg.test_mode == "RNet":
-        checkpoints["rnet"] = _expand(cfg.rnet)
+    device = resolve_device(cfg.device)
+    checkpoints = _stage_checkpoints(cfg)
     nets = {name: prepare_for_inference(load_stage_net(path, name), device) for name, path in checkpoints.items()}
 
     out_dir = _expand(cfg.out, stage)
@@ -251,8 +262,6 @@ def mine_hard_examples(cfg: MiningConfig, split: str = "train", *, overwrite: bo
     landmark_work = landmark_items(getattr(cfg.landmark_sources, split), start_id=len(items)) if cfg.landmarks else []
     if not items:
         raise GenerationError(f"{out_path.name}: no source images to mine (check the sources in the config)")
-    out_dir.mkdir(parents=True, exist_ok=True)
-    save_resolved(cfg, out_dir, f"{out_path.stem}.config.yaml")
     attrs = {
         "stage": stage, "split": split, "seed": cfg.seed, "generator": "mtcnn.data.hard_examples",
         "test_mode": cfg.test_mode, "iou_neg": cfg.neg_iou, "iou_part": cfg.part_iou, "iou_pos": cfg.pos_iou,
@@ -261,9 +270,10 @@ def mine_hard_examples(cfg: MiningConfig, split: str = "train", *, overwrite: bo
         "config": yaml.safe_dump(to_dict(cfg), sort_keys=True),
     }  # fmt: skip
     try:
-        writer = SampleWriter(out_path, size, attrs, resume=True, overwrite=overwrite)
+        writer = open_writer(out_path, size, attrs, overwrite)
     except (ValueError, OSError) as e:
         raise GenerationError(" ".join(str(e).split())) from None
+    save_resolved(cfg, out_dir, f"{out_path.stem}.config.yaml")  # only once the run is accepted
 
     recall_path = out_dir / f"{out_path.stem}.recall.json"
     per_item = _load_recall_rows(recall_path, writer.done_items)
@@ -286,8 +296,9 @@ def mine_hard_examples(cfg: MiningConfig, split: str = "train", *, overwrite: bo
                     bar.write(f"skipped unreadable image: {err}", file=sys.stderr)
             if good:
                 _mine_batch(good, nets, cfg, size, writer, per_item, device)
-            writer.commit([it.id for it, _, _ in batch])
+            # Rows first: a kill between the two leaves rows for uncommitted items, filtered on resume.
             atomic_write_text(recall_path.with_suffix(".rows.json"), json.dumps(per_item))
+            writer.commit([it.id for it, _, _ in batch])
             processed += len(batch)
             bar.update(len(batch))
             bar.set_postfix_str(" ".join(f"{k}={v}" for k, v in writer.lengths().items()), refresh=False)

@@ -70,7 +70,7 @@ from mtcnn.data.annotations import (
     write_wider,
 )
 from mtcnn.config.data import SceneConfig, WiderBoxConfig
-from mtcnn.config.paths import resolve_path
+from mtcnn.config.paths import data_hint, resolve_path
 from mtcnn.data.generate import GenerationError, parallel_chunks
 from mtcnn.data.sampling import tight_to_wider
 from mtcnn.ops.coding import FLIP_POINT_ORDER
@@ -147,7 +147,7 @@ def list_backgrounds(folder: str | os.PathLike, split: str, train_fraction: floa
     train (the data README's rule, via :func:`split_by_name`)."""
     folder = Path(folder)
     if not folder.is_dir():
-        raise GenerationError(f"{folder}: background folder not found")
+        raise GenerationError(f"{folder}: background folder not found{data_hint(folder)}")
     files = list_images([folder])
     empty = np.zeros((0, 4), np.float32)
     recs = [ImageAnnotation(path=f, boxes=empty, landmarks=np.zeros((0, 0, 2)), ignore=np.zeros(0, bool))

@@ -181,7 +181,7 @@ class DetectorSource:
                     int(w),
                     int(h),
                 )
-                lines.append(json.dumps(image_record(p, w, h, det)))
+                lines.append(json.dumps(image_record(p, w, h, det, found.orientation)))
                 bar.update(1)
         finally:
             bar.close()

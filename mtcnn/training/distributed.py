@@ -15,8 +15,7 @@ import numpy as np
 import torch
 import torch.distributed as dist
 
-from mtcnn.errors import UsageError
-
+import mtcnn.device
 
 
 @dataclasses.dataclass
@@ -50,20 +49,16 @@ def dist_env() -> DistInfo:
 
 
 def resolve_device(name: str, info: DistInfo) -> torch.device:
+    """The run's device (:func:`mtcnn.device.resolve_device`; a device this machine lacks is a
+    one-line :class:`~mtcnn.errors.DeviceError`); under torchrun a bare ``cuda`` is this rank's GPU."""
     if name == "auto":
         name = "cuda" if torch.cuda.is_available() else "cpu"
-    if name.startswith("cuda"):
-        if not torch.cuda.is_available():
-            raise UsageError(f"device={name!r} but CUDA is not available (use device=cpu)")
-        if info.enabled and name == "cuda":
-            name = f"cuda:{info.local_rank}"
-        device = torch.device(name)
-        if device.index is not None:
-            torch.cuda.set_device(device)
-        return device
-    return torch.device("cpu")
-
-
+    if name.startswith("cuda") and info.enabled and name == "cuda":
+        name = f"cuda:{info.local_rank}"
+    device = mtcnn.device.resolve_device(name)
+    if device.type == "cuda" and device.index is not None:
+        torch.cuda.set_device(device)
+    return device
 
 
 def rng_state() -> dict[str, Any]:

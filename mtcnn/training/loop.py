@@ -50,8 +50,10 @@ import torch
 import torch.distributed as dist
 from torch import nn
 
+import mtcnn.device
 from mtcnn.atomic import atomic_torch_save, atomic_write_text
 from mtcnn.config.core import ConfigError, save_resolved, to_dict
+from mtcnn.config.paths import resolve_path
 from mtcnn.errors import DataError, UsageError
 from mtcnn.training.distributed import dist_env, resolve_device, rng_state, set_rng_state
 from mtcnn.training.optim import PiecewiseLR, build_optimizer, settings_text
@@ -76,7 +78,7 @@ class Trainer:
         self.task = task if task is not None else task_for(self.cfg)
         self.resume = resume
         self.overwrite = overwrite
-        self.out = Path(os.path.expanduser(self.cfg.out))
+        self.out = resolve_path(self.cfg.out)  # {runs}, {gen}, ~: the same place whatever the working directory
         self.info = dist_env()
         self.model: nn.Module | None = None
         self.metrics: list[dict[str, Any]] = []
@@ -93,6 +95,7 @@ class Trainer:
     def _check_inputs(self) -> None:
         cfg = self.cfg
         ws = self.info.world_size
+        mtcnn.device.resolve_device(cfg.device)  # a device this machine lacks fails before the data is read
         if cfg.batch_size % ws:
             raise ConfigError(f"batch_size={cfg.batch_size} is not divisible by the {ws} ranks")
         self.steps_per_epoch = self.task.open_data(ws)

@@ -127,7 +127,7 @@ def test_cli_errors_are_one_line(tiny_world, tmp_path):
          f"pnet={tmp_path / 'missing.pt'}", "--split", "train"],
         capture_output=True, text=True,
     )
-    assert result.returncode == 1
+    assert result.returncode == 1  # a missing input file: 1, as a missing --weights in mtcnn-detect
     assert result.stderr.strip().startswith("error:") and "missing.pt" in result.stderr and result.stderr.strip().count("\n") == 0
     bad = subprocess.run(
         [sys.executable, str(PROJECT_ROOT / "tools" / "gen_hard_example.py"), "--test_mode", "PNet", "pos_iou=1.5"],
@@ -164,3 +164,30 @@ def test_mining_resumes_after_a_crash_without_duplicates(tiny_world, monkeypatch
         for kind in ("pos", "part", "neg"):
             assert np.array_equal(a[kind]["images"][:], b[kind]["images"][:])
             assert np.array_equal(a[kind]["box"][:], b[kind]["box"][:])
+
+
+def test_one_default_place_for_runs_chains_training_and_mining(tmp_path, monkeypatch):
+    """train_pnet's default output is where the miner looks, and the miner writes where
+    train_rnet reads, from any working directory."""
+    from mtcnn.config import default_config, load_config, resolve_path
+    from mtcnn.config.train import TrainConfig
+
+    monkeypatch.setenv("MTCNN_GEN", str(tmp_path / "gen"))
+    monkeypatch.delenv("MTCNN_RUNS", raising=False)
+    monkeypatch.chdir(tmp_path)
+    pnet_run = load_config(TrainConfig, default_config("train_pnet.yaml"))
+    rnet_run = load_config(TrainConfig, default_config("train_rnet.yaml"))
+    mining = load_config(MiningConfig, default_config("mine.yaml"))
+    assert resolve_path(pnet_run.out) / "pnet.pt" == resolve_path(mining.pnet) == tmp_path / "gen" / "runs" / "pnet" / "pnet.pt"
+    mined = resolve_path(mining.out.replace("{stage}", "rnet")) / "rnet_train.h5"
+    assert [resolve_path(p) for p in rnet_run.data.train] == [mined]
+    monkeypatch.setenv("MTCNN_RUNS", str(tmp_path / "elsewhere"))
+    assert resolve_path(mining.pnet) == resolve_path(pnet_run.out) / "pnet.pt" == tmp_path / "elsewhere" / "pnet" / "pnet.pt"
+    # the miner's advice when the checkpoint is missing: train it, or point at it
+    from mtcnn.data.generate import GenerationError
+
+    with pytest.raises(GenerationError) as err:
+        mine_hard_examples(mining, "train", progress=False)
+    text = str(err.value)
+    assert "train_models/train_pnet.py" in text and "--pnet" in text and "MTCNN_RUNS" in text
+    assert "facenet" not in text and "--weights" not in text

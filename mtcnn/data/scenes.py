@@ -73,7 +73,7 @@ from mtcnn.config.data import SceneConfig, WiderBoxConfig
 from mtcnn.config.paths import data_hint, resolve_path
 from mtcnn.data.generate import GenerationError, parallel_chunks
 from mtcnn.data.sampling import tight_to_wider
-from mtcnn.ops.coding import FLIP_POINT_ORDER
+from mtcnn.ops.conventions import FLIP_POINT_ORDER
 from mtcnn.ops.np_boxes import box_iou
 from mtcnn.io import ImageReadError, list_images, read_image_rgb, write_image_rgb
 

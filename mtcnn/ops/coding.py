@@ -10,6 +10,8 @@ from __future__ import annotations
 
 import torch
 
+from mtcnn.ops.conventions import FLIP_POINT_ORDER
+
 
 def _wh(boxes: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
     return boxes[:, 2] - boxes[:, 0], boxes[:, 3] - boxes[:, 1]
@@ -54,9 +56,6 @@ def unflatten_landmarks(flat: torch.Tensor) -> torch.Tensor:
     """``[N, 2K]`` interleaved x, y -> ``[N, K, 2]``."""
     return flat.reshape(flat.shape[0], flat.shape[1] // 2, 2)
 
-
-# Flipping a face swaps which eye/mouth corner is the image's left: LE<->RE, N, LM<->RM.
-FLIP_POINT_ORDER = (1, 0, 2, 4, 3)
 
 
 def flip_landmarks(landmark: torch.Tensor) -> torch.Tensor:

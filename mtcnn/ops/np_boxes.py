@@ -10,8 +10,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from mtcnn.ops.boxes import OverlapMode
-from mtcnn.ops.coding import FLIP_POINT_ORDER
+from mtcnn.ops.conventions import FLIP_POINT_ORDER, OverlapMode
 
 
 def _boxes(boxes) -> np.ndarray:

@@ -186,7 +186,9 @@ def load_landmark_model(name_or_path: str | os.PathLike, passes: int = 2) -> Lan
     path = Path(path if path is not None else name_or_path)
     if not path.is_file():
         shipped = ", ".join(LANDMARK_MODELS)
-        raise WeightsError(f"{path}: landmark weights not found (give a weights file, or one of: {shipped})")
+        raise WeightsError(
+            f"landmarks={str(name_or_path)!r}: {path}: landmark weights not found (give a weights file, or one of: onet, cascade, {shipped})"
+        )
     kind, nets = _load_nets(path)
     if kind == "mobilenet_cascade":
         if set(nets) != {"mobilenet_l1", "mobilenet_l2"}:

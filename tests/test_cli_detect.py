@@ -83,3 +83,18 @@ def test_bad_arguments(random_weights, image_folder):
     with pytest.raises(SystemExit) as e:
         detect_main([str(image_folder), "--batch-size", "0", "--weights", str(random_weights)])
     assert e.value.code == 2
+
+
+def test_leaves_a_bundle_for_the_installed_package_check(random_weights, image_folder, tmp_path):
+    """.ci/check_installed.sh runs the installed wheel on the bundle and image this test writes
+    into $MTCNN_CI_ARTIFACTS (after checking here that they detect)."""
+    import os
+    import shutil
+
+    out = os.environ.get("MTCNN_CI_ARTIFACTS")
+    if not out:
+        pytest.skip("only under .ci/run (MTCNN_CI_ARTIFACTS)")
+    shutil.copy(random_weights, os.path.join(out, "tiny_bundle.pt"))
+    shutil.copy(image_folder / "a_colour.jpg", os.path.join(out, "tiny.jpg"))
+    assert detect_main([os.path.join(out, "tiny.jpg"), "--weights", os.path.join(out, "tiny_bundle.pt"),
+                        "--device", "cpu", "--json", str(tmp_path / "d.jsonl")]) == 0

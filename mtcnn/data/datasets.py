@@ -50,11 +50,10 @@ import torch
 from torch.utils.data import DataLoader, Dataset
 
 from mtcnn.data.h5 import KINDS, TRAIN_FIELDS, SampleReader
+from mtcnn.ops.coding import flip_box_offsets, flip_landmarks
 from mtcnn.structures import Label
 
 NETS = ("pnet", "rnet", "onet")
-# Flipping a face swaps which eye/mouth corner is the image's left: LE<->RE, N, LM<->RM.
-FLIP_POINT_ORDER = (1, 0, 2, 4, 3)
 _KIND_IDS = {k: i for i, k in enumerate(KINDS)}
 
 
@@ -85,18 +84,6 @@ class ColorJitter:
 def _seed_int(*keys: int) -> int:
     state = np.random.SeedSequence([int(k) for k in keys]).generate_state(2, np.uint32)
     return int(state[0]) | (int(state[1] & 0x7FFFFFFF) << 32)
-
-
-def flip_bbox_offsets(bbox: torch.Tensor) -> torch.Tensor:
-    """Offsets (gt - crop) / side of a horizontally mirrored crop: (-dx2, dy1, -dx1, dy2)."""
-    return torch.stack((-bbox[..., 2], bbox[..., 1], -bbox[..., 0], bbox[..., 3]), dim=-1)
-
-
-def flip_landmarks(landmark: torch.Tensor) -> torch.Tensor:
-    """Crop-normalised landmarks [..., 10] of a mirrored crop: x -> 1 - x, LE<->RE, LM<->RM."""
-    pts = landmark.reshape(*landmark.shape[:-1], 5, 2)[..., list(FLIP_POINT_ORDER), :]
-    pts = torch.stack((1.0 - pts[..., 0], pts[..., 1]), dim=-1)
-    return pts.reshape(landmark.shape)
 
 
 def augment_batch(
@@ -130,7 +117,7 @@ def augment_batch(
         sel = m.nonzero().squeeze(1)
         x[sel] = x[sel].flip(-1)
         box_m = m & ((label == Label.POS) | (label == Label.PART))
-        bbox = torch.where(box_m[:, None], flip_bbox_offsets(bbox), bbox)
+        bbox = torch.where(box_m[:, None], flip_box_offsets(bbox), bbox)
         lmk_m = m & (label == Label.LANDMARK)
         landmark = torch.where(lmk_m[:, None], flip_landmarks(landmark), landmark)
     # Only separate elementwise ops below (no fused multiply-add, no float reductions), so the
@@ -398,6 +385,4 @@ __all__ = [
     "augment_batch",
     "benchmark_loader",
     "composition_for",
-    "flip_bbox_offsets",
-    "flip_landmarks",
 ]

@@ -44,13 +44,14 @@ from mtcnn.data.generate import (
 )
 from mtcnn.data.h5 import KINDS, SampleWriter
 from mtcnn.io import ImageReadError, file_sha256, read_image_rgb
+from mtcnn.nets.registry import get_net_spec
 from mtcnn.ops.boxes import box_iou, square_boxes
 from mtcnn.ops.coding import encode_boxes
 from mtcnn.ops.crops import crop_resize
 from mtcnn.stages import Candidates, prepare_for_inference, run_pnet, run_rnet
 from mtcnn.weights import load_stage_net
 
-STAGE_OF_MODE = {"PNet": ("rnet", 24), "RNet": ("onet", 48)}
+STAGE_OF_MODE = {"PNet": ("rnet", get_net_spec("rnet").crop_size), "RNet": ("onet", get_net_spec("onet").crop_size)}
 
 
 def _default_sources() -> SplitSources:

@@ -27,24 +27,17 @@ import cv2
 import numpy as np
 
 from mtcnn.config.data import LandmarkAugConfig, PNetSamplingConfig, WiderBoxConfig
+from mtcnn.ops.np_boxes import box_iou, encode_boxes, flip_landmarks, paired_iou
 
 __all__ = [
-    "FLIP_POINT_ORDER",
     "SampleBatch",
     "crop_resize",
-    "decode_offsets",
     "eligible_faces",
-    "encode_offsets",
-    "flip_landmarks",
-    "flip_offsets",
-    "iou_matrix",
     "landmark_samples",
     "pnet_samples",
     "tight_to_wider",
 ]
 
-#: A horizontal flip makes the left eye the right one: LE<->RE, nose stays, LM<->RM.
-FLIP_POINT_ORDER = (1, 0, 2, 4, 3)
 
 
 @dataclass
@@ -72,40 +65,8 @@ class SampleBatch:
 
 
 # ------------------------------------------------------------------------------------------
-# box helpers (numpy twins of mtcnn.ops.boxes / mtcnn.ops.coding, same conventions)
+# box helpers (the numpy box library is mtcnn.ops.np_boxes)
 # ------------------------------------------------------------------------------------------
-
-
-def iou_matrix(a: np.ndarray, b: np.ndarray) -> np.ndarray:
-    """IoU ``[N, M]`` of boxes ``a [N,4]`` and ``b [M,4]`` (float64, width = x2 - x1, no +1)."""
-    a = np.asarray(a, np.float64).reshape(-1, 4)
-    b = np.asarray(b, np.float64).reshape(-1, 4)
-    lt = np.maximum(a[:, None, :2], b[None, :, :2])
-    rb = np.minimum(a[:, None, 2:], b[None, :, 2:])
-    wh = np.clip(rb - lt, 0, None)
-    inter = wh[..., 0] * wh[..., 1]
-    area_a = np.clip(a[:, 2] - a[:, 0], 0, None) * np.clip(a[:, 3] - a[:, 1], 0, None)
-    area_b = np.clip(b[:, 2] - b[:, 0], 0, None) * np.clip(b[:, 3] - b[:, 1], 0, None)
-    union = area_a[:, None] + area_b[None, :] - inter
-    return np.where(union > 0, inter / np.maximum(union, 1e-300), 0.0)
-
-
-def encode_offsets(crops: np.ndarray, gt: np.ndarray) -> np.ndarray:
-    """``(gt - crop) / side`` per coordinate, float32 ``[N,4]`` (square crops: w = h = side)."""
-    crops = np.asarray(crops, np.float64)
-    gt = np.asarray(gt, np.float64)
-    w = crops[:, 2] - crops[:, 0]
-    h = crops[:, 3] - crops[:, 1]
-    scale = np.stack([w, h, w, h], axis=1)
-    return ((gt - crops) / scale).astype(np.float32)
-
-
-def decode_offsets(crops: np.ndarray, offsets: np.ndarray) -> np.ndarray:
-    """Inverse of :func:`encode_offsets`: ``crop + offset * side`` (float64)."""
-    crops = np.asarray(crops, np.float64)
-    w = crops[:, 2] - crops[:, 0]
-    h = crops[:, 3] - crops[:, 1]
-    return crops + np.asarray(offsets, np.float64) * np.stack([w, h, w, h], axis=1)
 
 
 def tight_to_wider(boxes: np.ndarray, cfg: WiderBoxConfig) -> np.ndarray:
@@ -117,27 +78,6 @@ def tight_to_wider(boxes: np.ndarray, cfg: WiderBoxConfig) -> np.ndarray:
     half = cfg.widen * w / 2
     out = np.stack([cx - half, b[:, 1] - cfg.top * h, cx + half, b[:, 3] + cfg.bottom * h], axis=1)
     return out.astype(np.float32)
-
-
-def flip_landmarks(landmark: np.ndarray) -> np.ndarray:
-    """Mirror normalised landmarks ``[N,10]`` for a horizontally flipped crop.
-
-    ``x -> 1 - x``, ``y`` unchanged, then the points are reordered LE<->RE and LM<->RM (the
-    image-left eye of the mirrored face is the old right eye).
-    """
-    pts = np.asarray(landmark, np.float32).reshape(-1, 5, 2).copy()
-    pts[:, :, 0] = 1.0 - pts[:, :, 0]
-    return pts[:, list(FLIP_POINT_ORDER)].reshape(-1, 10)
-
-
-def flip_offsets(bbox: np.ndarray) -> np.ndarray:
-    """Mirror box offsets ``[N,4]`` for a horizontally flipped square crop.
-
-    The box ``x1`` of the mirrored crop is ``s - (gt_x2 - crop_x1)``, so
-    ``(dx1, dy1, dx2, dy2) -> (-dx2, dy1, -dx1, dy2)`` (the fix of AITTSMD#81 / #299).
-    """
-    b = np.asarray(bbox, np.float32).reshape(-1, 4)
-    return np.stack([-b[:, 2], b[:, 1], -b[:, 0], b[:, 3]], axis=1).astype(np.float32)
 
 
 def crop_resize(image: np.ndarray, boxes: np.ndarray, size: int) -> np.ndarray:
@@ -219,7 +159,7 @@ def _random_negatives(
         y1 = rng.integers(0, height - side)
         cand = _squares(x1, y1, side)
         if len(faces):
-            cand = cand[iou_matrix(cand, faces).max(axis=1) < cfg.neg_iou]
+            cand = cand[box_iou(cand, faces).max(axis=1) < cfg.neg_iou]
         kept.append(cand[: n - have])
         have += len(kept[-1])
         if have >= n:
@@ -251,7 +191,7 @@ def _near_negatives(
     cand = _squares(np.maximum(0, x1 + dx), np.maximum(0, y1 + dy), side)
     cand = cand[_inside(cand, width, height)]
     if len(faces) and len(cand):
-        cand = cand[iou_matrix(cand, faces).max(axis=1) < cfg.neg_iou]
+        cand = cand[box_iou(cand, faces).max(axis=1) < cfg.neg_iou]
     return cand
 
 
@@ -301,7 +241,7 @@ def pnet_samples(
     if len(cand):
         gt = targets[owner]
         # IoU of each candidate with its own face only (SPEC §1), one vectorised pairing.
-        iou = _paired_iou(cand, gt)
+        iou = paired_iou(cand, gt)
         pos_m = iou >= cfg.pos_iou
         part_m = (iou >= cfg.part_iou) & ~pos_m
     else:
@@ -313,23 +253,11 @@ def pnet_samples(
         if len(crops) == 0:
             out[kind] = SampleBatch.empty(size)
             continue
-        bbox = encode_offsets(crops, gt_k) if gt_k is not None else np.zeros((len(crops), 4), np.float32)
+        bbox = encode_boxes(crops, gt_k).astype(np.float32) if gt_k is not None else np.zeros((len(crops), 4), np.float32)
         out[kind] = SampleBatch(
             crop_resize(image, crops, size), bbox, np.zeros((len(crops), 10), np.float32), crops.astype(np.float32)
         )
     return out
-
-
-def _paired_iou(a: np.ndarray, b: np.ndarray) -> np.ndarray:
-    """IoU of row i of ``a`` with row i of ``b`` (vectorised, no +1)."""
-    lt = np.maximum(a[:, :2], b[:, :2])
-    rb = np.minimum(a[:, 2:], b[:, 2:])
-    wh = np.clip(rb - lt, 0, None)
-    inter = wh[:, 0] * wh[:, 1]
-    area_a = (a[:, 2] - a[:, 0]) * (a[:, 3] - a[:, 1])
-    area_b = np.clip(b[:, 2] - b[:, 0], 0, None) * np.clip(b[:, 3] - b[:, 1], 0, None)
-    union = area_a + area_b - inter
-    return np.where(union > 0, inter / np.maximum(union, 1e-300), 0.0)
 
 
 # ------------------------------------------------------------------------------------------
@@ -380,7 +308,7 @@ def _landmark_crops(ref: np.ndarray, cfg: LandmarkAugConfig, rng: np.random.Gene
         crops.append(np.array([[x1, y1, x1 + side, y1 + side]], np.float64))
     cand, _ = _random_squares_around(ref[None], cfg.crops_per_face, cfg.size_range, cfg.shift, rng)
     if len(cand):
-        cand = cand[iou_matrix(cand, ref[None])[:, 0] > cfg.crop_iou]
+        cand = cand[box_iou(cand, ref[None])[:, 0] > cfg.crop_iou]
         crops.append(cand)
     if not crops:
         return None

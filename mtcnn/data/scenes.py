@@ -72,7 +72,9 @@ from mtcnn.data.annotations import (
 from mtcnn.config.data import SceneConfig, WiderBoxConfig
 from mtcnn.config.paths import resolve_path
 from mtcnn.data.generate import GenerationError, parallel_chunks
-from mtcnn.data.sampling import FLIP_POINT_ORDER, iou_matrix, tight_to_wider
+from mtcnn.data.sampling import tight_to_wider
+from mtcnn.ops.conventions import FLIP_POINT_ORDER
+from mtcnn.ops.np_boxes import box_iou
 from mtcnn.io import ImageReadError, list_images, read_image_rgb, write_image_rgb
 
 __all__ = [
@@ -355,7 +357,7 @@ def compose_scene(index: int, cfg: SceneConfig, split: str, backgrounds: list[Pa
 
 
 def _placement_ok(cand: np.ndarray, earlier: np.ndarray, cfg: SceneConfig) -> bool:
-    if iou_matrix(cand[None], earlier).max() > cfg.max_iou:
+    if box_iou(cand[None], earlier).max() > cfg.max_iou:
         return False
     # The new paste is opaque out to mask_outer x its half-axes: it may hide earlier faces.
     cx, cy = (cand[0] + cand[2]) / 2, (cand[1] + cand[3]) / 2

@@ -32,6 +32,8 @@ from typing import Any
 
 import numpy as np
 
+from mtcnn.ops.np_boxes import box_iou  # noqa: F401  (part of this module's interface)
+
 DEFAULT_FP_POINTS: tuple[int, ...] = (10, 50, 100, 500, 1000, 2000)
 WIDER_SETTINGS: tuple[str, ...] = ("easy", "medium", "hard")
 WIDER_THRESH_NUM = 1000
@@ -56,24 +58,6 @@ def _jsonable(value: Any) -> Any:
         f = float(value)
         return f if math.isfinite(f) else None
     return value
-
-
-def box_iou(boxes_a: np.ndarray, boxes_b: np.ndarray) -> np.ndarray:
-    """IoU matrix ``[A, B]`` of boxes in our convention (width = x2 - x1, no +1).
-
-    Degenerate boxes (zero or negative extent) have zero area; a pair with an empty union gets 0.
-    """
-    a = np.asarray(boxes_a, dtype=np.float64).reshape(-1, 4)
-    b = np.asarray(boxes_b, dtype=np.float64).reshape(-1, 4)
-    iw = np.minimum(a[:, None, 2], b[None, :, 2]) - np.maximum(a[:, None, 0], b[None, :, 0])
-    ih = np.minimum(a[:, None, 3], b[None, :, 3]) - np.maximum(a[:, None, 1], b[None, :, 1])
-    inter = np.clip(iw, 0.0, None) * np.clip(ih, 0.0, None)
-    area_a = np.clip(a[:, 2] - a[:, 0], 0.0, None) * np.clip(a[:, 3] - a[:, 1], 0.0, None)
-    area_b = np.clip(b[:, 2] - b[:, 0], 0.0, None) * np.clip(b[:, 3] - b[:, 1], 0.0, None)
-    union = area_a[:, None] + area_b[None, :] - inter
-    with np.errstate(divide="ignore", invalid="ignore"):
-        iou = np.where(union > 0, inter / np.where(union > 0, union, 1.0), 0.0)
-    return iou
 
 
 def _split_detections(item: Any) -> tuple[np.ndarray, np.ndarray]:

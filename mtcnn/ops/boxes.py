@@ -7,11 +7,9 @@ inputs give empty outputs of the right dtype and device.
 
 from __future__ import annotations
 
-from typing import Literal
-
 import torch
 
-OverlapMode = Literal["union", "min"]
+from mtcnn.ops.conventions import OverlapMode
 
 
 def box_area(boxes: torch.Tensor) -> torch.Tensor:

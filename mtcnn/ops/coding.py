@@ -10,6 +10,8 @@ from __future__ import annotations
 
 import torch
 
+from mtcnn.ops.conventions import FLIP_POINT_ORDER
+
 
 def _wh(boxes: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
     return boxes[:, 2] - boxes[:, 0], boxes[:, 3] - boxes[:, 1]
@@ -53,3 +55,17 @@ def flatten_landmarks(points: torch.Tensor) -> torch.Tensor:
 def unflatten_landmarks(flat: torch.Tensor) -> torch.Tensor:
     """``[N, 2K]`` interleaved x, y -> ``[N, K, 2]``."""
     return flat.reshape(flat.shape[0], flat.shape[1] // 2, 2)
+
+
+
+def flip_landmarks(landmark: torch.Tensor) -> torch.Tensor:
+    """Crop-normalised five-point landmarks ``[..., 10]`` of a mirrored crop: x -> 1 - x, LE<->RE, LM<->RM."""
+    pts = landmark.reshape(*landmark.shape[:-1], 5, 2)[..., list(FLIP_POINT_ORDER), :]
+    pts = torch.stack((1.0 - pts[..., 0], pts[..., 1]), dim=-1)
+    return pts.reshape(landmark.shape)
+
+
+def flip_box_offsets(bbox: torch.Tensor) -> torch.Tensor:
+    """Box offsets ``[..., 4]`` of a mirrored square crop: ``(-dx2, dy1, -dx1, dy2)`` (the fix of
+    AITTSMD#81 / #299: the box targets must be mirrored with the pixels)."""
+    return torch.stack((-bbox[..., 2], bbox[..., 1], -bbox[..., 0], bbox[..., 3]), dim=-1)

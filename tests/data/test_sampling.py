@@ -29,16 +29,12 @@ from mtcnn.config.data import (
 from mtcnn.data.generate import generate_landmarks, generate_pnet
 from mtcnn.data.h5 import SampleReader
 from mtcnn.data.sampling import (
-    decode_offsets,
-    encode_offsets,
-    flip_landmarks,
-    flip_offsets,
-    iou_matrix,
     landmark_samples,
     pnet_samples,
     tight_to_wider,
 )
 from mtcnn.io import read_image_rgb
+from mtcnn.ops import np_boxes as npb
 from mtcnn.ops.boxes import box_iou
 from mtcnn.ops.coding import encode_boxes
 
@@ -70,10 +66,10 @@ def test_iou_matrix_matches_torch_box_iou():
     a = np.concatenate([xy, xy + rng.uniform(0, 50, (40, 2))], axis=1)
     b = a[::-1].copy() + rng.uniform(-5, 5, (40, 4))
     b[:, 2:] = np.maximum(b[:, 2:], b[:, :2])
-    np.testing.assert_allclose(iou_matrix(a, b), torch_iou(a, b), atol=1e-12)
+    np.testing.assert_allclose(npb.box_iou(a, b), torch_iou(a, b), atol=1e-12)
     # no +1: a 10x10 box and its 5x10 half overlap by exactly 0.5
-    assert iou_matrix([[0, 0, 10, 10]], [[0, 0, 5, 10]])[0, 0] == 0.5
-    assert iou_matrix(np.zeros((0, 4)), a).shape == (0, 40)
+    assert npb.box_iou([[0, 0, 10, 10]], [[0, 0, 5, 10]])[0, 0] == 0.5
+    assert npb.box_iou(np.zeros((0, 4)), a).shape == (0, 40)
 
 
 def test_offsets_round_trip_and_match_ops_coding():
@@ -83,11 +79,11 @@ def test_offsets_round_trip_and_match_ops_coding():
     side = rng.integers(12, 300, 50).astype(np.float64)
     crops = np.stack([x1, y1, x1 + side, y1 + side], 1)
     gt = crops + rng.uniform(-0.3, 0.3, (50, 4)) * side[:, None]
-    off = encode_offsets(crops, gt)
-    assert off.dtype == np.float32
+    off = npb.encode_boxes(crops, gt)
+    assert off.dtype == np.float64  # the box library computes in float64; the samplers store float32
     ref = encode_boxes(torch.as_tensor(crops), torch.as_tensor(gt)).numpy()
     np.testing.assert_allclose(off, ref, rtol=1e-6, atol=1e-7)
-    np.testing.assert_allclose(decode_offsets(crops, off), gt, atol=1e-4 * side.max())
+    np.testing.assert_allclose(npb.decode_boxes(crops, off), gt, atol=1e-4 * side.max())
 
 
 def test_tight_to_wider_mapping():
@@ -103,22 +99,22 @@ def test_tight_to_wider_mapping():
 
 def test_flip_offsets_on_pixels_and_match_loader():
     """A bright rectangle (the face box) in a crop: after mirroring the crop's pixels the
-    rectangle sits exactly where decode(flip_offsets(offsets)) says."""
+    rectangle sits exactly where decode(npb.flip_box_offsets(offsets)) says."""
     S = 64
     crop = np.zeros((S, S, 3), np.uint8)
     gt = np.array([[9.0, 14.0, 41.0, 58.0]])  # in crop coordinates, crop box = (0, 0, 64, 64)
     crop[14:58, 9:41] = 255
     box = np.array([[0.0, 0.0, S, S]])
-    off = encode_offsets(box, gt)
+    off = npb.encode_boxes(box, gt)
     mirrored = crop[:, ::-1]
     cols = np.flatnonzero(mirrored[:, :, 0].max(axis=0) > 0)
     rows = np.flatnonzero(mirrored[:, :, 0].max(axis=1) > 0)
     seen = np.array([cols[0], rows[0], cols[-1] + 1, rows[-1] + 1], np.float64)  # pixel edges
-    np.testing.assert_allclose(decode_offsets(box, flip_offsets(off))[0], seen, atol=1e-4)
+    np.testing.assert_allclose(npb.decode_boxes(box, npb.flip_box_offsets(off))[0], seen, atol=1e-4)
     # the naive (unmirrored) offsets are wrong for this asymmetric box: AITTSMD#81
-    assert not np.allclose(decode_offsets(box, off)[0], seen)
+    assert not np.allclose(npb.decode_boxes(box, off)[0], seen)
     datasets = pytest.importorskip("mtcnn.data.datasets")
-    np.testing.assert_allclose(datasets.flip_bbox_offsets(torch.as_tensor(off)).numpy(), flip_offsets(off))
+    np.testing.assert_allclose(datasets.flip_box_offsets(torch.as_tensor(off)).numpy(), npb.flip_box_offsets(off))
 
 
 def test_flip_landmarks_on_pixels_and_match_loader():
@@ -132,11 +128,11 @@ def test_flip_landmarks_on_pixels_and_match_loader():
         img[y - 1:y + 2, x - 1:x + 2] = c
     lm = ((pts + 0.5) / S).reshape(1, 10).astype(np.float32)  # pixel centres, normalised
     mirrored = img[:, ::-1]
-    flipped = flip_landmarks(lm).reshape(5, 2)
+    flipped = npb.flip_landmarks(lm).reshape(5, 2)
     for j in range(5):
         x, y = (flipped[j] * S - 0.5).round().astype(int)
         assert tuple(mirrored[y, x]) == colours[SWAP[j]], f"point {j}"
-    np.testing.assert_allclose(flip_landmarks(flip_landmarks(lm)), lm, atol=1e-7)
+    np.testing.assert_allclose(npb.flip_landmarks(npb.flip_landmarks(lm)), lm, atol=1e-7)
     datasets = pytest.importorskip("mtcnn.data.datasets")
     np.testing.assert_allclose(datasets.flip_landmarks(torch.as_tensor(lm)).numpy(), flipped.reshape(1, 10), atol=1e-7)
 
@@ -154,7 +150,7 @@ def check_pnet_batches(out, faces, ignore, cfg, size=12):
         if not len(b):
             continue
         assert b.images.shape[1:] == (size, size, 3) and b.images.dtype == np.uint8
-        decoded = decode_offsets(b.box, b.bbox)
+        decoded = npb.decode_boxes(b.box, b.bbox)
         # the decoded box is one of the (eligible) faces, to float32 rounding
         d = np.abs(decoded[:, None, :] - faces[None]).max(axis=2)
         owner = d.argmin(axis=1)
@@ -253,7 +249,7 @@ def test_landmark_samples_flip_and_rotation():
         pts = decode_points(box, lm)
         side = box[2] - box[0]
         c = np.array([(box[0] + box[2]) / 2, (box[1] + box[3]) / 2])
-        mirror_pts = decode_points(box, flip_landmarks(lm[None])[0])  # undo the flip
+        mirror_pts = decode_points(box, npb.flip_landmarks(lm[None])[0])  # undo the flip
         candidates = {"plain": (pts, False), "mirror": (mirror_pts, True)}
         matched = None
         for name, (p, _) in candidates.items():

@@ -18,7 +18,7 @@ from mtcnn.config import data_root
 from mtcnn.data.annotations import read_wider
 from mtcnn.config.data import SceneConfig
 from mtcnn.data.generate import GenerationError
-from mtcnn.data.sampling import iou_matrix
+from mtcnn.ops.np_boxes import box_iou as np_box_iou
 from mtcnn.data.scenes import (
     ANNOTATION_NAME,
     LANDMARKS_NAME,
@@ -97,7 +97,7 @@ def test_faces_inside_image_and_wider_file_reads_back(synthetic, tmp_path):
         assert ((lm[:, :, 0] >= b[:, None, 0]) & (lm[:, :, 0] <= b[:, None, 2])).all()
         assert ((lm[:, :, 1] >= b[:, None, 1]) & (lm[:, :, 1] <= b[:, None, 3])).all()
         if r.num_faces > 1:
-            iou = iou_matrix(b, b)
+            iou = np_box_iou(b, b)
             np.fill_diagonal(iou, 0)
             assert iou.max() <= cfg.max_iou + 1e-9
     assert (tmp_path / "config.resolved.yaml").is_file()

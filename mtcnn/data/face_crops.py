@@ -30,20 +30,13 @@ import torch
 from mtcnn.data.annotations import ImageAnnotation, read_68pt_csv, read_cnn_facepoint
 from mtcnn.io import read_image_rgb
 from mtcnn.ops.crops import crop_resize
+from mtcnn.ops.np_boxes import square_boxes
 
 ReferenceKind = Literal["points", "box"]
 #: the 68-point data's splits: (list file, images folder) under ``<data>/udacity68``
 UDACITY68_SPLITS = {"train": ("training_frames_keypoints.csv", "training"), "test": ("test_frames_keypoints.csv", "test")}
 CNN_FACEPOINT_SPLITS = {"train": "trainImageList.txt", "test": "testImageList.txt"}
 _LUMA = np.array([0.299, 0.587, 0.114], np.float32)
-
-
-def square_boxes(boxes: np.ndarray, expand: float = 0.0) -> np.ndarray:
-    """Squares [N, 4] with the boxes' centres and their larger side times ``1 + expand``."""
-    b = np.asarray(boxes, np.float64).reshape(-1, 4)
-    centre = (b[:, :2] + b[:, 2:]) / 2
-    half = np.maximum(b[:, 2] - b[:, 0], b[:, 3] - b[:, 1])[:, None] * (1.0 + expand) / 2
-    return np.concatenate([centre - half, centre + half], axis=1).astype(np.float32)
 
 
 def points_extent(points: np.ndarray) -> np.ndarray:
@@ -101,9 +94,8 @@ class FaceCrops:
 
 
 def reference_boxes(record: ImageAnnotation, kind: ReferenceKind, expand: float) -> np.ndarray:
-    if kind == "points":
-        return square_boxes(points_extent(record.landmarks), expand)
-    return square_boxes(record.boxes, expand)
+    tight = points_extent(record.landmarks) if kind == "points" else record.boxes
+    return square_boxes(tight, expand).astype(np.float32)
 
 
 def crop_faces(
@@ -120,7 +112,7 @@ def crop_faces(
         if not np.isfinite(rec.landmarks).all() or rec.num_landmarks == 0:
             raise ValueError(f"{rec.path}: every face needs all its landmarks for landmark training")
         ref = reference_boxes(rec, reference, expand)
-        outer = square_boxes(ref, context - 1.0)
+        outer = square_boxes(ref, context - 1.0).astype(np.float32)
         rgb = torch.from_numpy(read_image_rgb(rec.path)).permute(2, 0, 1)
         crops = crop_resize([rgb], torch.from_numpy(outer), torch.zeros(len(ref), dtype=torch.long), size)
         crops = crops.round().clamp(0, 255)

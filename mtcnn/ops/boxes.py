@@ -137,14 +137,14 @@ def nms(boxes: torch.Tensor, scores: torch.Tensor, threshold: float, mode: Overl
     return batched_nms(boxes, scores, None, threshold, mode)
 
 
-def square_boxes(boxes: torch.Tensor) -> torch.Tensor:
-    """Squares with side max(w, h) around each box's centre (MTCNN's ``rerec``)."""
+def square_boxes(boxes: torch.Tensor, expand: float = 0.0) -> torch.Tensor:
+    """Squares with side max(w, h) · (1 + expand) around each box's centre (MTCNN's ``rerec``)."""
     w = boxes[:, 2] - boxes[:, 0]
     h = boxes[:, 3] - boxes[:, 1]
     side = torch.maximum(w, h)
     cx = boxes[:, 0] + w * 0.5
     cy = boxes[:, 1] + h * 0.5
-    half = side * 0.5
+    half = side * 0.5 * (1.0 + expand)
     return torch.stack([cx - half, cy - half, cx + half, cy + half], dim=1)
 
 

@@ -69,11 +69,11 @@ def nms(boxes, scores, threshold: float, mode: OverlapMode = "union") -> np.ndar
     return np.asarray(keep, np.int64)
 
 
-def square_boxes(boxes) -> np.ndarray:
-    """Squares with side max(w, h) around each box's centre (MTCNN's ``rerec``)."""
+def square_boxes(boxes, expand: float = 0.0) -> np.ndarray:
+    """Squares with side max(w, h) · (1 + expand) around each box's centre (MTCNN's ``rerec``)."""
     b = _boxes(boxes)
     w, h = b[:, 2] - b[:, 0], b[:, 3] - b[:, 1]
-    half = np.maximum(w, h) * 0.5
+    half = np.maximum(w, h) * 0.5 * (1.0 + expand)
     cx, cy = b[:, 0] + w * 0.5, b[:, 1] + h * 0.5
     return np.stack([cx - half, cy - half, cx + half, cy + half], axis=1)
 

@@ -60,6 +60,7 @@ def test_geometry_and_coding_match(seed):
     rng = np.random.default_rng(seed)
     a, b = random_boxes(rng, 25, degenerate=False), random_boxes(rng, 25, degenerate=False)
     np.testing.assert_allclose(nb.square_boxes(a), tb.square_boxes(t(a)).numpy(), atol=1e-12)
+    np.testing.assert_allclose(nb.square_boxes(a, 0.3), tb.square_boxes(t(a), 0.3).numpy(), atol=1e-12)
     w, h = rng.uniform(50, 90, 25), rng.uniform(50, 90, 25)
     np.testing.assert_allclose(nb.clip_boxes(a, w, h), tb.clip_boxes(t(a), t(w), t(h)).numpy())
     np.testing.assert_allclose(nb.clip_boxes(a, 64, 48), tb.clip_boxes(t(a), 64, 48).numpy())
@@ -82,3 +83,9 @@ def test_flips_match_and_invert():
     np.testing.assert_array_equal(nb.flip_box_offsets(nb.flip_box_offsets(off)), off)
     # The mirrored left eye is the old right eye: x -> 1 - x of point 1.
     assert nb.flip_landmarks(lm)[0, 0] == pytest.approx(1 - lm[0, 2])
+
+
+def test_square_boxes_expand_scales_the_side_about_the_centre():
+    box = np.array([[10.0, 20.0, 30.0, 60.0]])  # 20 wide, 40 high, centre (20, 40)
+    np.testing.assert_allclose(nb.square_boxes(box, 0.1), [[-2, 18, 42, 62]])  # side 40 * 1.1 = 44
+    np.testing.assert_allclose(tb.square_boxes(t(box), 0.1).numpy(), [[-2, 18, 42, 62]])

@@ -17,7 +17,7 @@ from __future__ import annotations
 import os
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, ClassVar
 
 import torch
 from torch import nn
@@ -45,6 +45,7 @@ class LandmarkCascade:
     detector_start: str = "level1"
     info: dict[str, Any] = field(default_factory=dict)
     fused: dict[int, nn.Module] = field(default_factory=dict, repr=False)
+    num_landmarks: ClassVar[int] = 5
 
     def prepare(self, device: torch.device | str = "cpu") -> "LandmarkCascade":
         for name, net in self.nets.items():
@@ -54,6 +55,24 @@ class LandmarkCascade:
             for level in (2, 3)
         }
         return self
+
+    def to(self, device: torch.device | str) -> "LandmarkCascade":
+        return self.prepare(device)
+
+    @property
+    def report_settings(self) -> dict[str, Any]:
+        """What a detector's report records about these weights."""
+        return {"cascade_weights": self.info.get("path"), "cascade_sha256": self.info.get("sha256")}
+
+    def predict(self, images: list[torch.Tensor], boxes: torch.Tensor, image_index: torch.Tensor,
+                previous: torch.Tensor | None = None) -> torch.Tensor:
+        """The landmark-model interface of the detector: level-3 points ``[N, 5, 2]`` of detector
+        boxes, refining ``previous`` (O-Net's points) by levels 2 and 3 when the bundle's
+        ``detector_start`` says so, else from level 1."""
+        from mtcnn.stages import refine_landmarks  # the stages import the cascade's nets
+
+        start = 2 if self.detector_start == "onet" and previous is not None else 1
+        return refine_landmarks(self, images, self.adapt_boxes(boxes), previous, image_index, start_level=start).level3
 
     def adapt_boxes(self, boxes: torch.Tensor) -> torch.Tensor:
         """Detector boxes -> the cascade's box convention (identity without an adapter)."""

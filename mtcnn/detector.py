@@ -13,7 +13,7 @@ from mtcnn.backends import backend_nets
 from mtcnn.config import DETECTOR_PRESETS, DetectorConfig, from_dict, to_dict
 from mtcnn.device import resolve_device
 from mtcnn.io import to_rgb_uint8
-from mtcnn.stages import Candidates, refine_landmarks, run_onet, run_pnet, run_rnet
+from mtcnn.stages import Candidates, run_onet, run_pnet, run_rnet
 from mtcnn.structures import Detections
 from mtcnn.weights import load_bundle, resolve_weights
 
@@ -79,21 +79,21 @@ class MTCNN:
         self._set_landmarks(landmarks, cascade)
 
     def _set_landmarks(self, landmarks, cascade=None) -> None:
-        self.landmarks, self.landmark_model, self.cascade = "onet", None, None
+        self.landmarks, self.landmark_model = "onet", None
         if isinstance(landmarks, str) and landmarks == "onet":
             return
         if isinstance(landmarks, str) and landmarks == "cascade":
             from mtcnn.cascade import LandmarkCascade, load_cascade
 
-            self.landmarks = "cascade"
-            self.cascade = (cascade if isinstance(cascade, LandmarkCascade) else load_cascade(cascade)).prepare(self.device)
-            return
-        from mtcnn.landmark_models import load_landmark_model
+            model = cascade if isinstance(cascade, LandmarkCascade) else load_cascade(cascade)
+        elif isinstance(landmarks, (str, os.PathLike)):
+            from mtcnn.landmark_models import load_landmark_model
 
-        if isinstance(landmarks, (str, os.PathLike)):
-            self.landmarks, self.landmark_model = str(landmarks), load_landmark_model(landmarks).to(self.device)
+            model = load_landmark_model(landmarks)
         else:
-            self.landmarks, self.landmark_model = type(landmarks).__name__, landmarks
+            model = landmarks
+        self.landmarks = str(landmarks) if isinstance(landmarks, (str, os.PathLike)) else type(landmarks).__name__
+        self.landmark_model = model.to(self.device)
 
     def with_landmarks(self, landmarks, cascade=None) -> "MTCNN":
         """A detector sharing these nets whose points come from ``landmarks`` (see the class doc)."""
@@ -106,10 +106,8 @@ class MTCNN:
     def settings(self) -> dict:
         """What a report needs to reproduce a figure: detector settings and the weights' hash."""
         out = {**to_dict(self.config), "backend": self.backend, "weights": self.weights_info["path"], "weights_sha256": self.weights_info["sha256"]}
-        if self.cascade is not None:
-            out.update(landmarks="cascade", cascade_weights=self.cascade.info.get("path"), cascade_sha256=self.cascade.info.get("sha256"))
-        elif self.landmark_model is not None:
-            out["landmarks"] = self.landmarks
+        if self.landmark_model is not None:
+            out.update(landmarks=self.landmarks, **getattr(self.landmark_model, "report_settings", {}))
         return out
 
     def size_problem(self, height: int, width: int) -> str | None:
@@ -167,15 +165,9 @@ class MTCNN:
             self.onet, tensors, cands, threshold=t3, nms=cfg.nms_onet, nms_mode=cfg.onet_nms_mode,
             chunk_size=chunk, mip_cache=mips,
         )  # fmt: skip
-        if len(cands) == 0 or (self.cascade is None and self.landmark_model is None):
+        if len(cands) == 0 or self.landmark_model is None:
             return cands
-        if self.cascade is not None:
-            start = 2 if self.cascade.detector_start == "onet" else 1
-            refined = refine_landmarks(
-                self.cascade, tensors, self.cascade.adapt_boxes(cands.boxes), cands.landmarks, cands.image_index, start_level=start
-            )
-            return Candidates(cands.boxes, cands.scores, cands.image_index, refined.level3)
-        points = self.landmark_model.predict(tensors, cands.boxes, cands.image_index).to(cands.boxes.device)
+        points = self.landmark_model.predict(tensors, cands.boxes, cands.image_index, cands.landmarks).to(cands.boxes.device)
         return Candidates(cands.boxes, cands.scores, cands.image_index, points)
 
     def with_settings(self, **changes) -> "MTCNN":

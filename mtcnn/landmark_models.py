@@ -22,9 +22,10 @@ from typing import Protocol
 import torch
 from torch import nn
 
-from mtcnn.data.face_crops import FaceCrops, from_reference, points_extent, square_boxes
+from mtcnn.data.face_crops import FaceCrops, from_reference
 from mtcnn.data.keypoint_aug import normalise, warp
 from mtcnn.nets.registry import NetSpec, get_net_spec
+from mtcnn.ops.boxes import square_boxes
 from mtcnn.ops.crops import crop_resize
 from mtcnn.weights import FORMAT, FORMAT_VERSION, WeightsError, _load_file, atomic_torch_save, load_net, make_checkpoint
 
@@ -38,8 +39,10 @@ MIN_LEVEL2_HALF = 0.05  # of the reference box: a degenerate level-1 guess still
 class LandmarkModel(Protocol):
     num_landmarks: int
 
-    def predict(self, images: list[torch.Tensor], boxes: torch.Tensor, image_index: torch.Tensor) -> torch.Tensor:
-        """``[C,H,W]`` RGB images (uint8 or float 0..255), face boxes ``[N,4]`` → points ``[N,K,2]``."""
+    def predict(self, images: list[torch.Tensor], boxes: torch.Tensor, image_index: torch.Tensor,
+                previous: torch.Tensor | None = None) -> torch.Tensor:
+        """``[C,H,W]`` RGB images (uint8 or float 0..255), face boxes ``[N,4]`` → points ``[N,K,2]``.
+        ``previous`` holds the five points O-Net gave each face, for models that refine them."""
         ...
 
 
@@ -107,8 +110,8 @@ class MobileNetCascade:
         p2 = run_net(self.level2, self.spec2, plain_windows(crops, size, centre, half))
         return p1, centre[:, None, :] + half[:, None, None] * p2
 
-    def predict(self, images, boxes, image_index, return_levels: bool = False):
-        ref = torch.from_numpy(square_boxes(boxes.detach().cpu().numpy(), self.box_expand)).double()
+    def predict(self, images, boxes, image_index, previous=None, return_levels: bool = False):
+        ref = square_boxes(boxes.detach().cpu().double(), self.box_expand)
         size = self.spec1.input_size[0]
         if ref.shape[0] == 0:
             empty = torch.zeros(0, 5, 2)
@@ -140,8 +143,8 @@ class KeypointModel:
         """Points ``[N,K,2]`` in the reference frame of stored crops (one pass: the reference box)."""
         return run_net(self.net, self.spec, plain_windows(crops, self.spec.input_size[0]))
 
-    def predict(self, images, boxes, image_index) -> torch.Tensor:
-        ref = torch.from_numpy(square_boxes(boxes.detach().cpu().numpy(), self.box_expand))
+    def predict(self, images, boxes, image_index, previous=None) -> torch.Tensor:
+        ref = square_boxes(boxes.detach().cpu().double(), self.box_expand)
         size = self.spec.input_size[0]
         points = torch.zeros(ref.shape[0], self.num_landmarks, 2)
         if ref.shape[0] == 0:
@@ -149,7 +152,7 @@ class KeypointModel:
         image_index = image_index.cpu()
         for k in range(self.passes):
             if k:
-                ref = torch.from_numpy(square_boxes(points_extent(points.numpy()), self.expand))
+                ref = square_boxes(torch.cat([points.amin(dim=1), points.amax(dim=1)], dim=1).double(), self.expand)
             p = run_net(self.net, self.spec, _crop_windows(images, ref, image_index, size))
             points = from_reference(p.double(), ref.double()).float()
         return points

@@ -223,6 +223,14 @@ class LandmarkLossSection:
     awing_epsilon: float = bounded(1.0, 1e-6, None)
     awing_theta: float = bounded(0.5, 1e-6, None)
 
+    def shape_params(self) -> dict[str, float]:
+        """The keyword arguments of :func:`mtcnn.losses.landmark_regression_loss` for ``kind``."""
+        if self.kind == "wing":
+            return {"w": self.wing_w, "epsilon": self.wing_epsilon}
+        if self.kind == "adaptive_wing":
+            return {"alpha": self.awing_alpha, "omega": self.awing_omega, "epsilon": self.awing_epsilon, "theta": self.awing_theta}
+        return {}
+
 
 @dataclass
 class LandmarkValSection:

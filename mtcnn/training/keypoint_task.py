@@ -37,6 +37,7 @@ from mtcnn.errors import DataError
 from mtcnn.landmark_models import MobileNetCascade, load_landmark_model, plain_windows, run_net
 from mtcnn.losses import landmark_regression_loss
 from mtcnn.nets import build_net, get_net_spec
+from mtcnn.training.landmark_task import point_error_stats
 
 
 @dataclass
@@ -182,22 +183,15 @@ class KeypointTask:
 
     def _loss(self, pred: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
         c = self.cfg.loss
-        params = ({"w": c.wing_w, "epsilon": c.wing_epsilon} if c.kind == "wing" else
-                  {"alpha": c.awing_alpha, "omega": c.awing_omega, "epsilon": c.awing_epsilon, "theta": c.awing_theta}
-                  if c.kind == "adaptive_wing" else {})
         weights = torch.tensor(c.point_weights) if c.point_weights else None
         if weights is not None and len(weights) != self.k:
             raise ValueError(f"loss.point_weights has {len(weights)} values for {self.k} points")
-        return landmark_regression_loss(pred, target, c.kind, weights, self.coordinate_scale, **params)
+        return landmark_regression_loss(pred, target, c.kind, weights, self.coordinate_scale, **c.shape_params())
 
     def loss(self, outputs, batch: Mapping[str, torch.Tensor]) -> tuple[torch.Tensor, torch.Tensor]:
         target = batch["landmark"]
         loss = self._loss(outputs, target)
-        with torch.no_grad():
-            dist = (outputs.float() - target).reshape(-1, self.k, 2).norm(dim=2).sum()
-            row = torch.stack([loss.detach().double(), dist.double(),
-                               torch.tensor(float(target.shape[0] * self.k), dtype=torch.float64, device=target.device)])
-        return loss, row
+        return loss, point_error_stats(loss, outputs, target, self.k)
 
     def train_summary(self, sums: torch.Tensor, steps: float) -> dict[str, float]:
         s = [float(v) for v in sums]

@@ -91,6 +91,14 @@ def normaliser(target: torch.Tensor) -> torch.Tensor:
     return (span[:, 0] * span[:, 1]).clamp(min=1e-12).sqrt()
 
 
+def point_error_stats(loss: torch.Tensor, pred: torch.Tensor, target: torch.Tensor, k: int) -> torch.Tensor:
+    """The loop's per-step stat row of a landmark regression: loss, summed point distance, points."""
+    with torch.no_grad():
+        dist_sum = (pred.float() - target).reshape(-1, k, 2).norm(dim=2).sum()
+        return torch.stack([loss.detach().double(), dist_sum.double(),
+                            torch.tensor(float(target.shape[0] * k), dtype=torch.float64, device=target.device)])
+
+
 class LandmarkTask:
     """Landmark regression of ``cfg.net`` (see the module docstring)."""
 
@@ -153,20 +161,13 @@ class LandmarkTask:
     def _loss(self, pred: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
         c = self.cfg.loss
         scale = c.coordinate_scale or float(self.spec.input_size[1])
-        params = ({"w": c.wing_w, "epsilon": c.wing_epsilon} if c.kind == "wing" else
-                  {"alpha": c.awing_alpha, "omega": c.awing_omega, "epsilon": c.awing_epsilon, "theta": c.awing_theta}
-                  if c.kind == "adaptive_wing" else {})
-        return landmark_regression_loss(pred, target, c.kind, self.point_weights, scale, **params)
+        return landmark_regression_loss(pred, target, c.kind, self.point_weights, scale, **c.shape_params())
 
     def loss(self, outputs, batch: Mapping[str, torch.Tensor]) -> tuple[torch.Tensor, torch.Tensor]:
         pred = landmark_output(outputs, self.spec)
         target = batch["landmark"]
         loss = self._loss(pred, target)
-        with torch.no_grad():
-            dist_sum = (pred.float() - target).reshape(-1, self.k, 2).norm(dim=2).sum()
-            row = torch.stack([loss.detach().double(), dist_sum.double(),
-                               torch.tensor(float(target.shape[0] * self.k), dtype=torch.float64, device=target.device)])
-        return loss, row
+        return loss, point_error_stats(loss, pred, target, self.k)
 
     def train_summary(self, sums: torch.Tensor, steps: float) -> dict[str, float]:
         s = [float(v) for v in sums]

@@ -4,7 +4,8 @@ from __future__ import annotations
 
 import argparse
 
-from mtcnn.commands.common import finite_float
+from mtcnn.commands.common import finite_float, report
+from mtcnn.errors import MTCNNError
 
 
 def parser() -> argparse.ArgumentParser:
@@ -27,11 +28,25 @@ def parser() -> argparse.ArgumentParser:
 
 
 def main(argv: list[str] | None = None) -> int:
-    from mtcnn.eval.speed import benchmark_command
+    """Run, print the table, write the JSON; one ``error:`` line and the error's exit code when
+    the benchmark cannot run (bad settings 2, missing weights or image 1)."""
+    import json
+    import sys
+
+    from mtcnn.atomic import atomic_write_text
+    from mtcnn.eval.speed import parse_size, run_benchmark
 
     a = parser().parse_args(argv)
-    return benchmark_command(
-        a.sizes, a.min_face, a.batch_size, a.device, threads=a.threads, repeats=a.repeats, warmup=a.warmup,
-        weights=a.weights, image=a.image, json_path=a.json_path, compare_facenet=a.compare_facenet, verbose=not a.quiet,
-        backends=a.backend, mixed=a.mixed,
-    )  # fmt: skip
+    try:
+        result = run_benchmark(
+            [parse_size(s) for s in a.sizes], a.min_face, a.batch_size, a.device, threads=a.threads,
+            repeats=a.repeats, warmup=a.warmup, weights=a.weights, image=a.image, compare_facenet=a.compare_facenet,
+            backends=a.backend, mixed=a.mixed, log=None if a.quiet else (lambda msg: print(msg, file=sys.stderr, flush=True)),
+        )  # fmt: skip
+    except MTCNNError as e:
+        return report(e)
+    print(result.format_table())
+    if a.json_path:
+        atomic_write_text(a.json_path, json.dumps(result.to_dict(), indent=2) + "\n")
+        print(f"wrote {a.json_path}")
+    return 0

@@ -2,8 +2,7 @@
 size, batch size and device, optionally against facenet-pytorch's MTCNN (the reference port).
 
 :func:`run_benchmark` returns a :class:`BenchmarkResult` (dataclasses, ``to_dict()`` for JSON,
-``format_table()`` for the console); :func:`benchmark_command` is what ``tools/benchmark.py``
-calls (prints the table, writes the JSON, returns an exit code).
+``format_table()`` for the console); ``mtcnn.commands.benchmark`` prints the table, writes the JSON and turns errors into exit codes.
 
 Timing: every case runs ``warmup`` untimed detect calls, then ``repeats`` timed ones
 (``time.perf_counter``, CUDA synchronised before and after); a call on a batch of B copies of
@@ -39,7 +38,7 @@ from typing import Any
 
 import numpy as np
 
-from mtcnn.errors import MTCNNError
+from mtcnn.errors import UsageError
 import torch
 
 __all__ = [
@@ -47,7 +46,6 @@ __all__ = [
     "CaseResult",
     "Comparison",
     "PeakMemory",
-    "benchmark_command",
     "default_image",
     "parse_size",
     "run_benchmark",
@@ -56,7 +54,7 @@ __all__ = [
 DEFAULT_SIZES: tuple[tuple[int, int], ...] = ((640, 480), (1280, 720), (1920, 1080))
 
 
-class BenchmarkError(MTCNNError):
+class BenchmarkError(UsageError):
     """The benchmark cannot run; ``str(e)`` is one line."""
 
 
@@ -537,49 +535,3 @@ class _Run:
             f"(x{cmp.speedup:.2f}); {cmp.matched_iou50}/{cmp.reference_count} reference faces matched at IoU 0.5"
         )
         return cmp
-
-
-def benchmark_command(
-    sizes: Sequence[str] = ("640x480", "1280x720", "1920x1080"),
-    min_faces: Sequence[float] = (20.0,),
-    batch_sizes: Sequence[int] = (1,),
-    devices: Sequence[str] = ("cpu",),
-    *,
-    threads: int | None = None,
-    repeats: int = 10,
-    warmup: int = 2,
-    weights: str | None = None,
-    image: str | None = None,
-    json_path: str | os.PathLike | None = None,
-    compare_facenet: str | None = None,
-    verbose: bool = True,
-    backends: Sequence[str] = ("torch",),
-    mixed: int = 0,
-) -> int:
-    """``tools/benchmark.py``: run, print the table, write the JSON. Exit code 0, or 2 with one
-    ``error: ...`` line when the benchmark cannot run."""
-    import json
-
-    from mtcnn.atomic import atomic_write_text
-    from mtcnn.config import ConfigError
-    from mtcnn.export import ExportError
-    from mtcnn.io import ImageReadError
-    from mtcnn.weights import WeightsError
-
-    try:
-        parsed = [parse_size(s) for s in sizes]
-        result = run_benchmark(
-            parsed, min_faces, batch_sizes, devices, threads=threads, repeats=repeats, warmup=warmup,
-            weights=weights, image=image, compare_facenet=compare_facenet, backends=backends, mixed=mixed,
-            log=(lambda msg: print(msg, file=sys.stderr, flush=True)) if verbose else None,
-        )  # fmt: skip
-    except (BenchmarkError, WeightsError, ImageReadError, ConfigError, ExportError) as e:
-        print(f"error: {e}", file=sys.stderr)
-        return 2
-    print(result.format_table())
-    if json_path:
-        target = Path(json_path)
-        target.parent.mkdir(parents=True, exist_ok=True)
-        atomic_write_text(target, json.dumps(result.to_dict(), indent=2) + "\n")
-        print(f"wrote {target}")
-    return 0

@@ -214,7 +214,15 @@ def run_pipeline(cfg: PipelineConfig, *, stop_after: str | None = None) -> Path:
             stamp(f"scenes/{split}")
     if finish("scenes"):
         return steps["bundle"]
-    for split in ("train", "val"):
+    def consumer_done(net: str, data_step: str) -> bool:
+        # Samples only feed their training step: once that one is complete (say, from weights committed by an
+        # earlier effort) they are not regenerated, which saves the P-Net samples' and P-Net mining's hour.
+        final = Path(steps[f"train_{net}"].out) / f"{net}.pt"
+        if final.exists():
+            _log(f"skip {data_step}: train_{net} is complete ({final}), its samples are not needed")
+        return final.exists()
+
+    for split in ("train", "val") if not consumer_done("pnet", "pnet_data") else ():
         if not done(f"pnet_data/{split}", Path(steps["pnet_data"].out) / f"pnet_{split}.h5"):
             for line in generate_pnet(steps["pnet_data"], split).lines():
                 _log(line)
@@ -232,7 +240,7 @@ def run_pipeline(cfg: PipelineConfig, *, stop_after: str | None = None) -> Path:
         if miner:
             mcfg = steps[miner]
             stage = "rnet" if miner == "mine_pnet" else "onet"
-            for split in ("train", "val"):
+            for split in ("train", "val") if not consumer_done(stage, miner) else ():
                 if not done(f"{miner}/{split}", Path(mcfg.out) / f"{stage}_{split}.h5"):
                     for line in mine_hard_examples(mcfg, split).lines():
                         _log(line)

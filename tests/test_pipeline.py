@@ -86,3 +86,21 @@ def test_changed_settings_on_a_finished_pipeline_are_refused_in_full(tmp_path, c
         run_pipeline(load_config(PipelineConfig, TINY, [f"work_dir={tmp_path}", "train_pnet.epochs=6"]))
     with pytest.raises(ConfigError, match=r"mine_pnet\.detector\.thresholds was \[0\.3, 0\.1\], now \[0\.2, 0\.1\]"):
         run_pipeline(load_config(PipelineConfig, TINY, [f"work_dir={tmp_path}", "mine_pnet.detector.thresholds=[0.2,0.1]"]))
+
+
+def test_samples_of_finished_training_steps_are_not_regenerated(tmp_path, capsys):
+    """Weights committed by an earlier effort resume the pipeline without their samples."""
+    from mtcnn.pipeline import run_pipeline
+
+    cfg = _finished_work_dir(tmp_path)
+    for name in ("pnet_train.h5", "pnet_val.h5", "rnet_train.h5", "rnet_val.h5"):
+        (tmp_path / "samples" / name).unlink()
+    assert run_pipeline(cfg) == tmp_path / "mtcnn_trained.pt"
+    err = capsys.readouterr().err
+    assert "skip pnet_data: train_pnet is complete" in err and "skip mine_pnet: train_rnet is complete" in err
+    assert not (tmp_path / "samples" / "pnet_train.h5").exists() and not (tmp_path / "samples" / "rnet_val.h5").exists()
+    # The O-Net samples are still needed while O-Net is untrained: their step is not skipped.
+    (tmp_path / "runs" / "onet" / "onet.pt").unlink()
+    run_pipeline(cfg, stop_after="mine_rnet")
+    err = capsys.readouterr().err
+    assert "skip mine_rnet: train_onet" not in err and "skip mine_rnet/val" in err

@@ -74,9 +74,17 @@ def _sample_torch(source: torch.Tensor, boxes: torch.Tensor, size: int, k: int) 
     return sampled.reshape(channels, count, size, size).permute(1, 2, 3, 0)
 
 
+# OpenCV's remap refuses maps of 32,767 rows or more (SHRT_MAX): a crowd photo easily has more
+# candidate windows than fit in one stacked map, so boxes go through in chunks that do.
+_CV2_MAX_ROWS = 32766
+
+
 def _sample_cv2(source: np.ndarray, boxes: torch.Tensor, size: int, k: int) -> torch.Tensor:
     """``[h,w,C]`` float32 level -> ``[m, size, size, C]`` with OpenCV, every box's sampling map
     stacked vertically: bilinear at the same points as :func:`_sample_torch`, zero outside."""
+    per_call = max(1, _CV2_MAX_ROWS // (size * k))
+    if boxes.shape[0] > per_call:
+        return torch.cat([_sample_cv2(source, part, size, k) for part in torch.split(boxes, per_call)])
     count, samples = boxes.shape[0], size * k
     xs, ys = _sample_points(boxes.float(), samples)
     # OpenCV puts pixel centres at integer coordinates; ours are at k + 0.5.

@@ -139,3 +139,17 @@ def test_crops_come_back_channels_last():
     image = torch.randint(0, 256, (3, 40, 50), dtype=torch.uint8)
     out = crop_resize([image], torch.tensor([[5.0, 7.0, 30.0, 32.0]]), torch.tensor([0]), 24)
     assert out.shape == (1, 3, 24, 24) and out.is_contiguous(memory_format=torch.channels_last)
+
+
+def test_more_boxes_than_one_opencv_map_holds():
+    """A crowd's R-Net candidates: 1,400 boxes × 48 map rows > OpenCV's 32,767-row limit."""
+    from mtcnn.ops.crops import _sample_cv2, _sample_torch
+
+    g = torch.Generator().manual_seed(5)
+    level = torch.rand(3, 64, 64, generator=g) * 255
+    x1y1 = torch.rand(1400, 2, generator=g) * 40
+    boxes = torch.cat([x1y1, x1y1 + 20 + torch.rand(1400, 1, generator=g) * 20], 1)
+    fast = _sample_cv2(np.ascontiguousarray(level.permute(1, 2, 0).numpy()), boxes, 24, 2)
+    oracle = _sample_torch(level, boxes, 24, 2)
+    assert fast.shape == oracle.shape == (1400, 24, 24, 3)
+    assert (fast - oracle).abs().max() < 0.02

@@ -28,12 +28,18 @@ from mtcnn.nets import MTCNN_NETS, build_net, get_net_spec
 FORMAT = "mtcnn-checkpoint"
 FORMAT_VERSION = 1
 NET_NAMES = MTCNN_NETS
-DEFAULT_WEIGHTS = Path(__file__).resolve().parent / "weights" / "default.pt"
+# The shipped default: this project's own P-, R- and O-Net, one checkpoint each (with a JSON card
+# each) in the package's weights folder, which load_bundle reads as a folder of per-net files.
+DEFAULT_WEIGHTS = Path(__file__).resolve().parent / "weights"
+# ``--weights original``: the converted weights of Zhang et al.'s release, which cannot be shipped here
+# (they come from another package's wheel): $MTCNN_ORIGINAL_WEIGHTS, else this file under the
+# working folder or the project checkout.
+ORIGINAL_WEIGHTS = Path("third_party") / "mtcnn_original.pt"
 WEIGHTS_HINT = (
     "get weights with: pip download facenet-pytorch==2.6.0 --no-deps -d third_party && "
     "python tools/convert_weights.py third_party/facenet_pytorch-2.6.0-py3-none-any.whl "
-    "--out third_party/mtcnn_original.pt, then pass --weights third_party/mtcnn_original.pt "
-    "(or set MTCNN_WEIGHTS)"
+    "--out third_party/mtcnn_original.pt, then pass --weights original (or the file's path, "
+    "or set MTCNN_WEIGHTS)"
 )
 
 
@@ -187,15 +193,31 @@ def save_bundle(nets: dict[str, nn.Module], path: str | os.PathLike, config: dic
 
 
 def resolve_weights(weights: str | os.PathLike | None) -> Path:
-    """The weights to use: the argument, else $MTCNN_WEIGHTS, else the shipped default."""
-    if weights is not None:
+    """The weights to use: the argument, else $MTCNN_WEIGHTS, else the shipped default.
+
+    ``"default"`` names the shipped weights and ``"original"`` the converted original MTCNN weights.
+    """
+    if weights is None:
+        weights = os.environ.get("MTCNN_WEIGHTS") or "default"
+    if str(weights) == "original":
+        return original_weights()
+    if str(weights) != "default":
         return Path(weights)
-    env = os.environ.get("MTCNN_WEIGHTS")
+    if all((DEFAULT_WEIGHTS / f"{name}.pt").is_file() for name in NET_NAMES):
+        return DEFAULT_WEIGHTS
+    raise WeightsError(f"no weights given and the default weights are not installed in {DEFAULT_WEIGHTS}; {WEIGHTS_HINT}")
+
+
+def original_weights() -> Path:
+    """Where the converted original MTCNN weights are (``--weights original``)."""
+    env = os.environ.get("MTCNN_ORIGINAL_WEIGHTS")
     if env:
         return Path(env)
-    if DEFAULT_WEIGHTS.exists():
-        return DEFAULT_WEIGHTS
-    raise WeightsError(f"no weights given and no default weights are shipped yet; {WEIGHTS_HINT}")
+    project = Path(__file__).resolve().parents[1]
+    for candidate in (Path.cwd() / ORIGINAL_WEIGHTS, project / ORIGINAL_WEIGHTS):
+        if candidate.is_file():
+            return candidate
+    raise WeightsError(f"--weights original: no {ORIGINAL_WEIGHTS} here or in {project} and MTCNN_ORIGINAL_WEIGHTS is not set; {WEIGHTS_HINT}")
 
 
 # --- import of the original MTCNN weights (facenet-pytorch 2.6.0 layout) ------------------

@@ -133,9 +133,36 @@ def test_missing_weights_message_says_how_to_get_them(monkeypatch):
     monkeypatch.delenv("MTCNN_WEIGHTS", raising=False)
     import mtcnn.weights as w
 
-    monkeypatch.setattr(w, "DEFAULT_WEIGHTS", w.Path("/nonexistent/default.pt"))
+    monkeypatch.setattr(w, "DEFAULT_WEIGHTS", w.Path("/nonexistent/weights"))
     with pytest.raises(WeightsError, match="convert_weights.py"):
         MTCNN()
+
+
+def test_weights_names_resolve(monkeypatch, tmp_path):
+    import mtcnn.weights as w
+
+    monkeypatch.delenv("MTCNN_WEIGHTS", raising=False)
+    monkeypatch.delenv("MTCNN_ORIGINAL_WEIGHTS", raising=False)
+    # A folder holding the three stage checkpoints is the default; one missing file is no default.
+    for name in ("pnet", "rnet"):
+        (tmp_path / f"{name}.pt").write_bytes(b"x")
+    monkeypatch.setattr(w, "DEFAULT_WEIGHTS", tmp_path)
+    with pytest.raises(WeightsError, match="not installed"):
+        w.resolve_weights(None)
+    (tmp_path / "onet.pt").write_bytes(b"x")
+    assert w.resolve_weights(None) == w.resolve_weights("default") == tmp_path
+    monkeypatch.setenv("MTCNN_WEIGHTS", "elsewhere.pt")
+    assert w.resolve_weights(None) == w.Path("elsewhere.pt") and w.resolve_weights("mine.pt") == w.Path("mine.pt")
+    # 'original': the environment, else third_party/ under the working folder, else a clear error.
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.setattr(w, "__file__", str(tmp_path / "pkg" / "mtcnn" / "weights.py"))
+    with pytest.raises(WeightsError, match="--weights original: no third_party/mtcnn_original.pt"):
+        w.resolve_weights("original")
+    (tmp_path / "third_party").mkdir()
+    (tmp_path / "third_party" / "mtcnn_original.pt").write_bytes(b"x")
+    assert w.resolve_weights("original") == tmp_path / "third_party" / "mtcnn_original.pt"
+    monkeypatch.setenv("MTCNN_ORIGINAL_WEIGHTS", "/x/orig.pt")
+    assert w.resolve_weights("original") == w.Path("/x/orig.pt")
 
 
 def _facenet_reference_forward(state, x, net):

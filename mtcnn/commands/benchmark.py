@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import argparse
 
-from mtcnn.commands.common import finite_float, report
+from mtcnn.commands.common import WEIGHTS_HELP, finite_float, report
 from mtcnn.errors import MTCNNError
 
 
@@ -17,7 +17,7 @@ def parser() -> argparse.ArgumentParser:
     p.add_argument("--threads", type=int, help="torch.set_num_threads (default: torch's choice)")
     p.add_argument("--repeats", type=int, default=10, help="timed calls per case (default 10)")
     p.add_argument("--warmup", type=int, default=2, help="untimed calls per case (default 2)")
-    p.add_argument("--weights", help="weights bundle (default: $MTCNN_WEIGHTS, then the shipped weights)")
+    p.add_argument("--weights", help=WEIGHTS_HELP)
     p.add_argument("--image", help="photo to resize to each size (default data_root()/dlib_faces/bald_guys.jpg)")
     p.add_argument("--json", dest="json_path", help="write settings and per-case results here")
     p.add_argument("--compare-facenet", metavar="WHEEL", help="also time facenet-pytorch 2.6.0's MTCNN from this wheel (interleaved with ours)")

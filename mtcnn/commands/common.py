@@ -24,8 +24,14 @@ def finite_float(text: str) -> float:
     return value
 
 
+WEIGHTS_HELP = (
+    "weights bundle or folder of pnet.pt, rnet.pt, onet.pt; 'original' for the converted original MTCNN weights "
+    "(third_party/mtcnn_original.pt); default: $MTCNN_WEIGHTS, then this project's shipped weights"
+)
+
+
 def detector_arguments(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--weights", help="weights bundle or folder (default: $MTCNN_WEIGHTS, then the shipped weights)")
+    parser.add_argument("--weights", help=WEIGHTS_HELP)
     parser.add_argument("--min-face", type=finite_float, help="smallest face side in pixels (default 20; 10 with --preset wider)")
     parser.add_argument("--factor", type=finite_float, help="pyramid scale step (default 0.709)")
     parser.add_argument("--thresholds", type=finite_float, nargs=3, metavar=("P", "R", "O"), help="stage thresholds (default 0.6 0.7 0.7)")

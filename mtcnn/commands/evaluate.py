@@ -5,7 +5,7 @@ from __future__ import annotations
 import argparse
 import sys
 
-from mtcnn.commands.common import finite_float
+from mtcnn.commands.common import WEIGHTS_HELP, finite_float
 
 
 def parser() -> argparse.ArgumentParser:
@@ -16,7 +16,7 @@ def parser() -> argparse.ArgumentParser:
     a("--annotations", nargs="+", required=True, help="annotation file(s) (voc: a folder of XML files; fddb: the FDDB-folds folder)")
     a("--images", help="folder the annotated image paths are relative to (default: the format's usual place)")
     a("--detections", help="evaluate this JSON-lines file (detect CLI schema) instead of running the detector")
-    a("--weights", help="weights bundle (default: $MTCNN_WEIGHTS, then the shipped weights)")
+    a("--weights", help=WEIGHTS_HELP)
     a("--min-face", type=finite_float, help="smallest face in pixels (default 20; 10 with --preset wider)")
     a("--factor", type=finite_float, help="pyramid scale step (default 0.709)")
     a("--thresholds", type=finite_float, nargs=3, metavar=("P", "R", "O"), help="stage thresholds (default 0.6 0.7 0.7)")

@@ -6,7 +6,7 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
-from mtcnn.commands.common import report
+from mtcnn.commands.common import WEIGHTS_HELP, report
 from mtcnn.errors import MTCNNError
 
 
@@ -14,7 +14,7 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="export.py", description="Export every net of a weights bundle to ONNX or TorchScript, verified against PyTorch on real crops.")
     parser.add_argument("--format", required=True, choices=["onnx", "torchscript"])
     parser.add_argument("--out", required=True, help="output folder: <net>.onnx or <net>.pt for each net, and manifest.json")
-    parser.add_argument("--weights", help="weights bundle or folder (default: $MTCNN_WEIGHTS, then the shipped weights)")
+    parser.add_argument("--weights", help=WEIGHTS_HELP)
     parser.add_argument("--image", help="photo whose crops verify the export (default data_root()/dlib_faces/bald_guys.jpg)")
     parser.add_argument("--no-verify", action="store_true", help="write the files without running them")
     args = parser.parse_args(argv)

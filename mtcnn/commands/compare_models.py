@@ -1,0 +1,55 @@
+"""``tools/compare_models.py``: several detector weights side by side on every validation set
+(:mod:`mtcnn.eval.model_table`), the README's "Results" table.
+
+``--model LABEL=WEIGHTS`` (repeat; ``default`` and ``original`` are names too), ``--out DIR``,
+``--scenes-val DIR`` (a pipeline's composite validation scenes), ``--threads``, ``--repeats``.
+"""
+
+from __future__ import annotations
+
+import argparse
+from collections.abc import Sequence
+from pathlib import Path
+
+from mtcnn.commands.common import report
+from mtcnn.errors import MTCNNError, UsageError
+
+
+def _labelled(text: str) -> tuple[str, str]:
+    label, sep, weights = text.partition("=")
+    if not sep or not label or not weights:
+        raise argparse.ArgumentTypeError(f"{text!r}: expected LABEL=WEIGHTS, e.g. ours=default")
+    return label, weights
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    from mtcnn.config.paths import data_root, gen_root, webfaces_root
+
+    p = argparse.ArgumentParser(prog="compare_models.py", description="Detector weights side by side on every validation set.")
+    p.add_argument("--model", type=_labelled, action="append", required=True, metavar="LABEL=WEIGHTS")
+    p.add_argument("--out", required=True, help="folder for results.json, results.md and the landmark reports")
+    p.add_argument("--data", default=None, help="data root (default $MTCNN_DATA or ../shared/data)")
+    p.add_argument("--webfaces", default=None, help="Caltech WebFaces folder (default $MTCNN_WEBFACES or ../webfaces)")
+    p.add_argument("--scenes-val", default=str(gen_root() / "pipeline_default" / "scenes" / "val"),
+                   help="composite validation scenes (default: the default pipeline's)")
+    p.add_argument("--threads", type=int, default=2)
+    p.add_argument("--repeats", type=int, default=5, help="timed calls per speed case")
+    args = p.parse_args(argv)
+    from mtcnn.eval.model_table import TableInputs, compare_models
+
+    import torch
+
+    torch.set_num_threads(args.threads)
+    try:
+        labels = [label for label, _ in args.model]
+        if len(set(labels)) != len(labels):
+            raise UsageError(f"--model labels must differ: {', '.join(labels)}")
+        inputs = TableInputs(Path(args.data) if args.data else data_root(), Path(args.webfaces) if args.webfaces else webfaces_root(),
+                             Path(args.scenes_val) if args.scenes_val else None)
+        results = compare_models(dict(args.model), inputs, Path(args.out), threads=args.threads, repeats=args.repeats)
+    except MTCNNError as e:
+        return report(e)
+    from mtcnn.eval.model_table import markdown_table
+
+    print(markdown_table(results), end="")
+    return 0

@@ -22,7 +22,7 @@ from typing import Any, ClassVar
 import torch
 from torch import nn
 
-from mtcnn.nets.cascade import CASCADE_NETS, FusedPatchNets, nets_of_level
+from mtcnn.nets.cascade import CASCADE_NETS, FusedPatchNets, LevelOneInference, nets_of_level
 from mtcnn.atomic import atomic_torch_save
 from mtcnn.weights import WeightsError, _load_file, load_net
 
@@ -37,7 +37,7 @@ class LandmarkCascade:
     """Loaded cascade: ``nets`` by short name (all 23), the variant, the box adapter and file info.
 
     :meth:`prepare` builds the inference form (eval mode, channels-last, each level's ten patch
-    nets fused into one grouped net)."""
+    nets fused into one grouped net, ``"relu"`` level-1 nets as :class:`LevelOneInference`)."""
 
     nets: dict[str, nn.Module]
     variant: str = "relu"
@@ -45,15 +45,23 @@ class LandmarkCascade:
     detector_start: str = "level1"
     info: dict[str, Any] = field(default_factory=dict)
     fused: dict[int, nn.Module] = field(default_factory=dict, repr=False)
+    level_one: dict[str, nn.Module] = field(default_factory=dict, repr=False)
     num_landmarks: ClassVar[int] = 5
 
     def prepare(self, device: torch.device | str = "cpu") -> "LandmarkCascade":
+        # The locally shared layers of "abs_tanh" nets hold 5-d weights, which have no channels-last form.
+        layout = torch.channels_last if self.variant == "relu" else torch.contiguous_format
         for name, net in self.nets.items():
-            self.nets[name] = net.to(device=device, memory_format=torch.channels_last).eval()
+            self.nets[name] = net.to(device=device, memory_format=layout).eval()
         self.fused = {
             level: FusedPatchNets([self.nets[n] for n in nets_of_level(level)]).to(device=device, memory_format=torch.channels_last).eval()
             for level in (2, 3)
         }
+        self.level_one = {
+            name: (LevelOneInference(self.nets[name]).to(device=device, memory_format=torch.channels_last).eval()
+                   if self.variant == "relu" else self.nets[name])
+            for name in nets_of_level(1)
+        }  # fmt: skip
         return self
 
     def to(self, device: torch.device | str) -> "LandmarkCascade":

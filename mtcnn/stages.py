@@ -19,7 +19,7 @@ from torch import nn
 
 from mtcnn.nets.registry import get_net_spec
 from mtcnn.ops.boxes import batched_nms, square_boxes
-from mtcnn.nets.cascade import CASCADE_NETS, PATCH_SIZE, nets_of_level
+from mtcnn.nets.cascade import CASCADE_NETS, PATCH_SIZE, STANDARDISE_EPS, nets_of_level
 from mtcnn.ops.coding import decode_boxes, decode_landmarks, unflatten_landmarks
 from mtcnn.ops.crops import crop_resize
 from mtcnn.ops.inference import speed_up_layers
@@ -273,6 +273,26 @@ class CascadePoints:
         return (self.level1, self.level2, self.level3)[k - 1]
 
 
+# The cascade's nets standardise each crop (mean 0, deviation 1), which undoes any affine input
+# map: they take raw 0..255 crops, with the deviation floor rescaled to raw grey levels, and
+# skip a normalisation pass over every crop.
+RAW_EPS = STANDARDISE_EPS / PIXEL_SCALE
+
+
+def _run_in_chunks(net: nn.Module, inputs: torch.Tensor, chunk: int) -> torch.Tensor:
+    """``net(inputs)`` in chunks of ``chunk`` faces: small enough that each chunk's feature maps
+    stay in a core's L2 cache (64 faces ran ~20 % faster than 256 on a 2 MiB-L2 CPU)."""
+    return torch.cat([net(inputs[s : s + chunk], RAW_EPS) for s in range(0, inputs.shape[0], chunk)])
+
+
+def _mean_per_point(found: torch.Tensor, point_of: list[int]) -> torch.Tensor:
+    """Points ``[N, 5, 2]``: the mean of the estimates ``found [N, M, 2]`` of each point (``point_of[m]``)."""
+    index = torch.tensor(point_of, device=found.device)
+    total = torch.zeros((found.shape[0], 5, 2), device=found.device).index_add_(1, index, found)
+    count = torch.bincount(index, minlength=5).clamp(min=1)
+    return total / count[None, :, None]
+
+
 def _level_one(cascade, grey: list[torch.Tensor], boxes: torch.Tensor, image_index: torch.Tensor, mips: dict, chunk: int) -> torch.Tensor:
     """F1, EN1 and NM1 from one crop call; each point is the mean of the nets that predict it."""
     n = boxes.shape[0]
@@ -282,36 +302,24 @@ def _level_one(cascade, grey: list[torch.Tensor], boxes: torch.Tensor, image_ind
     grids = [square_grid_box(r, s.input_hw) for r, s in zip(regions, specs)]
     side = specs[0].input_hw[1]
     crops = crop_resize_atlas(grey, torch.cat(grids), image_index.repeat(len(specs)), side, mips)
-    crops = ((crops - PIXEL_MEAN) * PIXEL_SCALE).contiguous(memory_format=torch.channels_last)
-    total = torch.zeros((n, 5, 2), device=boxes.device)
-    count = torch.zeros((5,), device=boxes.device)
+    found = []
     for k, spec in enumerate(specs):
         inputs = crops[k * n : (k + 1) * n, :, : spec.input_hw[0]]
-        out = torch.cat([cascade.nets[spec.name](inputs[s : s + chunk]) for s in range(0, n, chunk)])
-        uv = out.reshape(n, -1, 2)
-        total[:, list(spec.points)] += from_crop(uv, regions[k])
-        count[list(spec.points)] += 1
-    return total / count[None, :, None]
+        uv = _run_in_chunks(cascade.level_one[spec.name], inputs, chunk).reshape(n, -1, 2)
+        found.append(from_crop(uv, regions[k]))
+    return _mean_per_point(torch.cat(found, dim=1), [p for s in specs for p in s.points])
 
 
 def _patch_level(cascade, level: int, grey, boxes, image_index, previous: torch.Tensor, mips: dict, chunk: int) -> torch.Tensor:
     """Ten patch nets of a level from one crop call; each point is the mean of its two nets."""
     n = boxes.shape[0]
-    names = nets_of_level(level)
-    specs = [CASCADE_NETS[name] for name in names]
+    specs = [CASCADE_NETS[name] for name in nets_of_level(level)]
     patches = torch.stack([patch_boxes(previous[:, s.points[0]], boxes, s.half_size) for s in specs], dim=1)  # [N, G, 4]
     g = len(specs)
     crops = crop_resize_atlas(grey, patches.reshape(-1, 4), image_index.repeat_interleave(g), PATCH_SIZE, mips)
-    crops = ((crops - PIXEL_MEAN) * PIXEL_SCALE).reshape(n, g, PATCH_SIZE, PATCH_SIZE).contiguous(memory_format=torch.channels_last)
-    fused = cascade.fused[level]
-    uv = torch.cat([fused(crops[s : s + chunk]) for s in range(0, n, chunk)])  # [N, G, 2]
+    uv = _run_in_chunks(cascade.fused[level], crops.reshape(n, g, PATCH_SIZE, PATCH_SIZE), chunk)  # [N, G, 2]
     found = from_crop(uv.reshape(n * g, 1, 2), patches.reshape(-1, 4)).reshape(n, g, 2)
-    total = torch.zeros_like(previous)
-    count = torch.zeros((5,), device=boxes.device)
-    for k, spec in enumerate(specs):
-        total[:, spec.points[0]] += found[:, k]
-        count[spec.points[0]] += 1
-    return total / count[None, :, None]
+    return _mean_per_point(found, [s.points[0] for s in specs])
 
 
 @torch.inference_mode()
@@ -323,7 +331,7 @@ def refine_landmarks(
     image_index: torch.Tensor | None = None,
     *,
     start_level: int = 1,
-    chunk_size: int = 256,
+    chunk_size: int = 64,
     mip_cache: dict | None = None,
 ) -> CascadePoints:
     """The Sun et al. cascade on all faces of all images: level 1 from the face boxes, then levels 2 and 3.

@@ -70,6 +70,48 @@ def test_batched_refinement_equals_one_face_at_a_time():
         torch.testing.assert_close(together.level1[k : k + 1], alone.level1, atol=1e-4, rtol=1e-4)
 
 
+@pytest.mark.parametrize("variant", ["relu", "abs_tanh"])
+def test_each_level_equals_the_separate_nets(variant):
+    """An oracle for the inference forms: each level from given points, the 23 nets run one by one
+    on the same crops (normalised as the registry does), each point the mean of its nets."""
+    from mtcnn.nets.cascade import PATCH_SIZE, nets_of_level
+    from mtcnn.ops.landmark_crops import crop_resize_atlas, from_crop, patch_boxes, region_boxes, square_grid_box, to_grey
+
+    torch.manual_seed(8)
+    nets = {n: build_cascade_net(n, variant).eval() for n in CASCADE_NETS}
+    cascade = LandmarkCascade(dict(nets), variant).prepare()
+    images = _images(((120, 100), (90, 160)), seed=2)
+    grey = [to_grey(im) for im in images]
+    boxes = torch.tensor([[20.0, 30.0, 80.0, 100.0], [50.0, 10.0, 90.0, 50.0], [30.0, 20.0, 70.0, 70.0]])
+    index = torch.tensor([0, 1, 0])
+    out = refine_landmarks(cascade, images, boxes, image_index=index)
+
+    def mean_of(estimates):  # [(point, [N, 2]), ...] -> [N, 5, 2]
+        return torch.stack([torch.stack([e for p, e in estimates if p == k]).mean(0) for k in range(5)], dim=1)
+
+    def crop(b, size, hw):
+        return (crop_resize_atlas(grey, b, index, size)[:, :, : hw[0]] - 127.5) / 128
+
+    with torch.no_grad():
+        level1 = []
+        for name in nets_of_level(1):
+            spec = CASCADE_NETS[name]
+            region = region_boxes(boxes, spec.region)
+            uv = nets[name](crop(square_grid_box(region, spec.input_hw), 39, spec.input_hw)).reshape(3, -1, 2)
+            level1 += [(p, e) for p, e in zip(spec.points, from_crop(uv, region).unbind(1))]
+        torch.testing.assert_close(out.level1, mean_of(level1), atol=1e-4, rtol=0)
+        previous = out.level1
+        for level, got in ((2, out.level2), (3, out.level3)):
+            found = []
+            for name in nets_of_level(level):
+                spec = CASCADE_NETS[name]
+                patch = patch_boxes(previous[:, spec.points[0]], boxes, spec.half_size)
+                uv = nets[name](crop(patch, PATCH_SIZE, (PATCH_SIZE, PATCH_SIZE))).reshape(3, 1, 2)
+                found.append((spec.points[0], from_crop(uv, patch)[:, 0]))
+            torch.testing.assert_close(got, mean_of(found), atol=1e-4, rtol=0)
+            previous = got
+
+
 def test_no_faces_gives_empty_levels():
     out = refine_landmarks(_constant_cascade(), _images(), torch.zeros(0, 4))
     assert out.level3.shape == (0, 5, 2)

@@ -24,6 +24,8 @@ from mtcnn.nets.registry import NetSpec, register_net
 POINTS = ("LE", "RE", "N", "LM", "RM")
 VARIANTS = ("relu", "abs_tanh")
 PATCH_SIZE = 15
+#: :func:`standardise`'s floor on a crop's deviation: one grey level of the registry's input map
+STANDARDISE_EPS = 1.0 / 128
 #: (left, right, top, bottom) of each level-1 crop relative to the face box (SPEC §7)
 LEVEL1_REGIONS = {
     "F1": (-0.05, 1.05, -0.05, 1.05),
@@ -190,8 +192,8 @@ class LevelOneNet(nn.Module):
         )
         self.head = nn.Linear(hidden, spec.num_outputs)
 
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.head(self.body(standardise(x)))
+    def forward(self, x: torch.Tensor, eps: float = STANDARDISE_EPS) -> torch.Tensor:
+        return self.head(self.body(standardise(x, eps)))
 
 
 class PatchNet(nn.Module):
@@ -207,8 +209,8 @@ class PatchNet(nn.Module):
         )  # fmt: skip
         self.head = nn.Linear(60, spec.num_outputs)
 
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.head(self.body(standardise(x)))
+    def forward(self, x: torch.Tensor, eps: float = STANDARDISE_EPS) -> torch.Tensor:
+        return self.head(self.body(standardise(x, eps)))
 
 
 class FusedPatchNets(nn.Module):
@@ -236,15 +238,80 @@ class FusedPatchNets(nn.Module):
         self.head_weight = nn.Parameter(torch.stack([n.head.weight.detach() for n in nets]))  # [G, 2, 60]
         self.head_bias = nn.Parameter(torch.stack([n.head.bias.detach() for n in nets]))
 
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
+    def forward(self, x: torch.Tensor, eps: float = STANDARDISE_EPS) -> torch.Tensor:
         n, g = x.shape[:2]
-        x = standardise(x.reshape(n * g, 1, *x.shape[2:])).reshape(x.shape)
-        x = F.max_pool2d(self.act(self.conv1(x)), 2)
-        x = F.max_pool2d(self.act(self.conv2(x)), 2)
+        x = standardise(x.reshape(n * g, 1, *x.shape[2:]), eps).reshape(x.shape)
+        x = conv_act_pool(self.conv1, self.act, x)
+        x = conv_act_pool(self.conv2, self.act, x)
         x = x.reshape(n, g, -1).transpose(0, 1)  # [G, N, 160], each group's (C, H, W) flattened
         x = self.act(torch.baddbmm(self.fc_bias[:, None], x, self.fc_weight.transpose(1, 2)))
         x = torch.baddbmm(self.head_bias[:, None], x, self.head_weight.transpose(1, 2))
         return x.transpose(0, 1)
+
+
+class PhaseConvPool(nn.Module):
+    """``F.max_pool2d(conv(x), 2)`` of a one-channel ``k × k`` convolution, as one wider convolution.
+
+    oneDNN runs single-channel convolutions several times below its speed for wider inputs. Here
+    the input is cut into 2×2 blocks (space-to-depth: 4 channels at half the size) and one
+    ``(k//2 + 1)²`` convolution computes the conv output at all four pixels of each pooling window
+    (4·O channels, phase-major); the pool is then the maximum of the four phases' channel slices.
+    ~2× the multiply-adds (zero taps), ~3× faster, the same sums of products up to float rounding.
+    """
+
+    def __init__(self, conv: nn.Conv2d) -> None:
+        super().__init__()
+        o, _, k, _ = conv.weight.shape
+        self.out_channels, self.kernel = o, k
+        kb = k // 2 + 1
+        weight = torch.zeros(2, 2, o, 2, 2, kb, kb)  # [phase y, phase x, O, block row, block col, by, bx]
+        w = conv.weight.detach()[:, 0]
+        for py in range(2):
+            for px in range(2):
+                for dy in range(k):
+                    for dx in range(k):
+                        ry, rx = py + dy, px + dx
+                        weight[py, px, :, ry % 2, rx % 2, ry // 2, rx // 2] = w[:, dy, dx]
+        self.weight = nn.Parameter(weight.reshape(4 * o, 4, kb, kb))
+        self.bias = nn.Parameter(conv.bias.detach().repeat(4))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        n, _, h, w = x.shape
+        kb = self.kernel // 2 + 1
+        hb, wb = (h - self.kernel + 1) // 2 + kb - 1, (w - self.kernel + 1) // 2 + kb - 1
+        # Padded or cut rows/columns only meet zero taps or feed conv outputs the pool drops.
+        x = F.pad(x, (0, 2 * wb - w, 0, 2 * hb - h))
+        x = x.reshape(n, hb, 2, wb, 2).permute(0, 2, 4, 1, 3).reshape(n, 4, hb, wb)  # channel: 2·row + column in block
+        x = x.contiguous(memory_format=torch.channels_last)
+        y = F.conv2d(x, self.weight, self.bias)
+        o = self.out_channels
+        top = torch.maximum(y[:, 0:o], y[:, o : 2 * o])
+        return torch.maximum(top, torch.maximum(y[:, 2 * o : 3 * o], y[:, 3 * o :]))
+
+
+class LevelOneInference(nn.Module):
+    """A trained ``"relu"`` :class:`LevelOneNet` in a faster inference form with the same outputs (tested).
+
+    The first convolution and its pool run as one :class:`PhaseConvPool`; each ReLU runs after
+    its max-pool (:func:`conv_act_pool`).
+    """
+
+    def __init__(self, net: LevelOneNet) -> None:
+        super().__init__()
+        convs = [m for m in net.body if isinstance(m, (nn.Conv2d, LocallySharedConv2d))]
+        if not all(type(c) is nn.Conv2d for c in convs) or not isinstance(net.body[1], nn.ReLU):
+            raise ValueError("LevelOneInference needs a \"relu\" LevelOneNet (abs_tanh nets run as they are)")
+        self.conv1 = PhaseConvPool(convs[0])
+        self.convs = nn.ModuleList(convs[1:])
+        self.fc = [m for m in net.body if isinstance(m, nn.Linear)][0]
+        self.head = net.head
+        self.act = nn.ReLU()
+
+    def forward(self, x: torch.Tensor, eps: float = STANDARDISE_EPS) -> torch.Tensor:
+        x = self.conv1(standardise(x, eps)).relu_()
+        for i, conv in enumerate(self.convs):
+            x = conv_act_pool(conv, self.act, x) if i < len(self.convs) - 1 else conv(x).relu_()
+        return self.head(self.fc(x.flatten(1)).relu_())
 
 
 def build_cascade_net(name: str, variant: str = "relu", dropout: float = 0.0) -> nn.Module:
@@ -260,17 +327,33 @@ def build_cascade_net(name: str, variant: str = "relu", dropout: float = 0.0) ->
     return net
 
 
-def standardise(crops: torch.Tensor, eps: float = 1.0 / 128) -> torch.Tensor:
+def standardise(crops: torch.Tensor, eps: float = STANDARDISE_EPS) -> torch.Tensor:
     """Per-crop zero mean, unit deviation ([L]'s normalisation): lighting and contrast drop out.
 
     Every cascade net applies it to its input first, so the registry's fixed input map
     ``(pixel - 127.5) / 128`` (or any other affine one) gives the same result; ``eps`` (one grey
     level after that map) keeps a flat crop from being blown up into noise.
     """
-    flat = crops.reshape(crops.shape[0], -1)
-    mean = flat.mean(dim=1)
-    std = flat.std(dim=1, unbiased=False)
-    return (crops - mean[:, None, None, None]) / (std + eps)[:, None, None, None]
+    std, mean = torch.std_mean(crops.reshape(crops.shape[0], -1), dim=1, unbiased=False)  # one pass
+    scale = (std + eps).reciprocal_()[:, None, None, None]
+    return torch.addcmul((-mean)[:, None, None, None] * scale, crops, scale)  # (x - mean) · scale, one pass
+
+
+def max_pool_2x2(x: torch.Tensor) -> torch.Tensor:
+    """``F.max_pool2d(x, 2)`` (floor mode) as three maxima of strided views: ATen's CPU max-pool
+    also computes argmax indices and runs ~2× slower on these small maps. Bit-identical."""
+    h, w = x.shape[-2] // 2 * 2, x.shape[-1] // 2 * 2
+    rows = torch.maximum(x[..., 0:h:2, :w], x[..., 1:h:2, :w])
+    return torch.maximum(rows[..., 0::2], rows[..., 1::2])
+
+
+def conv_act_pool(conv: nn.Module, act: nn.Module, x: torch.Tensor) -> torch.Tensor:
+    """``max_pool(act(conv(x)), 2)``. A ReLU commutes with the max-pool (both monotone), so it
+    runs after the pool, in place, on a quarter of the values; other activations (|g·tanh| is
+    not monotone) keep their place."""
+    if isinstance(act, nn.ReLU):
+        return max_pool_2x2(conv(x)).relu_()
+    return max_pool_2x2(act(conv(x)))
 
 
 def _register() -> None:

@@ -8,7 +8,8 @@ from torch import nn
 
 from mtcnn.nets import build_net, get_net_spec
 from mtcnn.nets.cascade import (
-    CASCADE_NETS, FusedPatchNets, LocallySharedConv2d, build_cascade_net, nets_of_level, standardise,
+    CASCADE_NETS, FusedPatchNets, LevelOneInference, LocallySharedConv2d, PhaseConvPool, build_cascade_net,
+    max_pool_2x2, nets_of_level, standardise,
 )  # fmt: skip
 
 
@@ -81,14 +82,44 @@ def test_locally_shared_gradients_reach_every_region():
     assert (layer.weight.grad.abs().flatten(1).sum(1) > 0).all()
 
 
-def test_fused_patch_nets_equal_the_separate_nets():
+@pytest.mark.parametrize("variant", ["relu", "abs_tanh"])
+@pytest.mark.parametrize("layout", [torch.contiguous_format, torch.channels_last])
+def test_fused_patch_nets_equal_the_separate_nets(variant, layout):
     torch.manual_seed(2)
     names = nets_of_level(2)
-    nets = [build_cascade_net(n).eval() for n in names]
-    fused = FusedPatchNets(nets).eval()
+    nets = [build_cascade_net(n, variant).eval() for n in names]
+    fused = FusedPatchNets(nets).to(memory_format=layout).eval()
     x = torch.rand(7, len(names), 15, 15) * 2 - 1
     expected = torch.stack([net(x[:, g : g + 1]) for g, net in enumerate(nets)], dim=1)
-    torch.testing.assert_close(fused(x), expected, atol=1e-5, rtol=1e-5)
+    torch.testing.assert_close(fused(x.contiguous(memory_format=layout)), expected, atol=1e-5, rtol=1e-5)
+
+
+@pytest.mark.parametrize("name", ["F1", "EN1", "NM1"])
+@pytest.mark.parametrize("layout", [torch.contiguous_format, torch.channels_last])
+def test_level_one_inference_equals_the_trained_net(name, layout):
+    torch.manual_seed(6)
+    net = build_cascade_net(name).eval()
+    fast = LevelOneInference(net).to(memory_format=layout).eval()
+    x = torch.rand(9, 1, *CASCADE_NETS[name].input_hw) * 255  # raw grey levels: eps is one grey level
+    with torch.no_grad():
+        torch.testing.assert_close(fast(x, eps=1.0), net((x - 127.5) / 128), atol=1e-5, rtol=1e-5)
+    with pytest.raises(ValueError, match="relu"):
+        LevelOneInference(build_cascade_net(name, "abs_tanh"))
+
+
+@pytest.mark.parametrize("hw", [(39, 39), (31, 39), (15, 15), (16, 13)])
+def test_phase_conv_pool_is_conv_then_max_pool(hw):
+    torch.manual_seed(7)
+    conv = nn.Conv2d(1, 5, 4)
+    x = torch.randn(3, 1, *hw)
+    with torch.no_grad():
+        torch.testing.assert_close(PhaseConvPool(conv)(x), F.max_pool2d(conv(x), 2), atol=1e-5, rtol=1e-5)
+
+
+def test_strided_max_pool_is_bit_identical():
+    x = torch.randn(2, 3, 13, 10)
+    assert torch.equal(max_pool_2x2(x), F.max_pool2d(x, 2))
+    assert torch.equal(max_pool_2x2(x.contiguous(memory_format=torch.channels_last)), F.max_pool2d(x, 2))
 
 
 def test_standardise_ignores_brightness_and_contrast():

@@ -11,6 +11,7 @@ shared ``mip_cache`` dict so both read crops from the same per-image mip chains.
 from __future__ import annotations
 
 import copy
+import math
 from dataclasses import dataclass
 
 import torch
@@ -22,7 +23,7 @@ from mtcnn.ops.boxes import batched_nms, square_boxes
 from mtcnn.nets.cascade import CASCADE_NETS, PATCH_SIZE, STANDARDISE_EPS, nets_of_level
 from mtcnn.ops.coding import decode_boxes, decode_landmarks, unflatten_landmarks
 from mtcnn.ops.crops import crop_resize
-from mtcnn.ops.inference import speed_up_layers
+from mtcnn.ops.inference import one_dnn_net, speed_up_layers
 from mtcnn.ops.landmark_crops import crop_resize_atlas, from_crop, patch_boxes, region_boxes, square_grid_box, to_grey
 from mtcnn.ops.pyramid import PNET_CELL, PNET_STRIDE, cell_level_map, pack_pyramid
 
@@ -49,8 +50,10 @@ def normalise(pixels: torch.Tensor) -> torch.Tensor:
 def prepare_for_inference(net: nn.Module, device: torch.device | str) -> nn.Module:
     """A copy of ``net`` on ``device`` in eval mode and channels-last layout (see
     :func:`normalise`), with layers swapped for identical faster ones
-    (:func:`mtcnn.ops.inference.speed_up_layers`); ``net`` itself is left as it was."""
-    return speed_up_layers(copy.deepcopy(net).to(device=device, memory_format=torch.channels_last).eval())
+    (:func:`mtcnn.ops.inference.speed_up_layers`) and, on a CPU, run in oneDNN's blocked layout
+    (:class:`mtcnn.ops.inference.OneDnnNet`); ``net`` itself is left as it was."""
+    prepared = speed_up_layers(copy.deepcopy(net).to(device=device, memory_format=torch.channels_last).eval())
+    return one_dnn_net(prepared) if torch.device(device).type == "cpu" else prepared
 
 
 @dataclass(frozen=True)
@@ -154,21 +157,40 @@ def run_pnet(
 
 
 def _resize_level(image: torch.Tensor, height: int, width: int) -> torch.Tensor:
-    """Antialiased bilinear resize to float; uint8 on the CPU takes torch's SIMD path (8× faster)."""
+    """Antialiased bilinear resize, normalised to the nets' range, float, channels-last; uint8 on
+    the CPU takes torch's SIMD path (8× faster)."""
     if image.dtype == torch.uint8 and image.device.type == "cpu":
         source = image[None].contiguous(memory_format=torch.channels_last)
-        return F.interpolate(source, size=(height, width), mode="bilinear", antialias=True, align_corners=False).float()
-    return F.interpolate(image[None].float(), size=(height, width), mode="bilinear", antialias=True, align_corners=False)
+        level = F.interpolate(source, size=(height, width), mode="bilinear", antialias=True, align_corners=False)
+        # uint8 -> normalised float in one pass: offset + scale·x is (x - mean)·scale exactly
+        # here (x an integer, scale a power of two), and a 0-dim float offset makes it float.
+        return torch.add(_NORM_OFFSET, level, alpha=PIXEL_SCALE) if _EXACT_NORM else (level.float() - PIXEL_MEAN) * PIXEL_SCALE
+    level = F.interpolate(image[None].float(), size=(height, width), mode="bilinear", antialias=True, align_corners=False)
+    return (level - PIXEL_MEAN) * PIXEL_SCALE
+
+
+# (x - mean)·scale == x·scale - mean·scale bit for bit when scale is a power of two (both
+# sides exact up to one rounding of the same value) and mean·scale is exact.
+_EXACT_NORM = math.frexp(PIXEL_SCALE)[0] == 0.5 and float(torch.tensor(PIXEL_MEAN * PIXEL_SCALE)) == PIXEL_MEAN * PIXEL_SCALE
+_NORM_OFFSET = torch.tensor(-PIXEL_MEAN * PIXEL_SCALE)
 
 
 def _paint_canvas(images: list[torch.Tensor], packing, canvas_id: int, height: int, width: int) -> torch.Tensor:
     """Resize each level of this canvas into its slot, already normalised and channels-last;
     odd slots get their edge row/column repeated. Cells outside slots are never read back."""
+    levels = [lv for lv in packing.levels if lv.canvas == canvas_id]
+    if len(levels) == 1 and (levels[0].y0, levels[0].x0) == (0, 0):
+        # A level alone on its canvas (every large level on a CPU): the canvas is the level with
+        # its edge repeated to even size; no zero fill and no copy into a slot.
+        lv = levels[0]
+        level = _resize_level(images[lv.image_index], lv.height, lv.width)
+        if (lv.height | lv.width) & 1:
+            level = F.pad(level, (0, lv.width & 1, 0, lv.height & 1), mode="replicate")
+        if tuple(level.shape[-2:]) == (height, width):
+            return level.contiguous(memory_format=torch.channels_last)
     canvas = torch.zeros((1, 3, height, width), device=images[0].device).contiguous(memory_format=torch.channels_last)
-    for lv in packing.levels:
-        if lv.canvas != canvas_id:
-            continue
-        level = (_resize_level(images[lv.image_index], lv.height, lv.width) - PIXEL_MEAN) * PIXEL_SCALE
+    for lv in levels:
+        level = _resize_level(images[lv.image_index], lv.height, lv.width)
         y0, x0, h, w = lv.y0, lv.x0, lv.height, lv.width
         canvas[:, :, y0 : y0 + h, x0 : x0 + w] = level
         if h & 1:

@@ -1,10 +1,12 @@
+import copy
+
 import pytest
 import torch
 import torch.nn.functional as F
 from torch import nn
 
 from mtcnn.nets import build_net
-from mtcnn.ops.inference import MaxPool2x2, speed_up_layers
+from mtcnn.ops.inference import MaxPool2x2, restore_layers, speed_up_layers
 
 
 @pytest.mark.parametrize("shape", [(1, 10, 286, 382), (2, 10, 285, 381), (3, 64, 8, 7), (1, 4, 1, 1), (1, 3, 2, 5)])
@@ -47,3 +49,95 @@ def test_detector_leaves_the_callers_nets_alone_and_they_still_export():
     assert [type(m) for m in restored.body] == [type(m) for m in build_net("pnet").body]
     pytest.importorskip("onnx")
     assert len(onnx_bytes(detector.pnet, "pnet")) > 1000
+
+
+def _net_with_negative_and_positive_slopes(name):
+    """A random net whose PReLU slopes cover negative, zero, between 0 and 1 and above 1 (as the
+    original weights do: every pooled layer of them has some negative slopes)."""
+    torch.manual_seed(1)
+    net = build_net(name).eval()
+    for m in net.modules():
+        if isinstance(m, nn.PReLU):
+            m.weight.data = torch.linspace(-0.7, 1.3, m.weight.numel())
+    return net
+
+
+@pytest.mark.parametrize("name,shapes", [("pnet", [(1, 12, 12), (1, 37, 51), (2, 48, 30)]),
+                                         ("rnet", [(1, 24, 24), (33, 24, 24)]),
+                                         ("onet", [(1, 48, 48), (5, 48, 48)])])
+def test_one_dnn_net_matches_the_plain_layers(name, shapes):
+    from mtcnn.ops.inference import OneDnnNet, one_dnn_net
+
+    net = _net_with_negative_and_positive_slopes(name)
+    fast = one_dnn_net(speed_up_layers(copy.deepcopy(net).to(memory_format=torch.channels_last)))
+    assert isinstance(fast, OneDnnNet)
+    with torch.inference_mode():
+        for n, h, w in shapes + [(0,) + shapes[0][1:]]:
+            x = torch.randn(n, 3, h, w).contiguous(memory_format=torch.channels_last)
+            for marks in (True, False):
+                want, got = net(x, with_landmarks=marks), fast(x, with_landmarks=marks)
+                assert (got[2] is None) == (not marks)
+                for a, b in zip(want, got):
+                    if a is not None:
+                        assert a.shape == b.shape
+                        torch.testing.assert_close(b, a, atol=2e-5, rtol=1e-5)
+
+
+def test_one_dnn_net_unwraps_for_export_and_skips_other_nets():
+    from mtcnn import MTCNN
+    from mtcnn.export import onnx_bytes, torchscript_bytes
+    from mtcnn.ops.inference import OneDnnNet, one_dnn_net
+
+    torch.manual_seed(0)
+    nets = {k: build_net(k) for k in ("pnet", "rnet", "onet")}
+    detector = MTCNN(nets=nets, device="cpu")
+    assert all(isinstance(n, OneDnnNet) for n in (detector.pnet, detector.rnet, detector.onet))
+    wrapped = copy.deepcopy(detector.onet)
+    assert restore_layers(wrapped) is wrapped.net
+    assert set(detector.onet.state_dict()) == {f"net.{k}" for k in nets["onet"].state_dict()}
+    torchscript_bytes(detector.rnet, "rnet")
+    other = nn.Sequential(nn.Conv2d(3, 4, 3))
+    assert one_dnn_net(other) is other
+    pnet = build_net("pnet")
+    pnet.box = nn.Conv2d(32, 4, 3)  # not a 1×1 head: left alone
+    assert one_dnn_net(pnet) is pnet
+    pytest.importorskip("onnx")
+    assert len(onnx_bytes(detector.onet, "onet")) > 1000
+
+
+def _paint_oracle(images, packing, canvas_id, height, width):
+    """The canvas painter before the solo-level shortcut: a zero canvas, each level normalised
+    as (x - mean) * scale and copied into its slot, odd edges repeated."""
+    from mtcnn.stages import PIXEL_MEAN, PIXEL_SCALE
+
+    canvas = torch.zeros((1, 3, height, width))
+    for lv in packing.levels:
+        if lv.canvas != canvas_id:
+            continue
+        im = images[lv.image_index][None]
+        level = F.interpolate(im.contiguous(memory_format=torch.channels_last), size=(lv.height, lv.width),
+                              mode="bilinear", antialias=True, align_corners=False).float()
+        level = (level - PIXEL_MEAN) * PIXEL_SCALE
+        y0, x0, h, w = lv.y0, lv.x0, lv.height, lv.width
+        canvas[:, :, y0 : y0 + h, x0 : x0 + w] = level
+        canvas[:, :, y0 + h : y0 + h + (h & 1), x0 : x0 + w] = level[:, :, -1:, :]
+        canvas[:, :, y0 : y0 + h + (h & 1), x0 + w : x0 + w + (w & 1)] = canvas[:, :, y0 : y0 + h + (h & 1), x0 + w - 1 : x0 + w]
+    return canvas
+
+
+@pytest.mark.parametrize("dtype", [torch.uint8, torch.float32])
+def test_painted_canvases_equal_the_zero_canvas_oracle(dtype):
+    from mtcnn.ops.pyramid import pack_pyramid
+    from mtcnn.stages import _paint_canvas
+
+    torch.manual_seed(0)
+    sizes = [(61, 90), (40, 33), (64, 80)]
+    images = [(torch.rand(3, h, w) * 255).round().to(dtype) for h, w in sizes]
+    packing = pack_pyramid(sizes, 12, 0.7, solo_pixels=2000)
+    solo = [cid for cid in range(len(packing.canvas_sizes)) if sum(lv.canvas == cid for lv in packing.levels) == 1]
+    assert solo and len(solo) < len(packing.canvas_sizes)  # both paths, odd and even levels
+    assert {lv.height & 1 for lv in packing.levels} == {0, 1}
+    for cid, (h, w) in enumerate(packing.canvas_sizes):
+        got = _paint_canvas(images, packing, cid, h, w)
+        assert got.is_contiguous(memory_format=torch.channels_last)
+        assert torch.equal(got, _paint_oracle(images, packing, cid, h, w))

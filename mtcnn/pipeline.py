@@ -171,6 +171,19 @@ def check_finished_steps(work: Path, order: list[tuple[str, dict, Path]]) -> Non
             )
 
 
+def _training_done(steps: dict, net: str, data_step: str) -> bool:
+    """Whether ``net``'s training is complete, so the samples ``data_step`` makes for it are not needed.
+
+    Samples only feed their training step: once that one is complete (say, from weights committed
+    by an earlier effort) they are not regenerated, which saves the P-Net samples' and P-Net
+    mining's hour.
+    """
+    final = Path(steps[f"train_{net}"].out) / f"{net}.pt"
+    if final.exists():
+        _log(f"skip {data_step}: train_{net} is complete ({final}), its samples are not needed")
+    return final.exists()
+
+
 def run_pipeline(cfg: PipelineConfig, *, stop_after: str | None = None) -> Path:
     """Run (or resume) every step; returns the trained weights bundle. ``stop_after`` names a step."""
     from mtcnn.data.generate import generate_pnet
@@ -214,15 +227,7 @@ def run_pipeline(cfg: PipelineConfig, *, stop_after: str | None = None) -> Path:
             stamp(f"scenes/{split}")
     if finish("scenes"):
         return steps["bundle"]
-    def consumer_done(net: str, data_step: str) -> bool:
-        # Samples only feed their training step: once that one is complete (say, from weights committed by an
-        # earlier effort) they are not regenerated, which saves the P-Net samples' and P-Net mining's hour.
-        final = Path(steps[f"train_{net}"].out) / f"{net}.pt"
-        if final.exists():
-            _log(f"skip {data_step}: train_{net} is complete ({final}), its samples are not needed")
-        return final.exists()
-
-    for split in ("train", "val") if not consumer_done("pnet", "pnet_data") else ():
+    for split in ("train", "val") if not _training_done(steps, "pnet", "pnet_data") else ():
         if not done(f"pnet_data/{split}", Path(steps["pnet_data"].out) / f"pnet_{split}.h5"):
             for line in generate_pnet(steps["pnet_data"], split).lines():
                 _log(line)
@@ -240,7 +245,7 @@ def run_pipeline(cfg: PipelineConfig, *, stop_after: str | None = None) -> Path:
         if miner:
             mcfg = steps[miner]
             stage = "rnet" if miner == "mine_pnet" else "onet"
-            for split in ("train", "val") if not consumer_done(stage, miner) else ():
+            for split in ("train", "val") if not _training_done(steps, stage, miner) else ():
                 if not done(f"{miner}/{split}", Path(mcfg.out) / f"{stage}_{split}.h5"):
                     for line in mine_hard_examples(mcfg, split).lines():
                         _log(line)

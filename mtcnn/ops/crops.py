@@ -125,6 +125,11 @@ class MipChain:
             self._raw.append(self._halve(self._raw[-1]))
         return self._raw[m]
 
+    def level_raw(self, m: int) -> torch.Tensor:
+        """Level m as ``[C, h, w]`` in the image's own dtype: no float copy is made or kept."""
+        raw = self._build(m)
+        return torch.from_numpy(raw).permute(2, 0, 1) if self.fast else raw
+
     def level(self, m: int) -> torch.Tensor:
         self._build(m)
         if m not in self._float:

@@ -242,7 +242,7 @@ class LevelAtlas:
         """``[N, C, size, size]`` crops of level-scaled ``boxes`` from the chunk's regions."""
         row0, row1 = chunk[0], chunk[1]
         source = self.atlas[None, :, row0:row1]
-        channels, count, samples = source.shape[1], boxes.shape[0], size * k
+        count, samples = boxes.shape[0], size * k
         steps = (torch.arange(samples, dtype=torch.float32, device=boxes.device) + 0.5) / samples
         w, h, x0, y0, top = self.geometry[slot, :, None].unbind(1)
         xs = boxes[:, 0:1] - x0 + steps[None] * (boxes[:, 2:3] - boxes[:, 0:1])
@@ -250,12 +250,15 @@ class LevelAtlas:
         xs = torch.minimum(xs.clamp(min=-0.5), w + 0.5)
         ys = torch.minimum(ys.clamp(min=-0.5), h + 0.5) + (top - row0)
         # align_corners=False: -1 and +1 are the outer edges of the first and last pixels.
-        gx = (xs * (2.0 / source.shape[3]) - 1.0)[:, None, :].expand(count, samples, samples)
-        gy = (ys * (2.0 / source.shape[2]) - 1.0)[:, :, None].expand(count, samples, samples)
-        grid = torch.stack([gx, gy], dim=-1)  # ~4× faster than writing two strided slices
-        sampled = F.grid_sample(source, grid.view(1, count * samples, samples, 2), mode="bilinear",
+        # A planar grid (x plane, y plane) is built from two contiguous broadcast copies and
+        # read by grid_sample's vectorised planar path: both faster than an interleaved one.
+        grid = torch.empty((2, count, samples, samples), dtype=torch.float32, device=boxes.device)
+        grid[0].copy_((xs * (2.0 / source.shape[3]) - 1.0)[:, None, :].expand(count, samples, samples))
+        grid[1].copy_((ys * (2.0 / source.shape[2]) - 1.0)[:, :, None].expand(count, samples, samples))
+        # One batch entry per box over the same (stride-0 expanded) atlas: grid_sample splits
+        # its threads over the batch only, so a batch of one would run on a single core.
+        sampled = F.grid_sample(source.expand(count, -1, -1, -1), grid.permute(1, 2, 3, 0), mode="bilinear",
                                 padding_mode="zeros", align_corners=False)  # fmt: skip
-        sampled = sampled.view(channels, count, samples, samples).transpose(0, 1)
         return _mean_2x2(sampled) if k > 1 else sampled
 
 

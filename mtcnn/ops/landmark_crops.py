@@ -223,8 +223,11 @@ class LevelAtlas:
         self.tops = torch.cumsum(torch.cat([torch.ones(1, dtype=torch.long), self.heights[:-1] + 1]), 0)
         channels, width = sources[0].shape[0], int(sizes[:, 0].max()) + 1
         self.atlas = torch.zeros((channels, int(self.heights.sum()) + len(sources) + 1, width), device=device)
+        # One small copy per image: through NumPy on the CPU, whose slicing costs a third of torch's.
+        cpu = self.atlas.device.type == "cpu" and all(s.device.type == "cpu" for s in sources)
+        target = self.atlas.numpy() if cpu else self.atlas
         for s, (x0, y0, x1, y1), top in zip(sources, regions.tolist(), self.tops.tolist()):
-            self.atlas[:, top : top + y1 - y0, : x1 - x0] = s[:, y0:y1, x0:x1]
+            target[:, top : top + y1 - y0, : x1 - x0] = (s.numpy() if cpu else s)[:, y0:y1, x0:x1]
         self.chunks = self._chunks()
         # Per slot: region width, height, origin (x0, y0) in the level, and first atlas row.
         self.geometry = torch.cat([sizes, regions[:, :2], self.tops[:, None]], 1).to(device, torch.float32)

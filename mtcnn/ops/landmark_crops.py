@@ -176,7 +176,7 @@ def crop_resize_atlas(
             if b not in chains:
                 chains[b] = MipChain(images[b])
         slot = torch.searchsorted(members, level_index)
-        sources = [chains[b].level_raw(m) for b in members.tolist()]
+        sources = [chains[b].level_source(m) for b in members.tolist()]
         atlas = LevelAtlas(sources, _regions(sources, level_boxes, slot), boxes.device)
         for k in (1, 2):
             in_group = sub[on_level] == k
@@ -189,7 +189,7 @@ def crop_resize_atlas(
     return out
 
 
-def _regions(sources: list[torch.Tensor], boxes: torch.Tensor, slot: torch.Tensor) -> torch.Tensor:
+def _regions(sources: list, boxes: torch.Tensor, slot: torch.Tensor) -> torch.Tensor:
     """Per source ``[S, 4]`` (x0, y0, x1, y1): integer pixel ranges holding every pixel that a
     bilinear sample inside any of its ``boxes`` (level coordinates) reads, within the source and
     at least one pixel wide (a box wholly outside then reads the zero gap beside that pixel)."""
@@ -217,27 +217,31 @@ class LevelAtlas:
     there): ``(first row, end row, first slot, end slot)``, a slot being a source's position.
     """
 
-    def __init__(self, sources: list[torch.Tensor], regions: torch.Tensor, device: torch.device) -> None:
+    def __init__(self, sources: list, regions: torch.Tensor, device: torch.device) -> None:
         sizes = regions[:, 2:] - regions[:, :2]
         self.heights = sizes[:, 1]
         self.tops = torch.cumsum(torch.cat([torch.ones(1, dtype=torch.long), self.heights[:-1] + 1]), 0)
         channels, width = sources[0].shape[0], int(sizes[:, 0].max()) + 1
         self.atlas = torch.zeros((channels, int(self.heights.sum()) + len(sources) + 1, width), device=device)
         # One small copy per image: through NumPy on the CPU, whose slicing costs a third of torch's.
-        cpu = self.atlas.device.type == "cpu" and all(s.device.type == "cpu" for s in sources)
+        cpu = self.atlas.device.type == "cpu" and all(isinstance(s, np.ndarray) or s.device.type == "cpu" for s in sources)
         target = self.atlas.numpy() if cpu else self.atlas
         for s, (x0, y0, x1, y1), top in zip(sources, regions.tolist(), self.tops.tolist()):
-            target[:, top : top + y1 - y0, : x1 - x0] = (s.numpy() if cpu else s)[:, y0:y1, x0:x1]
+            region = (s.numpy() if cpu and isinstance(s, torch.Tensor) else s)[:, y0:y1, x0:x1]
+            if not cpu and isinstance(region, np.ndarray):  # CPU images, boxes on another device
+                region = torch.from_numpy(np.ascontiguousarray(region))
+            target[:, top : top + y1 - y0, : x1 - x0] = region
         self.chunks = self._chunks()
         # Per slot: region width, height, origin (x0, y0) in the level, and first atlas row.
         self.geometry = torch.cat([sizes, regions[:, :2], self.tops[:, None]], 1).to(device, torch.float32)
 
     def _chunks(self) -> list[tuple[int, int, int, int]]:
         chunks, start = [], 0
+        tops = self.tops.tolist()
         ends = (self.tops + self.heights + 1).tolist()  # one past each region's gap row below
         for i in range(1, len(ends) + 1):
-            if i == len(ends) or ends[i] - (int(self.tops[start]) - 1) > ATLAS_ROWS:
-                chunks.append((int(self.tops[start]) - 1, ends[i - 1], start, i))
+            if i == len(ends) or ends[i] - (tops[start] - 1) > ATLAS_ROWS:
+                chunks.append((tops[start] - 1, ends[i - 1], start, i))
                 start = i
         return chunks
 

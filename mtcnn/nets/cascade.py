@@ -285,8 +285,10 @@ class PhaseConvPool(nn.Module):
         x = x.contiguous(memory_format=torch.channels_last)
         y = F.conv2d(x, self.weight, self.bias)
         o = self.out_channels
-        top = torch.maximum(y[:, 0:o], y[:, o : 2 * o])
-        return torch.maximum(top, torch.maximum(y[:, 2 * o : 3 * o], y[:, 3 * o :]))
+        # Two maxima over halves of the channels (phases 0,1 against 2,3, then the pair): a third
+        # less time than three maxima over quarters, the channel runs being twice as long.
+        pairs = torch.maximum(y[:, : 2 * o], y[:, 2 * o :])
+        return torch.maximum(pairs[:, :o], pairs[:, o:])
 
 
 class LevelOneInference(nn.Module):

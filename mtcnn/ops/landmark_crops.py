@@ -250,7 +250,10 @@ class LevelAtlas:
         row0, row1 = chunk[0], chunk[1]
         source = self.atlas[None, :, row0:row1]
         count, samples = boxes.shape[0], size * k
-        steps = (torch.arange(samples, dtype=torch.float32, device=boxes.device) + 0.5) / samples
+        # Sub-sample-major order (all first sub-samples of a row or column, then all second ones)
+        # makes the k×k mean a sum of contiguous blocks (:func:`_mean_blocks`).
+        order = torch.arange(size, device=boxes.device)[None, :] * k + torch.arange(k, device=boxes.device)[:, None]
+        steps = (order.reshape(-1).float() + 0.5) / samples
         w, h, x0, y0, top = self.geometry[slot, :, None].unbind(1)
         xs = boxes[:, 0:1] - x0 + steps[None] * (boxes[:, 2:3] - boxes[:, 0:1])
         ys = boxes[:, 1:2] - y0 + steps[None] * (boxes[:, 3:4] - boxes[:, 1:2])
@@ -266,11 +269,14 @@ class LevelAtlas:
         # its threads over the batch only, so a batch of one would run on a single core.
         sampled = F.grid_sample(source.expand(count, -1, -1, -1), grid.permute(1, 2, 3, 0), mode="bilinear",
                                 padding_mode="zeros", align_corners=False)  # fmt: skip
-        return _mean_2x2(sampled) if k > 1 else sampled
+        return _mean_blocks(sampled, size) if k > 1 else sampled
 
 
-def _mean_2x2(x: torch.Tensor) -> torch.Tensor:
-    """``F.avg_pool2d(x, 2)`` of even-sized maps as sums of strided views: ~4× faster on a CPU
-    (ATen's pooling kernel is not vectorised for 2×2 windows); equal up to float rounding."""
-    rows = x[..., 0::2, :] + x[..., 1::2, :]
-    return (rows[..., 0::2] + rows[..., 1::2]).mul_(0.25)
+def _mean_blocks(x: torch.Tensor, size: int) -> torch.Tensor:
+    """Mean of the 2×2 sub-samples of ``x [N, C, 2·size, 2·size]`` in sub-sample-major order
+    (rows: every output row's first sub-sample, then every second one; columns alike): sums of
+    contiguous blocks, ~1.6× faster than strided views of interleaved samples and ~6× faster
+    than ``avg_pool2d`` (not vectorised for 2×2 windows on a CPU); equal up to float rounding."""
+    blocks = x.view(x.shape[0], x.shape[1], 2, size, 2, size)
+    rows = blocks[:, :, 0] + blocks[:, :, 1]  # [N, C, size, 2, size]
+    return (rows[:, :, :, 0] + rows[:, :, :, 1]).mul_(0.25)

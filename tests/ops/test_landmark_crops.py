@@ -157,8 +157,10 @@ def _whole_image_crops(image, boxes, size):
     return torch.nn.functional.avg_pool2d(sampled, k)
 
 
-def test_mean_2x2_equals_avg_pool():
-    from mtcnn.ops.landmark_crops import _mean_2x2
+def test_mean_blocks_is_avg_pool_of_interleaved_samples():
+    from mtcnn.ops.landmark_crops import _mean_blocks
 
-    x = torch.rand(5, 1, 30, 30) * 255
-    torch.testing.assert_close(_mean_2x2(x), torch.nn.functional.avg_pool2d(x, 2), atol=1e-4, rtol=0)
+    x = torch.rand(5, 2, 30, 30) * 255  # interleaved: sub-samples of output i at 2i and 2i + 1
+    blocked = x[:, :, torch.tensor([0, 1]).repeat_interleave(15) + 2 * torch.arange(15).repeat(2)]
+    blocked = blocked[..., torch.tensor([0, 1]).repeat_interleave(15) + 2 * torch.arange(15).repeat(2)]
+    torch.testing.assert_close(_mean_blocks(blocked, 15), torch.nn.functional.avg_pool2d(x, 2), atol=1e-4, rtol=0)

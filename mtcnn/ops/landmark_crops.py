@@ -222,7 +222,10 @@ class LevelAtlas:
         self.heights = sizes[:, 1]
         self.tops = torch.cumsum(torch.cat([torch.ones(1, dtype=torch.long), self.heights[:-1] + 1]), 0)
         channels, width = sources[0].shape[0], int(sizes[:, 0].max()) + 1
-        self.atlas = torch.zeros((channels, int(self.heights.sum()) + len(sources) + 1, width), device=device)
+        # Only the gaps are zeroed, not the whole atlas (most of which the regions overwrite).
+        self.atlas = torch.empty((channels, int(self.heights.sum()) + len(sources) + 1, width), device=device)
+        self.atlas[:, self.tops - 1] = 0
+        self.atlas[:, -1] = 0
         # One small copy per image: through NumPy on the CPU, whose slicing costs a third of torch's.
         cpu = self.atlas.device.type == "cpu" and all(isinstance(s, np.ndarray) or s.device.type == "cpu" for s in sources)
         target = self.atlas.numpy() if cpu else self.atlas
@@ -231,6 +234,7 @@ class LevelAtlas:
             if not cpu and isinstance(region, np.ndarray):  # CPU images, boxes on another device
                 region = torch.from_numpy(np.ascontiguousarray(region))
             target[:, top : top + y1 - y0, : x1 - x0] = region
+            target[:, top : top + y1 - y0, x1 - x0 :] = 0
         self.chunks = self._chunks()
         # Per slot: region width, height, origin (x0, y0) in the level, and first atlas row.
         self.geometry = torch.cat([sizes, regions[:, :2], self.tops[:, None]], 1).to(device, torch.float32)

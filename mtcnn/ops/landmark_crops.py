@@ -209,8 +209,8 @@ ATLAS_ROWS = 8192
 
 class LevelAtlas:
     """Regions of one mip level of several images stacked vertically into one float
-    ``[C, rows, width]`` tensor, a zero row above and below each and a zero column right of the
-    widest.
+    ``[C, rows, width]`` tensor, a zero row above and below each and zeros right of each (at
+    least one column). Built per crop call: each cascade level reads different regions.
 
     Grid coordinates are normalised to the height of what ``grid_sample`` sees, so sampling runs
     on ``chunks`` of at most ``ATLAS_ROWS`` rows (float32 keeps coordinates exact to ~1e-3 px

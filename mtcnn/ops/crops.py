@@ -125,6 +125,12 @@ class MipChain:
             self._raw.append(self._halve(self._raw[-1]))
         return self._raw[m]
 
+    def level_source(self, m: int) -> "np.ndarray | torch.Tensor":
+        """Level m as ``[C, h, w]`` in the image's own dtype, no float copy made or kept: a NumPy
+        view for fast chains (slicing it costs a fraction of a tensor's), else the tensor."""
+        raw = self._build(m)
+        return raw.transpose(2, 0, 1) if self.fast else raw
+
     def level(self, m: int) -> torch.Tensor:
         self._build(m)
         if m not in self._float:

@@ -146,79 +146,141 @@ def crop_resize_atlas(
     images: list[torch.Tensor], boxes: torch.Tensor, image_index: torch.Tensor, size: int, mip_cache: dict | None = None
 ) -> torch.Tensor:
     """:func:`~mtcnn.ops.crops.crop_resize` (same mip levels, sub-grids and zero padding, same
-    result up to float rounding) with one ``grid_sample`` per (mip level, sub-grid) group and
-    atlas of up to ``ATLAS_ROWS`` rows instead of one per image.
+    result up to float rounding) with one ``grid_sample`` per (mip level, sub-grid, atlas chunk)
+    instead of one per image.
 
-    The group's images are stacked into a zero-separated *atlas*; each sample's coordinates are
-    clamped to half a pixel beyond its own image, so it reads the zero gap exactly where
-    ``crop_resize`` reads its zero padding, never a neighbour. With one or two faces per image
-    (the cascade's usual load) this removes the per-image Python overhead. Atlases are capped in
-    height because grid coordinates are normalised to it: float32 keeps them exact to ~1e-3 px.
+    For each mip level, the part of each image that the level's boxes read (:func:`_regions`) is
+    stacked into a zero-separated float *atlas* (:class:`LevelAtlas`): with faces a fraction of
+    their photos, that copies several times fewer pixels than whole images would. Each sample's
+    coordinates are clamped to half a pixel beyond its region, so at an image border it reads
+    the zero gap exactly where ``crop_resize`` reads its zero padding, never a neighbour.
     """
     from mtcnn.ops.crops import MipChain
 
     n = boxes.shape[0]
     channels = images[0].shape[0] if images else 1
-    out = torch.zeros((n, channels, size, size), dtype=torch.float32, device=boxes.device)
     if n == 0:
-        return out
+        return torch.zeros((0, channels, size, size), dtype=torch.float32, device=boxes.device)
+    # Every box lies in exactly one (level, sub-grid, chunk) group: each element gets written.
+    out = torch.empty((n, channels, size, size), dtype=torch.float32, device=boxes.device)
     boxes = boxes.float()
     side = torch.maximum(boxes[:, 2] - boxes[:, 0], boxes[:, 3] - boxes[:, 1]).clamp(min=1e-6)
     level = torch.floor(torch.log2(side / size)).clamp(min=0).long()
     sub = torch.where(side / torch.pow(2.0, level.float()) > size, 2, 1)
     chains = mip_cache if mip_cache is not None else {}
-    group = level * 4 + sub
-    for key in torch.unique(group).tolist():
-        m, k = divmod(key, 4)
-        in_group = group == key
-        members = torch.unique(image_index[in_group]).tolist()
-        for b in members:
+    for m in torch.unique(level).tolist():
+        on_level = torch.nonzero(level == m, as_tuple=True)[0]
+        level_boxes, level_index = boxes[on_level] / (1 << m), image_index[on_level]
+        members = torch.unique(level_index)
+        for b in members.tolist():
             if b not in chains:
                 chains[b] = MipChain(images[b])
-        for chunk in _atlas_chunks(members, [chains[b].level(m).shape[1] + 1 for b in members]):
-            sel = torch.nonzero(in_group & torch.isin(image_index, torch.tensor(chunk, device=image_index.device)), as_tuple=True)[0]
-            out[sel] = _atlas_sample(
-                [chains[b].level(m) for b in chunk], chunk, boxes[sel] / (1 << m), image_index[sel], size, k
-            )
+        slot = torch.searchsorted(members, level_index)
+        sources = [chains[b].level_source(m) for b in members.tolist()]
+        atlas = LevelAtlas(sources, _regions(sources, level_boxes, slot), boxes.device)
+        for k in (1, 2):
+            in_group = sub[on_level] == k
+            for chunk in atlas.chunks:
+                sel = torch.nonzero(in_group & (slot >= chunk[2]) & (slot < chunk[3]), as_tuple=True)[0]
+                if sel.numel() == n:  # one group holds every box, in order
+                    return atlas.sample(chunk, level_boxes, slot, size, k)
+                if sel.numel():
+                    out[on_level[sel]] = atlas.sample(chunk, level_boxes[sel], slot[sel], size, k)
     return out
+
+
+def _regions(sources: list, boxes: torch.Tensor, slot: torch.Tensor) -> torch.Tensor:
+    """Per source ``[S, 4]`` (x0, y0, x1, y1): integer pixel ranges holding every pixel that a
+    bilinear sample inside any of its ``boxes`` (level coordinates) reads, within the source and
+    at least one pixel wide (a box wholly outside then reads the zero gap beside that pixel)."""
+    count = len(sources)
+    lo = torch.full((count, 2), float("inf")).scatter_reduce(0, slot[:, None].expand(-1, 2).cpu(), boxes[:, :2].cpu(), "amin")
+    hi = torch.full((count, 2), -float("inf")).scatter_reduce(0, slot[:, None].expand(-1, 2).cpu(), boxes[:, 2:].cpu(), "amax")
+    # Samples lie strictly inside a box; their taps floor(x - 0.5) and floor(x - 0.5) + 1 stay
+    # within [floor(x1) - 1, floor(x2) + 1].
+    limit = torch.tensor([[s.shape[2], s.shape[1]] for s in sources])
+    start = torch.minimum((lo.floor() - 1).clamp(min=0), limit - 1)
+    end = torch.maximum(torch.minimum(hi.floor() + 2, limit.float()), start + 1)
+    return torch.cat([start, end], 1).long()
 
 
 ATLAS_ROWS = 8192
 
 
-def _atlas_chunks(members: list[int], rows: list[int]) -> list[list[int]]:
-    chunks, current, used = [], [], 0
-    for b, r in zip(members, rows):
-        if current and used + r > ATLAS_ROWS:
-            chunks.append(current)
-            current, used = [], 0
-        current.append(b)
-        used += r
-    return chunks + [current]
+class LevelAtlas:
+    """Regions of one mip level of several images stacked vertically into one float
+    ``[C, rows, width]`` tensor, a zero row above and below each and zeros right of each (at
+    least one column). Built per crop call: each cascade level reads different regions.
+
+    Grid coordinates are normalised to the height of what ``grid_sample`` sees, so sampling runs
+    on ``chunks`` of at most ``ATLAS_ROWS`` rows (float32 keeps coordinates exact to ~1e-3 px
+    there): ``(first row, end row, first slot, end slot)``, a slot being a source's position.
+    """
+
+    def __init__(self, sources: list, regions: torch.Tensor, device: torch.device) -> None:
+        sizes = regions[:, 2:] - regions[:, :2]
+        self.heights = sizes[:, 1]
+        self.tops = torch.cumsum(torch.cat([torch.ones(1, dtype=torch.long), self.heights[:-1] + 1]), 0)
+        channels, width = sources[0].shape[0], int(sizes[:, 0].max()) + 1
+        # Only the gaps are zeroed, not the whole atlas (most of which the regions overwrite).
+        self.atlas = torch.empty((channels, int(self.heights.sum()) + len(sources) + 1, width), device=device)
+        self.atlas[:, self.tops - 1] = 0
+        self.atlas[:, -1] = 0
+        # One small copy per image: through NumPy on the CPU, whose slicing costs a third of torch's.
+        cpu = self.atlas.device.type == "cpu" and all(isinstance(s, np.ndarray) or s.device.type == "cpu" for s in sources)
+        target = self.atlas.numpy() if cpu else self.atlas
+        for s, (x0, y0, x1, y1), top in zip(sources, regions.tolist(), self.tops.tolist()):
+            region = (s.numpy() if cpu and isinstance(s, torch.Tensor) else s)[:, y0:y1, x0:x1]
+            if not cpu and isinstance(region, np.ndarray):  # CPU images, boxes on another device
+                region = torch.from_numpy(np.ascontiguousarray(region))
+            target[:, top : top + y1 - y0, : x1 - x0] = region
+            target[:, top : top + y1 - y0, x1 - x0 :] = 0
+        self.chunks = self._chunks()
+        # Per slot: region width, height, origin (x0, y0) in the level, and first atlas row.
+        self.geometry = torch.cat([sizes, regions[:, :2], self.tops[:, None]], 1).to(device, torch.float32)
+
+    def _chunks(self) -> list[tuple[int, int, int, int]]:
+        chunks, start = [], 0
+        tops = self.tops.tolist()
+        ends = (self.tops + self.heights + 1).tolist()  # one past each region's gap row below
+        for i in range(1, len(ends) + 1):
+            if i == len(ends) or ends[i] - (tops[start] - 1) > ATLAS_ROWS:
+                chunks.append((tops[start] - 1, ends[i - 1], start, i))
+                start = i
+        return chunks
+
+    def sample(self, chunk, boxes: torch.Tensor, slot: torch.Tensor, size: int, k: int) -> torch.Tensor:
+        """``[N, C, size, size]`` crops of level-scaled ``boxes`` from the chunk's regions."""
+        row0, row1 = chunk[0], chunk[1]
+        source = self.atlas[None, :, row0:row1]
+        count, samples = boxes.shape[0], size * k
+        # Sub-sample-major order (all first sub-samples of a row or column, then all second ones)
+        # makes the k×k mean a sum of contiguous blocks (:func:`_mean_blocks`).
+        order = torch.arange(size, device=boxes.device)[None, :] * k + torch.arange(k, device=boxes.device)[:, None]
+        steps = (order.reshape(-1).float() + 0.5) / samples
+        w, h, x0, y0, top = self.geometry[slot, :, None].unbind(1)
+        xs = boxes[:, 0:1] - x0 + steps[None] * (boxes[:, 2:3] - boxes[:, 0:1])
+        ys = boxes[:, 1:2] - y0 + steps[None] * (boxes[:, 3:4] - boxes[:, 1:2])
+        xs = torch.minimum(xs.clamp(min=-0.5), w + 0.5)
+        ys = torch.minimum(ys.clamp(min=-0.5), h + 0.5) + (top - row0)
+        # align_corners=False: -1 and +1 are the outer edges of the first and last pixels.
+        # A planar grid (x plane, y plane) is built from two contiguous broadcast copies and
+        # read by grid_sample's vectorised planar path: both faster than an interleaved one.
+        grid = torch.empty((2, count, samples, samples), dtype=torch.float32, device=boxes.device)
+        grid[0].copy_((xs * (2.0 / source.shape[3]) - 1.0)[:, None, :].expand(count, samples, samples))
+        grid[1].copy_((ys * (2.0 / source.shape[2]) - 1.0)[:, :, None].expand(count, samples, samples))
+        # One batch entry per box over the same (stride-0 expanded) atlas: grid_sample splits
+        # its threads over the batch only, so a batch of one would run on a single core.
+        sampled = F.grid_sample(source.expand(count, -1, -1, -1), grid.permute(1, 2, 3, 0), mode="bilinear",
+                                padding_mode="zeros", align_corners=False)  # fmt: skip
+        return _mean_blocks(sampled, size) if k > 1 else sampled
 
 
-def _atlas_sample(sources, members, boxes, image_index, size: int, k: int) -> torch.Tensor:
-    channels = sources[0].shape[0]
-    device = boxes.device
-    heights = torch.tensor([s.shape[1] for s in sources])
-    widths = torch.tensor([s.shape[2] for s in sources])
-    tops = torch.cumsum(torch.cat([torch.ones(1, dtype=torch.long), heights[:-1] + 1]), 0)
-    atlas = torch.zeros((channels, int(heights.sum()) + len(sources) + 1, int(widths.max()) + 1), device=device)
-    for s, top in zip(sources, tops.tolist()):
-        atlas[:, top : top + s.shape[1], : s.shape[2]] = s
-    slot = torch.searchsorted(torch.tensor(members), image_index.cpu())
-    samples = size * k
-    steps = (torch.arange(samples, dtype=torch.float32, device=device) + 0.5) / samples
-    xs = boxes[:, 0:1] + steps[None] * (boxes[:, 2:3] - boxes[:, 0:1])
-    ys = boxes[:, 1:2] + steps[None] * (boxes[:, 3:4] - boxes[:, 1:2])
-    w, h, top = (v[slot].to(device, torch.float32)[:, None] for v in (widths, heights, tops))
-    xs = torch.minimum(xs.clamp(min=-0.5), w + 0.5)
-    ys = torch.minimum(ys.clamp(min=-0.5), h + 0.5) + top
-    gx = xs * (2.0 / atlas.shape[2]) - 1.0
-    gy = ys * (2.0 / atlas.shape[1]) - 1.0
-    count = boxes.shape[0]
-    grid = torch.stack([gx[:, None, :].expand(count, samples, samples), gy[:, :, None].expand(count, samples, samples)], -1)
-    sampled = F.grid_sample(atlas[None], grid.reshape(1, count * samples, samples, 2), mode="bilinear",
-                            padding_mode="zeros", align_corners=False)  # fmt: skip
-    sampled = sampled.reshape(channels, count, samples, samples).transpose(0, 1)
-    return F.avg_pool2d(sampled, k) if k > 1 else sampled
+def _mean_blocks(x: torch.Tensor, size: int) -> torch.Tensor:
+    """Mean of the 2×2 sub-samples of ``x [N, C, 2·size, 2·size]`` in sub-sample-major order
+    (rows: every output row's first sub-sample, then every second one; columns alike): sums of
+    contiguous blocks, ~1.6× faster than strided views of interleaved samples and ~6× faster
+    than ``avg_pool2d`` (not vectorised for 2×2 windows on a CPU); equal up to float rounding."""
+    blocks = x.view(x.shape[0], x.shape[1], 2, size, 2, size)
+    rows = blocks[:, :, 0] + blocks[:, :, 1]  # [N, C, size, 2, size]
+    return (rows[:, :, :, 0] + rows[:, :, :, 1]).mul_(0.25)

@@ -130,6 +130,19 @@ def test_standardise_ignores_brightness_and_contrast():
     torch.testing.assert_close(net(x * 2 - 0.3), net(x), atol=2e-3, rtol=1e-3)
 
 
+def test_standardise_equals_the_textbook_formula():
+    """An oracle for the two-pass form: (x - mean) / (population deviation + eps), on raw
+    0..255 crops (what the inference forms feed it), a flat crop, and a non-contiguous slice."""
+    g = torch.Generator().manual_seed(5)
+    x = torch.rand(6, 1, 39, 39, generator=g, dtype=torch.float64).float() * 255
+    x[2] = 77.0
+    for crops in (x, x[:, :, :31]):
+        flat = crops.reshape(crops.shape[0], -1).double()
+        mean, std = flat.mean(1, keepdim=True), flat.std(1, unbiased=False, keepdim=True)
+        expected = ((flat - mean) / (std + 0.1)).reshape(crops.shape).float()
+        torch.testing.assert_close(standardise(crops, eps=0.1), expected, atol=1e-5, rtol=1e-5)
+
+
 def test_abs_tanh_variant_is_nonnegative_and_locally_shared():
     net = build_cascade_net("F1", "abs_tanh")
     convs = [m for m in net.modules() if isinstance(m, LocallySharedConv2d)]

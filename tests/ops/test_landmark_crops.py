@@ -124,3 +124,43 @@ def test_atlas_splits_tall_batches_without_changing_crops(monkeypatch):
     whole = crop_resize_atlas(images, boxes, index, 15)
     monkeypatch.setattr(lc, "ATLAS_ROWS", 90)  # two images per atlas
     torch.testing.assert_close(crop_resize_atlas(images, boxes, index, 15), whole, atol=0.01, rtol=1e-4)
+
+
+def test_atlas_crops_of_many_faces_per_image_and_boxes_outside():
+    """Regions cut to the boxes of each image (several per image, some wholly outside it, some
+    at several mip levels) give the crops of whole-image sampling: one image per atlas chunk."""
+    import mtcnn.ops.landmark_crops as lc
+
+    g = torch.Generator().manual_seed(6)
+    images = [torch.randint(0, 256, (1, h, w), generator=g, dtype=torch.uint8) for h, w in ((200, 150), (64, 90), (300, 310))]
+    n = 60
+    index = torch.randint(0, 3, (n,), generator=g)
+    side = 5 + torch.rand(n, generator=g) * 150
+    x1 = torch.rand(n, generator=g) * 400 - 100
+    y1 = torch.rand(n, generator=g) * 400 - 100
+    boxes = torch.stack([x1, y1, x1 + side, y1 + side], 1)
+    for size in (15, 39):
+        whole = torch.cat([_whole_image_crops(images[i], boxes[k : k + 1], size) for k, i in enumerate(index.tolist())])
+        torch.testing.assert_close(lc.crop_resize_atlas(images, boxes, index, size), whole, atol=0.02, rtol=1e-4)
+
+
+def _whole_image_crops(image, boxes, size):
+    """Reference: grid_sample + 2×2 mean on the whole (zero-padded) mip level, as crop_resize does."""
+    from mtcnn.ops.crops import MipChain, _sampling_grid
+
+    side = float(torch.maximum(boxes[:, 2] - boxes[:, 0], boxes[:, 3] - boxes[:, 1]))
+    m = max(0, int(np.floor(np.log2(side / size))))
+    k = 2 if side / 2**m > size else 1
+    level = MipChain(image).level(m)
+    grid = _sampling_grid(boxes / 2**m, size * k, level.shape[2], level.shape[1])
+    sampled = torch.nn.functional.grid_sample(level[None], grid, mode="bilinear", padding_mode="zeros", align_corners=False)
+    return torch.nn.functional.avg_pool2d(sampled, k)
+
+
+def test_mean_blocks_is_avg_pool_of_interleaved_samples():
+    from mtcnn.ops.landmark_crops import _mean_blocks
+
+    x = torch.rand(5, 2, 30, 30) * 255  # interleaved: sub-samples of output i at 2i and 2i + 1
+    blocked = x[:, :, torch.tensor([0, 1]).repeat_interleave(15) + 2 * torch.arange(15).repeat(2)]
+    blocked = blocked[..., torch.tensor([0, 1]).repeat_interleave(15) + 2 * torch.arange(15).repeat(2)]
+    torch.testing.assert_close(_mean_blocks(blocked, 15), torch.nn.functional.avg_pool2d(x, 2), atol=1e-4, rtol=0)

@@ -56,18 +56,27 @@ def write_samples(path: Path, size: int, seed: int = 0) -> Path:
     return path
 
 
-def step_rate(net: str, batch: dict, device: str, seconds: float, amp: bool) -> float:
-    """Training steps per second on one fixed batch (3 warm-up steps, then about ``seconds``)."""
+def step_rate(net: str, batch: dict, device: str, seconds: float, amp: bool,
+              bf16: bool = False, channels_last: bool = False) -> float:
+    """Training steps per second on one fixed batch (3 warm-up steps, then about ``seconds``).
+
+    ``amp``: float16 autocast + GradScaler (CUDA); ``bf16``: bfloat16 autocast (CPU, no scaler
+    needed: bfloat16 has float32's exponent range); ``channels_last``: NHWC model and input.
+    """
     torch.manual_seed(0)
-    model = build_net(net).to(device).train()
+    layout = torch.channels_last if channels_last else torch.contiguous_format
+    model = build_net(net).to(device=device, memory_format=layout).train()
     opt = build_optimizer(model, TrainConfig(net=net))
     scaler = torch.amp.GradScaler("cuda", enabled=amp)
     batch = {k: v.to(device) for k, v in batch.items()}
+    batch["images"] = batch["images"].contiguous(memory_format=layout)
     weights = DEFAULT_TASK_WEIGHTS[net]
+    dtype = torch.bfloat16 if bf16 else torch.float16
 
     def one():
-        with torch.autocast(device_type=torch.device(device).type, dtype=torch.float16, enabled=amp):
+        with torch.autocast(device_type=torch.device(device).type, dtype=dtype, enabled=amp or bf16):
             out = model(batch["images"])
+        out = tuple(None if v is None else v.float() for v in out)  # the losses run in float32
         loss, _ = mtcnn_loss(out, batch, weights, 0.7)
         opt.zero_grad(set_to_none=True)
         scaler.scale(loss).backward()
@@ -112,6 +121,8 @@ def main() -> int:
     p.add_argument("--batch-size", type=int, default=384)
     p.add_argument("--file", action="append", default=[], metavar="NET=PATH",
                    help="use a real sample file for NET instead of synthetic data (repeatable)")
+    p.add_argument("--cpu-variants", action="store_true",
+                   help="also time channels-last, bfloat16 autocast and both on the CPU")
     p.add_argument("--json", help="also write the results to this JSON file")
     args = p.parse_args()
     real = {}
@@ -147,6 +158,12 @@ def main() -> int:
                                        "loader_to_step": loader / sps}
                 print(f"  cpu {threads} thread(s): train {sps:7.2f} steps/s = {sps * args.batch_size:7.0f} samples/s"
                       f" | loader/step {loader / sps:5.1f}x {'OK' if loader >= 3 * sps else '(< 3x)'}", flush=True)
+                if args.cpu_variants:
+                    for name, bf16, nhwc in (("channels-last", False, True), ("bf16 autocast", True, False),
+                                             ("bf16 + channels-last", True, True)):
+                        v = step_rate(net, batch, "cpu", args.seconds, amp=False, bf16=bf16, channels_last=nhwc)
+                        row["cpu"][f"{threads} {name}"] = {"steps_per_s": v, "samples_per_s": v * args.batch_size}
+                        print(f"    {name:22s} {v:7.2f} steps/s = {v * args.batch_size:7.0f} samples/s ({v / sps:4.2f}x)", flush=True)
             if torch.cuda.is_available():
                 sps = step_rate(net, batch, "cuda", args.seconds, amp=True)
                 row["cuda"] = {"steps_per_s": sps, "samples_per_s": sps * args.batch_size, "loader_to_step": loader / sps}

@@ -308,3 +308,21 @@ def test_adam_option_trains(pnet_files, tmp_path):
     state = load_state(tmp_path / "adam" / "last.pt")
     assert "exp_avg" in next(iter(state["optimizer"]["state"].values()))
     assert os.environ.get("RANK") is None  # nothing above touched the distributed environment
+
+
+def test_cpu_bf16_and_channels_last_track_the_float32_run(onet_files, tmp_path):
+    """The CPU speed options change the arithmetic, not the training: same losses within bfloat16's
+    precision, channels-last alone within float32 rounding, and checkpoints in the plain layout."""
+    runs = {}
+    for name, extra in {"fp32": {}, "nhwc": {"channels_last": True},
+                        "bf16": {"channels_last": True, "cpu_bf16": True}}.items():
+        final = train(make_config(onet_files, tmp_path / name, "onet", **extra))
+        runs[name] = (load_state(final)["state_dict"], read_metrics(tmp_path / name / "metrics.jsonl"))
+    ref_state, ref_metrics = runs["fp32"]
+    for k, v in runs["nhwc"][0].items():
+        assert v.is_contiguous() and torch.allclose(v, ref_state[k], atol=1e-4), k
+    bf16_state, bf16_metrics = runs["bf16"]
+    assert any(not torch.equal(bf16_state[k], ref_state[k]) for k in ref_state)  # bfloat16 really ran
+    for ours, ref in zip(bf16_metrics, ref_metrics):
+        assert ours["train"]["loss"] == pytest.approx(ref["train"]["loss"], rel=0.05)
+        assert ours["val"]["loss"] == pytest.approx(ref["val"]["loss"], rel=0.05)

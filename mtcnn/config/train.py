@@ -147,6 +147,11 @@ class RunConfig:
     device: str = "auto"  # auto | cpu | cuda | cuda:N (under torchrun: cuda:LOCAL_RANK)
     threads: int | None = bounded(None, 1, 1024, help="torch CPU threads per process; null: torch default")
     amp: bool = True  # automatic mixed precision on CUDA (never on CPU)
+    # bfloat16 autocast of the forward pass on a CPU (AVX-512 BF16 / AMX); losses, gradients' master
+    # copies and validation stay float32. O-Net, 1 thread: 1.36x alone, 2.2x with channels_last.
+    cpu_bf16: bool = False
+    # NHWC model and batches: oneDNN's fast convolution layout on a CPU (O-Net, 1 thread: 1.6x).
+    channels_last: bool = False
     steps_per_epoch: int | None = bounded(None, 1, None)
     optim: OptimSection = field(default_factory=OptimSection)
     checkpoint: CheckpointSection = field(default_factory=CheckpointSection)

@@ -65,6 +65,17 @@ STATE_VERSION = 1
 DEBUG_EXIT_CODE = 3
 
 
+def _to_float32(outputs):
+    """A net's outputs (a tensor, or a tuple / dict of tensors and ``None``) in float32."""
+    if isinstance(outputs, torch.Tensor):
+        return outputs.float()
+    if isinstance(outputs, dict):
+        return {k: _to_float32(v) for k, v in outputs.items()}
+    if isinstance(outputs, (tuple, list)):
+        return type(outputs)(_to_float32(v) for v in outputs)
+    return outputs
+
+
 class Trainer:
     """The training loop behind :func:`train`; ``Trainer(cfg).fit()`` returns the final checkpoint.
 
@@ -111,11 +122,13 @@ class Trainer:
             info.initialised_here = True
         self.device = resolve_device(cfg.device, info)
         self.use_amp = bool(cfg.amp and self.device.type == "cuda")
+        self.cpu_bf16 = bool(cfg.cpu_bf16 and self.device.type == "cpu")
+        self.layout = torch.channels_last if cfg.channels_last else torch.contiguous_format
         # Same initial weights on every rank (DDP also broadcasts rank 0's).
         random.seed(cfg.seed)
         np.random.seed(cfg.seed)
         torch.manual_seed(cfg.seed)
-        model = self.task.build_model().to(self.device)
+        model = self.task.build_model().to(device=self.device, memory_format=self.layout)
         # Then one stream per rank (dropout masks differ across ranks).
         torch.manual_seed(cfg.seed + 1_000_003 * info.rank)
         random.seed(cfg.seed + info.rank)
@@ -161,7 +174,7 @@ class Trainer:
             "format": STATE_FORMAT,
             "version": STATE_VERSION,
             "net": self.cfg.net,
-            "model": {k: v.detach().cpu() for k, v in self.model.state_dict().items()},
+            "model": {k: v.detach().cpu().contiguous() for k, v in self.model.state_dict().items()},
             "optimizer": self.optimizer.state_dict(),
             "scheduler": self.scheduler.state_dict(),
             "scaler": self.scaler.state_dict(),
@@ -287,8 +300,14 @@ class Trainer:
     def _step(self, batch: dict[str, torch.Tensor]) -> torch.Tensor:
         """One optimisation step; returns the task's stat row with the step count appended."""
         batch = {k: v.to(self.device, non_blocking=True) for k, v in batch.items()}
-        with torch.autocast(device_type=self.device.type, dtype=torch.float16, enabled=self.use_amp):
-            outputs = self.ddp(batch["images"])
+        images = batch["images"].contiguous(memory_format=self.layout)
+        if self.cpu_bf16:
+            with torch.autocast(device_type="cpu", dtype=torch.bfloat16):
+                outputs = self.ddp(images)
+            outputs = _to_float32(outputs)  # the multi-task losses and OHEM sort in float32
+        else:
+            with torch.autocast(device_type=self.device.type, dtype=torch.float16, enabled=self.use_amp):
+                outputs = self.ddp(images)
         loss, row = self.task.loss(outputs, batch)
         self.optimizer.zero_grad(set_to_none=True)
         self.scaler.scale(loss).backward()

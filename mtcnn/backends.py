@@ -49,11 +49,20 @@ def check_backend(backend: str, device: torch.device) -> None:
             raise ExportError(f"backend 'onnxruntime': {ONNX_HINT}") from None
 
 
-def backend_nets(nets: dict[str, nn.Module], names: tuple[str, ...], backend: str, device: torch.device) -> list:
-    """The nets ``names`` ready to run on ``backend`` (callables with the PyTorch net's interface)."""
+PRECISIONS = {"float32": torch.float32, "bfloat16": torch.bfloat16}
+
+
+def backend_nets(nets: dict[str, nn.Module], names: tuple[str, ...], backend: str, device: torch.device,
+                 precision: str = "float32") -> list:
+    """The nets ``names`` ready to run on ``backend`` (callables with the PyTorch net's
+    interface), in ``precision`` ("float32", or "bfloat16": crop nets, torch backend, CPU)."""
     from mtcnn.stages import prepare_for_inference
 
     check_backend(backend, device)
+    if precision not in PRECISIONS:
+        raise ValueError(f"unknown precision {precision!r}: choose one of {', '.join(PRECISIONS)}")
+    if precision != "float32" and backend != "torch":
+        raise ValueError(f"precision {precision!r} runs on the torch backend only, not {backend!r}")
     if backend == "torch":
-        return [prepare_for_inference(nets[k], device) for k in names]
+        return [prepare_for_inference(nets[k], device, PRECISIONS[precision]) for k in names]
     return [OnnxRuntimeNet(nets[k], k) for k in names]

@@ -27,6 +27,7 @@ def build_detector(
     backend: str = "torch",
     landmarks: str = "onet",
     cascade: str | os.PathLike | None = None,
+    precision: str = "float32",
     **options,
 ):
     """An :class:`~mtcnn.detector.MTCNN`: the preset's (or the default) settings, then every
@@ -37,7 +38,7 @@ def build_detector(
 
     return MTCNN(
         weights=weights, min_face_size=min_face, factor=factor, thresholds=thresholds, device=device,
-        preset=None if preset in (None, "default") else preset, backend=backend, landmarks=landmarks, cascade=cascade,
+        preset=None if preset in (None, "default") else preset, backend=backend, precision=precision, landmarks=landmarks, cascade=cascade,
         **options,
     )  # fmt: skip
 

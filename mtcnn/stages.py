@@ -47,13 +47,17 @@ def normalise(pixels: torch.Tensor) -> torch.Tensor:
     return ((pixels - PIXEL_MEAN) * PIXEL_SCALE).contiguous(memory_format=torch.channels_last)
 
 
-def prepare_for_inference(net: nn.Module, device: torch.device | str) -> nn.Module:
+def prepare_for_inference(net: nn.Module, device: torch.device | str, dtype: torch.dtype = torch.float32) -> nn.Module:
     """A copy of ``net`` on ``device`` in eval mode and channels-last layout (see
     :func:`normalise`), with layers swapped for identical faster ones
     (:func:`mtcnn.ops.inference.speed_up_layers`) and, on a CPU, run in oneDNN's blocked layout
-    (:class:`mtcnn.ops.inference.OneDnnNet`); ``net`` itself is left as it was."""
+    (:class:`mtcnn.ops.inference.OneDnnNet`), in ``dtype`` (float32, or bfloat16 for a crop net
+    on a CPU); ``net`` itself is left as it was."""
+    on_cpu = torch.device(device).type == "cpu"
+    if dtype != torch.float32 and not on_cpu:
+        raise ValueError(f"{dtype} inference is implemented for the CPU (oneDNN); on {device} use float32")
     prepared = speed_up_layers(copy.deepcopy(net).to(device=device, memory_format=torch.channels_last).eval())
-    return one_dnn_net(prepared) if torch.device(device).type == "cpu" else prepared
+    return one_dnn_net(prepared, dtype) if on_cpu else prepared
 
 
 @dataclass(frozen=True)

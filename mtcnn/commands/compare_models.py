@@ -33,6 +33,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     p.add_argument("--scenes-val", default=str(gen_root() / "pipeline_default" / "scenes" / "val"),
                    help="composite validation scenes (default: the default pipeline's)")
     p.add_argument("--threads", type=int, default=2)
+    p.add_argument("--precision", choices=["float32", "bfloat16"], default="float32", help="every model's O-Net precision (default float32)")
     p.add_argument("--repeats", type=int, default=5, help="timed calls per speed case")
     args = p.parse_args(argv)
     from mtcnn.eval.model_table import TableInputs, compare_models
@@ -46,7 +47,8 @@ def main(argv: Sequence[str] | None = None) -> int:
             raise UsageError(f"--model labels must differ: {', '.join(labels)}")
         inputs = TableInputs(Path(args.data) if args.data else data_root(), Path(args.webfaces) if args.webfaces else webfaces_root(),
                              Path(args.scenes_val) if args.scenes_val else None)
-        results = compare_models(dict(args.model), inputs, Path(args.out), threads=args.threads, repeats=args.repeats)
+        results = compare_models(dict(args.model), inputs, Path(args.out), threads=args.threads, repeats=args.repeats,
+                                 precision=args.precision)
     except MTCNNError as e:
         return report(e)
     from mtcnn.eval.model_table import markdown_table

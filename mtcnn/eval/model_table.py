@@ -128,14 +128,14 @@ def speed_row(detector, image: np.ndarray | None, threads: int, repeats: int) ->
 
 
 def compare_models(weights: dict[str, str], inputs: TableInputs, out: Path, *, threads: int = 2, repeats: int = 5,
-                   log: Callable[[str], None] = print) -> dict:
+                   log: Callable[[str], None] = print, precision: str = "float32") -> dict:
     """Every row for every weights label; writes ``results.json`` and ``results.md`` under ``out``."""
     from mtcnn.detect import build_detector
 
     sets = detection_sets(inputs)
     results: dict[str, dict] = {}
     for label, path in weights.items():
-        detector = build_detector(weights=path, device="cpu")
+        detector = build_detector(weights=path, device="cpu", precision=precision)
         rows: dict[str, dict] = {}
         for name, records in sets.items():
             rows[name] = detection_rows(name, records, _detect_all(detector, records))
@@ -144,7 +144,7 @@ def compare_models(weights: dict[str, str], inputs: TableInputs, out: Path, *, t
         log(f"{label}: landmarks: {rows['CNN_FacePoint test landmarks']}")
         rows["speed"] = speed_row(detector, None, threads, repeats)
         log(f"{label}: speed: {rows['speed']}")
-        results[label] = {"weights": str(path), "sha256": detector.weights_info.get("sha256"), "rows": rows}
+        results[label] = {"weights": str(path), "sha256": detector.weights_info.get("sha256"), "precision": precision, "rows": rows}
     out.mkdir(parents=True, exist_ok=True)
     atomic_write_text(out / "results.json", json.dumps(results, indent=2))
     atomic_write_text(out / "results.md", markdown_table(results))

@@ -464,6 +464,7 @@ def evaluate_from_args(args: argparse.Namespace) -> int:
         "device": args.device,
         "preset": args.preset,
         "backend": args.backend,
+        "precision": args.precision,
     }
     common = dict(
         out_dir=args.out or f"eval_{args.task}",

@@ -73,7 +73,7 @@ def parse_size(text: str) -> tuple[int, int]:
 
 @dataclass
 class CaseResult:
-    """One (device, backend, size, min_face, batch size) case. Times are ms per image; ``cpu_ms``
+    """One (device, backend, precision, size, min_face, batch size) case. Times are ms per image; ``cpu_ms``
     is the process's CPU time per image (all threads), steadier than wall time on a busy machine.
     A mixed batch (``--mixed N``) has width = height = 0 and ``label`` "mixed×N"."""
 
@@ -93,6 +93,7 @@ class CaseResult:
     backend: str = "torch"
     cpu_ms_median: float | None = None
     label: str = ""
+    precision: str = "float32"
 
 
 @dataclass
@@ -124,6 +125,12 @@ class Comparison:
     reference_cpu_ms_median: float | None = None
     cpu_speedup: float | None = None
     label: str = ""
+    precision: str = "float32"
+
+
+def _variant(case) -> str:
+    """The table's backend column: the backend, with "+bf16" when its O-Net ran bfloat16."""
+    return case.backend if case.precision == "float32" else f"{case.backend}+bf16"
 
 
 @dataclass
@@ -152,7 +159,7 @@ class BenchmarkResult:
             mem = f"{c.peak_mem_mb:.1f}" if c.peak_mem_mb is not None else "n/a"
             cpu = f"{c.cpu_ms_median:.1f}" if c.cpu_ms_median is not None else "n/a"
             lines.append(
-                f"{c.device:<8}{c.backend:>12}{c.label or f'{c.width}x{c.height}':>11}{c.min_face:>9g}{c.batch_size:>6}{c.ms_median:>11.1f}"
+                f"{c.device:<8}{_variant(c):>12}{c.label or f'{c.width}x{c.height}':>11}{c.min_face:>9g}{c.batch_size:>6}{c.ms_median:>11.1f}"
                 f"{c.ms_p10:>9.1f}{c.ms_p90:>9.1f}{cpu:>8}{c.faces:>7}{mem:>9}"
             )
         if self.comparisons:
@@ -165,7 +172,7 @@ class BenchmarkResult:
             for c in self.comparisons:
                 cpu = f"{c.cpu_speedup:.2f}x" if c.cpu_speedup is not None else "n/a"
                 lines.append(
-                    f"{c.device:<8}{c.backend:>12}{c.label or f'{c.width}x{c.height}':>11}{c.min_face:>9g}{c.ours_ms_median:>9.1f}"
+                    f"{c.device:<8}{_variant(c):>12}{c.label or f'{c.width}x{c.height}':>11}{c.min_face:>9g}{c.ours_ms_median:>9.1f}"
                     f"{c.reference_ms_median:>11.1f}{c.speedup:>8.2f}x{cpu:>7}{c.ours_count:>6}{c.reference_count:>5}"
                     f"{c.matched_iou50:>9}{c.matched_iou30:>9}"
                 )
@@ -309,15 +316,17 @@ def _resize(image: np.ndarray, width: int, height: int) -> np.ndarray:
     return np.ascontiguousarray(cv2.resize(image, (width, height), interpolation=interp))
 
 
-def _detector_on(base, device: torch.device, backend: str = "torch"):
-    """``base`` itself when it runs on ``device`` with ``backend``, else a copy of its nets and
-    settings there (built from ``base.source_nets``, the PyTorch nets it was made from)."""
+def _detector_on(base, device: torch.device, backend: str = "torch", precision: str = "float32"):
+    """``base`` itself when it runs on ``device`` with ``backend`` and ``precision``, else a copy
+    of its nets and settings there (built from ``base.source_nets``, the PyTorch nets it was
+    made from)."""
     from mtcnn.detector import MTCNN
 
-    if torch.device(base.device) == device and getattr(base, "backend", "torch") == backend:
+    if (torch.device(base.device) == device and getattr(base, "backend", "torch") == backend
+            and getattr(base, "precision", "float32") == precision):  # fmt: skip
         return base
     nets = {k: copy.deepcopy(v) for k, v in base.source_nets.items()}
-    other = MTCNN(nets=nets, device=device, backend=backend)
+    other = MTCNN(nets=nets, device=device, backend=backend, precision=precision)
     other.config = base.config
     other.weights_info = base.weights_info
     return other
@@ -357,8 +366,11 @@ def run_benchmark(
     backends: Sequence[str] = ("torch",),
     mixed: int = 0,
     log: Callable[[str], None] | None = None,
+    precisions: Sequence[str] = ("float32",),
 ) -> BenchmarkResult:
-    """Time the detector on every (device, backend, size, min_face, batch size) combination.
+    """Time the detector on every (device, backend, precision, size, min_face, batch size)
+    combination; a precision a backend or device does not run (bfloat16 off the CPU torch
+    backend) is skipped and listed in ``skipped``.
 
     ``detector``: a ready :class:`~mtcnn.detector.MTCNN` (its factor and thresholds are used; its
     nets are copied to other devices), else one is loaded from ``weights``. ``image``: an RGB
@@ -393,6 +405,7 @@ def run_benchmark(
         detector = MTCNN(weights=weights, device="cpu")
     settings = _settings(detector, base_image, image_source, sizes, min_faces, batch_sizes, devices, repeats, warmup,
                          compare_facenet, backends, mixed)
+    settings["precisions"] = list(precisions)
     result = BenchmarkResult(settings=settings)
     reference_cls = _load_reference_class() if compare_facenet else None
     if compare_facenet and not Path(compare_facenet).is_file():
@@ -410,14 +423,18 @@ def run_benchmark(
             if backend != "torch" and device.type != "cpu":
                 result.skipped.append({"device": dev_name, "reason": f"backend {backend} runs on the CPU only"})
                 continue
-            det_dev = _detector_on(detector, device, backend)
-            for label, images in _inputs(base_image, sizes, mixed):
-                for m in min_faces:
-                    det = det_dev.with_settings(min_face_size=float(m))
-                    run = _Run(det, reference, images, label, device, dev_name, backend, float(m), repeats, warmup, log)
-                    result.cases.extend(run.cases([len(images)] if len(images) > 1 else batch_sizes))
-                    if reference is not None:
-                        result.comparisons.append(run.compare())
+            for precision in precisions:
+                if precision != "float32" and (backend != "torch" or device.type != "cpu"):
+                    result.skipped.append({"device": dev_name, "reason": f"{precision} runs on the CPU torch backend only, not {backend}"})
+                    continue
+                det_dev = _detector_on(detector, device, backend, precision)
+                for label, images in _inputs(base_image, sizes, mixed):
+                    for m in min_faces:
+                        det = det_dev.with_settings(min_face_size=float(m))
+                        run = _Run(det, reference, images, label, device, dev_name, backend, float(m), repeats, warmup, log, precision)
+                        result.cases.extend(run.cases([len(images)] if len(images) > 1 else batch_sizes))
+                        if reference is not None:
+                            result.comparisons.append(run.compare())
     return result
 
 
@@ -482,6 +499,7 @@ class _Run:
     repeats: int
     warmup: int
     log: Callable[[str], None]
+    precision: str = "float32"
 
     def _size(self) -> tuple[int, int]:
         h, w = self.images[0].shape[:2]
@@ -501,8 +519,9 @@ class _Run:
                 ms_median=med, ms_p10=p10, ms_p90=p90, ms_mean=mean, times_ms=[float(t) for t in times],
                 faces=found, peak_mem_mb=mem.peak_mb, mem_method=mem.method, backend=self.backend,
                 cpu_ms_median=float(np.median(cpu)), label="" if len(self.images) == 1 else self.label,
+                precision=self.precision,
             ))  # fmt: skip
-            self.log(f"{self.dev_name} {self.backend} {self.label} min_face {self.min_face:g} batch {len(batch)}: {med:.1f} ms/image (p10 {p10:.1f}, p90 {p90:.1f})")
+            self.log(f"{self.dev_name} {self.backend} {self.precision} {self.label} min_face {self.min_face:g} batch {len(batch)}: {med:.1f} ms/image (p10 {p10:.1f}, p90 {p90:.1f})")
         return out
 
     def compare(self) -> Comparison:
@@ -529,9 +548,10 @@ class _Run:
             matched_iou30=sum(_agreement(o, b, 0.3) for o, b in zip(ours, ref_boxes)),
             backend=self.backend, ours_cpu_ms_median=o_cpu, reference_cpu_ms_median=r_cpu,
             cpu_speedup=r_cpu / o_cpu if o_cpu > 0 else None, label="" if n == 1 else self.label,
+            precision=self.precision,
         )  # fmt: skip
         self.log(
-            f"{self.dev_name} {self.backend} {self.label} min_face {self.min_face:g}: facenet {r_med:.1f} ms, ours {o_med:.1f} ms "
+            f"{self.dev_name} {self.backend} {self.precision} {self.label} min_face {self.min_face:g}: facenet {r_med:.1f} ms, ours {o_med:.1f} ms "
             f"(x{cmp.speedup:.2f}); {cmp.matched_iou50}/{cmp.reference_count} reference faces matched at IoU 0.5"
         )
         return cmp

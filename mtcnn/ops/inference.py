@@ -8,6 +8,8 @@ layers has parameters). On a CPU, :class:`OneDnnNet` wraps a whole three-head ne
 
 from __future__ import annotations
 
+import copy
+
 import torch
 import torch.nn.functional as F
 from torch import nn
@@ -83,9 +85,15 @@ class OneDnnNet(nn.Module):
     the heads' weights are copied into the fused matrix when wrapping (wrap a net you no longer
     train, as :func:`mtcnn.stages.prepare_for_inference` does). ``with_landmarks=False`` skips the
     landmark rows. Empty batches and non-float32 or non-CPU inputs run the wrapped net.
+
+    ``dtype=torch.bfloat16`` (crop nets only) runs the blocked convolutional part in bfloat16:
+    on a CPU with AVX-512 BF16 oneDNN's bf16 convolutions ran R-Net 2.3× and O-Net 2.6× faster
+    (562 and 157 windows, 1 thread), logits within ~0.05 of float32. The input arrives float32,
+    the flattened features go back to float32, so the fused heads and everything after them stay
+    float32. On a CPU without native bf16, oneDNN emulates it and it is slower: opt in.
     """
 
-    def __init__(self, net: nn.Module):
+    def __init__(self, net: nn.Module, dtype: torch.dtype = torch.float32):
         super().__init__()
         self.net = net
         layers = [m for m in net.body if not isinstance(m, nn.Dropout)]  # eval-mode identity
@@ -94,16 +102,23 @@ class OneDnnNet(nn.Module):
         self._blocked, self._dense = layers[:flat], layers[flat:]
         heads = [net.cls, net.box, net.landmark]
         self._map_heads = isinstance(net.cls, nn.Conv2d)
+        if dtype not in (torch.float32, torch.bfloat16):
+            raise ValueError(f"OneDnnNet runs float32 or bfloat16, not {dtype}")
+        if dtype == torch.bfloat16 and self._map_heads:
+            raise ValueError("bfloat16 is for the crop nets (Linear heads); a map-head net such as P-Net runs float32")
+        self.dtype = dtype
+        if dtype == torch.bfloat16:
+            self._blocked = [_bfloat16_copy(m) for m in self._blocked]
         self._sizes = [int(h.weight.shape[0]) for h in heads]
         self._weight = torch.cat([h.weight.detach().flatten(1) for h in heads])
         self._bias = torch.cat([h.bias.detach() for h in heads])
 
     def _run_blocked(self, x: torch.Tensor) -> torch.Tensor:
-        x = x.to_mkldnn()
+        x = x.to_mkldnn(self.dtype)
         for m in self._blocked:
             # The strided-view pool needs a strided tensor; oneDNN's own pool is fast anyway.
             x = F.max_pool2d(x, 2, 2, ceil_mode=True) if isinstance(m, MaxPool2x2) else m(x)
-        x = x.to_dense()
+        x = x.to_dense().float()
         for m in self._dense:
             x = m(x)
         return x
@@ -123,20 +138,39 @@ class OneDnnNet(nn.Module):
         return parts[0], parts[1], (parts[2] if with_landmarks else None)
 
 
+def _bfloat16_copy(layer: nn.Module) -> nn.Module:
+    """``layer`` for a bfloat16 oneDNN tensor: convolutions as oneDNN bf16 convolutions, PReLU
+    with bf16 slopes (oneDNN's PReLU does not promote), parameter-free layers as they are."""
+    if isinstance(layer, nn.Conv2d):
+        from torch.utils import mkldnn as mkldnn_utils
+
+        return mkldnn_utils.to_mkldnn(copy.deepcopy(layer), torch.bfloat16)
+    if isinstance(layer, nn.PReLU):
+        converted = copy.deepcopy(layer)
+        converted.weight.data = converted.weight.data.to(torch.bfloat16)
+        return converted
+    if any(True for _ in layer.parameters()):
+        raise ValueError(f"no bfloat16 oneDNN form for {type(layer).__name__}")
+    return layer
+
+
 def _is_pointwise_conv(m) -> bool:
     return (type(m) is nn.Conv2d and m.kernel_size == (1, 1) and m.stride == (1, 1) and m.groups == 1
             and m.padding in ((0, 0), "valid") and m.bias is not None)  # fmt: skip
 
 
-def one_dnn_net(net: nn.Module) -> nn.Module:
+def one_dnn_net(net: nn.Module, dtype: torch.dtype = torch.float32) -> nn.Module:
     """``net`` wrapped in :class:`OneDnnNet` where that applies (oneDNN available, a three-head
     net whose body is a Sequential and whose heads are all Linear or all 1×1 convolutions);
-    otherwise ``net`` itself."""
+    otherwise ``net`` itself (float32 only: a ``dtype`` it cannot honour is an error)."""
     if not torch.backends.mkldnn.is_available():
+        if dtype != torch.float32:
+            raise ValueError("bfloat16 inference needs PyTorch built with oneDNN (torch.backends.mkldnn)")
         return net
     heads = [getattr(net, k, None) for k in ("cls", "box", "landmark")]
-    if not (all(type(h) is nn.Linear and h.bias is not None for h in heads) or all(_is_pointwise_conv(h) for h in heads)):
+    fusable = all(type(h) is nn.Linear and h.bias is not None for h in heads) or all(_is_pointwise_conv(h) for h in heads)
+    if not (fusable and isinstance(getattr(net, "body", None), nn.Sequential)):
+        if dtype != torch.float32:
+            raise ValueError(f"bfloat16 inference needs a three-head net with a Sequential body; {type(net).__name__} runs float32 only")
         return net
-    if not isinstance(getattr(net, "body", None), nn.Sequential):
-        return net
-    return OneDnnNet(net)
+    return OneDnnNet(net, dtype)

@@ -141,3 +141,40 @@ def test_painted_canvases_equal_the_zero_canvas_oracle(dtype):
         got = _paint_canvas(images, packing, cid, h, w)
         assert got.is_contiguous(memory_format=torch.channels_last)
         assert torch.equal(got, _paint_oracle(images, packing, cid, h, w))
+
+
+@pytest.mark.parametrize("name,shape", [("rnet", (40, 3, 24, 24)), ("onet", (24, 3, 48, 48))])
+def test_bfloat16_crop_nets_track_float32(name, shape):
+    from mtcnn.ops.inference import one_dnn_net
+
+    net = _net_with_negative_and_positive_slopes(name)
+    prepared = speed_up_layers(copy.deepcopy(net).to(memory_format=torch.channels_last))
+    fp32, bf16 = one_dnn_net(prepared), one_dnn_net(prepared, torch.bfloat16)
+    torch.manual_seed(2)
+    x = torch.randn(shape).contiguous(memory_format=torch.channels_last)
+    with torch.inference_mode():
+        want, got = net(x), bf16(x)
+        assert all(torch.equal(p, q) for p, q in zip(fp32.state_dict().values(), bf16.state_dict().values()))
+    for a, b in zip(want, got):
+        assert b.dtype == torch.float32 and a.shape == b.shape
+        scale = a.abs().max().item()
+        # bfloat16 keeps 8 significant bits: each output within a few percent of the output range.
+        assert (a - b).abs().max().item() < 0.03 * scale
+        assert not torch.equal(a, b)  # it really ran in bf16
+        assert torch.corrcoef(torch.stack([a.flatten(), b.flatten()]))[0, 1] > 0.999
+
+
+def test_bfloat16_is_refused_where_it_is_not_implemented():
+    from mtcnn import MTCNN
+    from mtcnn.ops.inference import one_dnn_net
+
+    with pytest.raises(ValueError, match="P-Net runs float32"):
+        one_dnn_net(build_net("pnet").eval(), torch.bfloat16)
+    with pytest.raises(ValueError, match="float32 only"):
+        one_dnn_net(nn.Sequential(nn.Conv2d(3, 4, 3)), torch.bfloat16)
+    nets = {k: build_net(k) for k in ("pnet", "rnet", "onet")}
+    with pytest.raises(ValueError, match="choose one of float32, bfloat16"):
+        MTCNN(nets=nets, device="cpu", precision="float16")
+    pytest.importorskip("onnxruntime")
+    with pytest.raises(ValueError, match="torch backend only"):
+        MTCNN(nets=nets, device="cpu", backend="onnxruntime", precision="bfloat16")

@@ -67,17 +67,20 @@ class MTCNN:
     ) -> None:
         if preset is not None and preset not in DETECTOR_PRESETS:
             raise ValueError(f"unknown preset {preset!r}: choose one of {', '.join(DETECTOR_PRESETS)}")
-        # DetectorConfig's defaults, then the preset, then every setting given (None = not given).
-        settings: dict = dict(DETECTOR_PRESETS[preset or "default"])
+        if nets is None:
+            nets, self.weights_info = load_bundle(resolve_weights(weights))
+        else:
+            self.weights_info = {"path": "<in memory>", "sha256": "", "meta": {}, "detector": {}}
+        # DetectorConfig's defaults, then the settings the weights were calibrated for (their
+        # thresholds: each model's scores have their own scale), then the preset, then every
+        # setting given (None = not given).
+        settings: dict = {k: tuple(v) if isinstance(v, list) else v for k, v in self.weights_info.get("detector", {}).items()}
+        settings.update(DETECTOR_PRESETS[preset or "default"])
         given = {"min_face_size": min_face_size, "factor": factor, "thresholds": None if thresholds is None else tuple(thresholds)}
         settings.update({k: v for k, v in given.items() if v is not None})
         settings.update(options)
         self.config: DetectorConfig = from_dict(DetectorConfig, settings)
         self.device = resolve_device(device)
-        if nets is None:
-            nets, self.weights_info = load_bundle(resolve_weights(weights))
-        else:
-            self.weights_info = {"path": "<in memory>", "sha256": "", "meta": {}}
         self.backend = backend
         # The PyTorch nets themselves, whatever runs them (export, copies to other devices).
         self.source_nets = {k: nets[k] for k in ("pnet", "rnet", "onet")}

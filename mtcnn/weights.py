@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import hashlib
 import io
+import json
 import os
 import zipfile
 from pathlib import Path
@@ -31,6 +32,8 @@ NET_NAMES = MTCNN_NETS
 # The shipped default: this project's own P-, R- and O-Net, one checkpoint each (with a JSON card
 # each) in the package's weights folder, which load_bundle reads as a folder of per-net files.
 DEFAULT_WEIGHTS = Path(__file__).resolve().parent / "weights"
+# Beside per-net checkpoints: the detector settings those weights were calibrated for.
+DETECTOR_SETTINGS_FILE = "detector.json"
 # ``--weights original``: the converted weights of Zhang et al.'s release, which cannot be shipped here
 # (they come from another package's wheel): $MTCNN_ORIGINAL_WEIGHTS, else this file under the
 # working folder or the project checkout.
@@ -140,6 +143,7 @@ def load_bundle(path: str | os.PathLike) -> tuple[dict[str, nn.Module], dict]:
     if path.is_dir():
         ckpts = {name: _load_file(path / f"{name}.pt") for name in NET_NAMES}
         sources = {name: str(path / f"{name}.pt") for name in NET_NAMES}
+        detector_settings = _read_detector_settings(path / DETECTOR_SETTINGS_FILE)
     else:
         raw = _load_file(path)
         if not isinstance(raw, dict) or "nets" not in raw:
@@ -148,16 +152,45 @@ def load_bundle(path: str | os.PathLike) -> tuple[dict[str, nn.Module], dict]:
             raise WeightsError(f"{path}: not an mtcnn weights bundle (convert original weights with tools/convert_weights.py)")
         ckpts = raw["nets"]
         sources = {name: f"{path}[{name}]" for name in NET_NAMES}
+        detector_settings = raw.get("detector", {})
+        if not isinstance(detector_settings, dict):
+            raise WeightsError(f"{path}: its 'detector' settings are not a mapping")
         for name in NET_NAMES:
             if name not in ckpts:
                 raise WeightsError(f"{path}: bundle has no '{name}'")
     nets = {name: load_net(ckpts[name], name, sources[name]) for name in NET_NAMES}
+    _check_detector_settings(detector_settings, path / DETECTOR_SETTINGS_FILE if path.is_dir() else path)
     info = {
         "path": str(path),
         "sha256": weights_hash(nets),
         "meta": {name: ckpts[name].get("meta", {}) for name in NET_NAMES},
+        "detector": detector_settings,
     }
     return nets, info
+
+
+def _check_detector_settings(settings: dict, source: Path) -> None:
+    from mtcnn.config import DetectorConfig, from_dict
+    from mtcnn.config.core import ConfigError
+
+    try:
+        from_dict(DetectorConfig, {k: tuple(v) if isinstance(v, list) else v for k, v in settings.items()})
+    except ConfigError as e:
+        raise WeightsError(f"{source}: detector settings: {e}") from None
+
+
+def _read_detector_settings(path: Path) -> dict:
+    """The operating point a folder of weights was calibrated for (``detector.json``: detector
+    settings such as ``thresholds``); empty when the folder has none."""
+    if not path.is_file():
+        return {}
+    try:
+        settings = json.loads(path.read_text())
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as e:
+        raise WeightsError(f"{path}: not readable detector settings ({e})") from None
+    if not isinstance(settings, dict):
+        raise WeightsError(f"{path}: detector settings must be a JSON object")
+    return settings
 
 
 def load_stage_net(path: str | os.PathLike, net_name: str) -> nn.Module:
@@ -183,12 +216,17 @@ def weights_hash(nets: dict[str, nn.Module]) -> str:
     return h.hexdigest()[:12]
 
 
-def save_bundle(nets: dict[str, nn.Module], path: str | os.PathLike, config: dict | None = None, meta: dict | None = None) -> None:
+def save_bundle(nets: dict[str, nn.Module], path: str | os.PathLike, config: dict | None = None, meta: dict | None = None,
+                detector: dict | None = None) -> None:
+    """``detector``: settings the weights were calibrated for (e.g. ``thresholds``), which the
+    detector uses unless a preset or the caller says otherwise."""
     bundle = {
         "format": FORMAT + "-bundle",
         "version": FORMAT_VERSION,
         "nets": {name: make_checkpoint(name, nets[name], config, (meta or {}).get(name, {})) for name in NET_NAMES},
     }
+    if detector:
+        bundle["detector"] = dict(detector)
     atomic_torch_save(bundle, path)
 
 

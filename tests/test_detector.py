@@ -129,6 +129,34 @@ def test_checkpoint_round_trip_and_validation(tmp_path):
         load_net(bad, "onet", "x.pt")
 
 
+def test_weights_carry_their_calibrated_thresholds_below_presets_and_arguments(tmp_path):
+    import json
+
+    nets = random_nets(4)
+    save_bundle(nets, tmp_path / "calibrated.pt", detector={"thresholds": [0.6, 0.7, 0.25]})
+    assert MTCNN(weights=tmp_path / "calibrated.pt", device="cpu").config.thresholds == (0.6, 0.7, 0.25)
+    assert MTCNN(weights=tmp_path / "calibrated.pt", device="cpu", preset="wider").config.thresholds == (0.5, 0.5, 0.3)
+    assert MTCNN(weights=tmp_path / "calibrated.pt", device="cpu", thresholds=(0.1, 0.2, 0.3)).config.thresholds == (0.1, 0.2, 0.3)
+    save_bundle(nets, tmp_path / "plain.pt")
+    assert MTCNN(weights=tmp_path / "plain.pt", device="cpu").config.thresholds == (0.6, 0.7, 0.7)
+    folder = tmp_path / "folder"
+    folder.mkdir()
+    for name in NET_NAMES:
+        torch.save(make_checkpoint(name, nets[name]), folder / f"{name}.pt")
+    (folder / "detector.json").write_text(json.dumps({"thresholds": [0.6, 0.7, 0.4], "min_face_size": 24}))
+    config = MTCNN(weights=folder, device="cpu").config
+    assert config.thresholds == (0.6, 0.7, 0.4) and config.min_face_size == 24
+    (folder / "detector.json").write_text(json.dumps({"thresholds": [0.6, 0.7, 1.4]}))
+    with pytest.raises(WeightsError, match=r"detector.json: detector settings: .*thresholds"):
+        MTCNN(weights=folder, device="cpu")
+    (folder / "detector.json").write_text(json.dumps({"threshold": 0.5}))
+    with pytest.raises(WeightsError, match="detector.json: detector settings: unknown config key 'threshold'"):
+        load_bundle(folder)
+    (folder / "detector.json").write_text("{not json")
+    with pytest.raises(WeightsError, match="detector.json: not readable detector settings"):
+        load_bundle(folder)
+
+
 def test_missing_weights_message_says_how_to_get_them(monkeypatch):
     monkeypatch.delenv("MTCNN_WEIGHTS", raising=False)
     import mtcnn.weights as w

@@ -144,7 +144,8 @@ def compare_models(weights: dict[str, str], inputs: TableInputs, out: Path, *, t
         log(f"{label}: landmarks: {rows['CNN_FacePoint test landmarks']}")
         rows["speed"] = speed_row(detector, None, threads, repeats)
         log(f"{label}: speed: {rows['speed']}")
-        results[label] = {"weights": str(path), "sha256": detector.weights_info.get("sha256"), "precision": precision, "rows": rows}
+        results[label] = {"weights": str(path), "sha256": detector.weights_info.get("sha256"), "precision": precision,
+                          "thresholds": [float(t) for t in detector.config.thresholds], "rows": rows}
     out.mkdir(parents=True, exist_ok=True)
     atomic_write_text(out / "results.json", json.dumps(results, indent=2))
     atomic_write_text(out / "results.md", markdown_table(results))
@@ -156,6 +157,9 @@ def markdown_table(results: dict[str, dict]) -> str:
     labels = list(results)
     first = results[labels[0]]["rows"]
     lines = ["| set | figure | " + " | ".join(labels) + " |", "|---|---|" + "---|" * len(labels)]
+    if all("thresholds" in results[label] for label in labels):
+        # Each model at its own operating point (the thresholds its weights were calibrated for).
+        lines.append("| detector | thresholds P/R/O | " + " | ".join("/".join(f"{t:g}" for t in results[label]["thresholds"]) for label in labels) + " |")
     for name, figures in first.items():
         for figure in figures:
             cells = []

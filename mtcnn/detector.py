@@ -74,7 +74,7 @@ class MTCNN:
         # DetectorConfig's defaults, then the settings the weights were calibrated for (their
         # thresholds: each model's scores have their own scale), then the preset, then every
         # setting given (None = not given).
-        settings: dict = {k: tuple(v) if isinstance(v, list) else v for k, v in self.weights_info.get("detector", {}).items()}
+        settings: dict = dict(self.weights_info.get("detector", {}))
         settings.update(DETECTOR_PRESETS[preset or "default"])
         given = {"min_face_size": min_face_size, "factor": factor, "thresholds": None if thresholds is None else tuple(thresholds)}
         settings.update({k: v for k, v in given.items() if v is not None})

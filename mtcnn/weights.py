@@ -159,7 +159,7 @@ def load_bundle(path: str | os.PathLike) -> tuple[dict[str, nn.Module], dict]:
             if name not in ckpts:
                 raise WeightsError(f"{path}: bundle has no '{name}'")
     nets = {name: load_net(ckpts[name], name, sources[name]) for name in NET_NAMES}
-    _check_detector_settings(detector_settings, path / DETECTOR_SETTINGS_FILE if path.is_dir() else path)
+    detector_settings = _checked_detector_settings(detector_settings, path / DETECTOR_SETTINGS_FILE if path.is_dir() else path)
     info = {
         "path": str(path),
         "sha256": weights_hash(nets),
@@ -169,14 +169,17 @@ def load_bundle(path: str | os.PathLike) -> tuple[dict[str, nn.Module], dict]:
     return nets, info
 
 
-def _check_detector_settings(settings: dict, source: Path) -> None:
+def _checked_detector_settings(settings: dict, source: Path) -> dict:
+    """``settings`` as DetectorConfig values (JSON lists as tuples), after checking them."""
     from mtcnn.config import DetectorConfig, from_dict
     from mtcnn.config.core import ConfigError
 
+    settings = {k: tuple(v) if isinstance(v, list) else v for k, v in settings.items()}
     try:
-        from_dict(DetectorConfig, {k: tuple(v) if isinstance(v, list) else v for k, v in settings.items()})
+        from_dict(DetectorConfig, settings)
     except ConfigError as e:
         raise WeightsError(f"{source}: detector settings: {e}") from None
+    return settings
 
 
 def _read_detector_settings(path: Path) -> dict:

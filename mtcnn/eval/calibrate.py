@@ -87,17 +87,12 @@ def calibrate_threshold(net: nn.Module, val_h5: str | Path, min_recall: float = 
         pos = face_probabilities(net, h5["pos/images"])
         neg = face_probabilities(net, h5["neg/images"])
         folders = _source_folders(h5, "pos")
-    threshold = reference
-    sources = []
-    for name in sorted(set(folders)):
-        scores = pos[folders == name]
-        if len(scores) < min_source_positives:
-            continue
-        # The score a (1 - min_recall) share of this source's positives fall below.
-        threshold = min(threshold, float(np.quantile(scores, 1.0 - min_recall, method="lower")))
-        sources.append(name)
-    recalls = [SourceRecall(n, int((folders == n).sum()), float((pos[folders == n] >= threshold).mean()),
-                            float((pos[folders == n] >= reference).mean())) for n in sources]
+    by_source = {name: pos[folders == name] for name in sorted(set(folders))}
+    by_source = {name: scores for name, scores in by_source.items() if len(scores) >= min_source_positives}
+    # Each source's score that a (1 - min_recall) share of its positives fall below.
+    threshold = min([reference] + [float(np.quantile(s, 1.0 - min_recall, method="lower")) for s in by_source.values()])
+    recalls = [SourceRecall(name, len(s), float((s >= threshold).mean()), float((s >= reference).mean()))
+               for name, s in by_source.items()]
     return Calibration(threshold=threshold, reference=reference, min_recall=min_recall, sources=recalls, negatives=len(neg),
                        fpr_at_threshold=float((neg >= threshold).mean()) if len(neg) else 0.0,
                        fpr_at_reference=float((neg >= reference).mean()) if len(neg) else 0.0)

@@ -404,8 +404,7 @@ def run_benchmark(
 
         detector = MTCNN(weights=weights, device="cpu")
     settings = _settings(detector, base_image, image_source, sizes, min_faces, batch_sizes, devices, repeats, warmup,
-                         compare_facenet, backends, mixed)
-    settings["precisions"] = list(precisions)
+                         compare_facenet, backends, mixed, precisions)
     result = BenchmarkResult(settings=settings)
     reference_cls = _load_reference_class() if compare_facenet else None
     if compare_facenet and not Path(compare_facenet).is_file():
@@ -439,7 +438,7 @@ def run_benchmark(
 
 
 def _settings(detector, base_image, image_source, sizes, min_faces, batch_sizes, devices, repeats, warmup,
-              compare_facenet, backends=("torch",), mixed=0) -> dict[str, Any]:
+              compare_facenet, backends=("torch",), mixed=0, precisions=("float32",)) -> dict[str, Any]:
     """Everything a benchmark result must say about how it was measured."""
     from mtcnn.config import to_dict
 
@@ -452,6 +451,7 @@ def _settings(detector, base_image, image_source, sizes, min_faces, batch_sizes,
         "batch_sizes": [int(b) for b in batch_sizes],
         "devices": list(devices),
         "backends": list(backends),
+        "precisions": list(precisions),
         "mixed_sizes": [f"{w}x{h}" for w, h in MIXED_SIZES[:mixed]],
         "repeats": int(repeats),
         "warmup": int(warmup),

@@ -301,13 +301,11 @@ class Trainer:
         """One optimisation step; returns the task's stat row with the step count appended."""
         batch = {k: v.to(self.device, non_blocking=True) for k, v in batch.items()}
         images = batch["images"].contiguous(memory_format=self.layout)
+        with torch.autocast(device_type=self.device.type, dtype=torch.bfloat16 if self.cpu_bf16 else torch.float16,
+                            enabled=self.use_amp or self.cpu_bf16):
+            outputs = self.ddp(images)
         if self.cpu_bf16:
-            with torch.autocast(device_type="cpu", dtype=torch.bfloat16):
-                outputs = self.ddp(images)
             outputs = _to_float32(outputs)  # the multi-task losses and OHEM sort in float32
-        else:
-            with torch.autocast(device_type=self.device.type, dtype=torch.float16, enabled=self.use_amp):
-                outputs = self.ddp(images)
         loss, row = self.task.loss(outputs, batch)
         self.optimizer.zero_grad(set_to_none=True)
         self.scaler.scale(loss).backward()

@@ -63,6 +63,12 @@ def backend_nets(nets: dict[str, nn.Module], names: tuple[str, ...], backend: st
         raise ValueError(f"unknown precision {precision!r}: choose one of {', '.join(PRECISIONS)}")
     if precision != "float32" and backend != "torch":
         raise ValueError(f"precision {precision!r} runs on the torch backend only, not {backend!r}")
+    if backend == "torch" and precision != "float32":
+        # Reduced precision decides nothing by itself: windows near a threshold are re-run in float32.
+        from mtcnn.ops.inference import CheckedNet
+
+        return [CheckedNet(prepare_for_inference(nets[k], device, PRECISIONS[precision]), prepare_for_inference(nets[k], device))
+                for k in names]  # fmt: skip
     if backend == "torch":
         return [prepare_for_inference(nets[k], device, PRECISIONS[precision]) for k in names]
     return [OnnxRuntimeNet(nets[k], k) for k in names]

@@ -13,11 +13,13 @@ from mtcnn.backends import backend_nets
 from mtcnn.config import DETECTOR_PRESETS, DetectorConfig, from_dict, to_dict
 from mtcnn.device import resolve_device
 from mtcnn.io import to_rgb_uint8
+from mtcnn.nets.registry import get_net_spec
 from mtcnn.stages import Candidates, run_onet, run_pnet, run_rnet
 from mtcnn.structures import Detections
 from mtcnn.weights import load_bundle, resolve_weights
 
 ImageLike = np.ndarray | torch.Tensor
+CPU_CHUNK_BYTES = 9 << 20
 
 
 class MTCNN:
@@ -34,10 +36,11 @@ class MTCNN:
     ``backend``: "torch" (default) or "onnxruntime" (CPU; ``pip install -e ".[onnx]"``): what
     runs the nets; pyramid, crops and NMS are the same code for both.
 
-    ``precision``: "float32" (default) or "bfloat16": O-Net runs its convolutions in bfloat16
-    (torch backend on a CPU; worth it where the CPU has AVX-512 BF16 or AMX; elsewhere oneDNN
-    emulates bf16 and it is slower). O-Net scores move by up to ~0.05, so a face right at the
-    O-Net threshold may flip; the README has the speed and the figures.
+    ``precision``: "float32" (default) or "bfloat16": R- and O-Net run their convolutions in
+    bfloat16 (torch backend on a CPU; worth it where the CPU has AVX-512 BF16 or AMX; elsewhere
+    oneDNN emulates bf16 and it is slower). Windows whose bf16 score is within 0.08 of a stage
+    threshold are re-scored in float32, so the same windows pass as in float32; reported scores
+    and boxes may differ in the third decimal. The README has the speed and the figures.
 
     ``landmarks`` picks who places the points: ``"onet"`` (O-Net's five), ``"cascade"`` (the Sun
     et al. cascade, :func:`~mtcnn.stages.refine_landmarks`, level 3, from level 1 or from O-Net's
@@ -85,13 +88,28 @@ class MTCNN:
         # The PyTorch nets themselves, whatever runs them (export, copies to other devices).
         self.source_nets = {k: nets[k] for k in ("pnet", "rnet", "onet")}
         self.precision = precision
-        # Only O-Net follows ``precision``. P-Net in bf16 gained little (5.3 -> 4.1 ms at 384×288,
-        # 7 % at 1920×1080) with logits off by up to 0.18; R-Net ran 2.3× faster but lost 2 of
-        # 487 face_mask validation faces sitting at its threshold (AP 0.4958 -> 0.4925), while
-        # O-Net in bf16 (2.6× faster) kept every dlib and face_mask figure (AP 0.4960).
-        self.pnet, self.rnet = backend_nets(nets, ("pnet", "rnet"), backend, self.device)
-        (self.onet,) = backend_nets(nets, ("onet",), backend, self.device, precision)
+        # ``precision`` applies to R- and O-Net, whose windows near a threshold are re-run in
+        # float32 (mtcnn.ops.inference.CheckedNet): pass/fail is float32's. Plain bf16 R-Net
+        # lost 2 of 487 face_mask validation faces sitting at its threshold. P-Net stays float32:
+        # bf16 gained little there (5.3 -> 4.1 ms at 384×288) with logits off by up to 0.18.
+        (self.pnet,) = backend_nets(nets, ("pnet",), backend, self.device)
+        self.rnet, self.onet = backend_nets(nets, ("rnet", "onet"), backend, self.device, precision)
+        self._chunk_sizes = tuple(self._crops_per_pass(k) for k in ("rnet", "onet"))
         self._set_landmarks(landmarks, cascade)
+
+    def _crops_per_pass(self, name: str) -> int:
+        """R/O-Net crops per forward pass: on a GPU 1024; on a CPU as many as keep the first
+        convolution's output (the largest feature maps) within ~9 MB of cache. Measured on 2
+        threads of an AVX-512 EPYC at the budget's sizes against the neighbours: R-Net float32
+        168 crops 12.1 ms vs 12.5 at 128 and 28.0 at 256, bfloat16 344 6.1 ms vs 10.4 at 64;
+        O-Net float32 32 20.8 ms vs 39.2 at 64, bfloat16 64 8.5 ms vs 10.3 at 32 and 17.2 at 80."""
+        if self.device.type != "cpu":
+            return 1024
+        conv = next(m for m in self.source_nets[name].modules() if isinstance(m, nn.Conv2d))
+        side = get_net_spec(name).crop_size - conv.kernel_size[0] + 1
+        itemsize = 2 if self.precision == "bfloat16" else 4
+        per_crop = side * side * conv.out_channels * itemsize
+        return max(8, (CPU_CHUNK_BYTES // per_crop) // 8 * 8)
 
     def _set_landmarks(self, landmarks, cascade=None) -> None:
         self.landmarks, self.landmark_model = "onet", None
@@ -174,15 +192,11 @@ class MTCNN:
             threshold=t1, nms_scale=cfg.nms_pnet_scale, nms_image=cfg.nms_pnet,
         )  # fmt: skip
         mips: dict = {}
-        # On a CPU, chunks whose first feature maps stay in cache: 64 R-Net crops (1.7 MB of
-        # 22×22×28 maps) and 32 O-Net crops (8.7 MB of 46×46×32; 64 was 1.6× slower), measured.
-        cpu = self.device.type == "cpu"
-        chunk = cfg.chunk_size or (64 if cpu else 1024)
-        cands = run_rnet(self.rnet, tensors, cands, threshold=t2, nms=cfg.nms_rnet, chunk_size=chunk, mip_cache=mips)
-        chunk = cfg.chunk_size or (32 if cpu else 1024)
+        chunk_r, chunk_o = (cfg.chunk_size, cfg.chunk_size) if cfg.chunk_size else self._chunk_sizes
+        cands = run_rnet(self.rnet, tensors, cands, threshold=t2, nms=cfg.nms_rnet, chunk_size=chunk_r, mip_cache=mips)
         cands = run_onet(
             self.onet, tensors, cands, threshold=t3, nms=cfg.nms_onet, nms_mode=cfg.onet_nms_mode,
-            chunk_size=chunk, mip_cache=mips,
+            chunk_size=chunk_o, mip_cache=mips,
         )  # fmt: skip
         if len(cands) == 0 or self.landmark_model is None:
             return cands

@@ -23,7 +23,7 @@ from mtcnn.ops.boxes import batched_nms, square_boxes
 from mtcnn.nets.cascade import CASCADE_NETS, PATCH_SIZE, STANDARDISE_EPS, nets_of_level
 from mtcnn.ops.coding import decode_boxes, decode_landmarks, unflatten_landmarks
 from mtcnn.ops.crops import crop_resize
-from mtcnn.ops.inference import one_dnn_net, speed_up_layers
+from mtcnn.ops.inference import CheckedNet, one_dnn_net, speed_up_layers
 from mtcnn.ops.landmark_crops import crop_resize_atlas, from_crop, patch_boxes, region_boxes, square_grid_box, to_grey
 from mtcnn.ops.pyramid import PNET_CELL, PNET_STRIDE, cell_level_map, pack_pyramid
 
@@ -236,6 +236,14 @@ def _score_crops(net: nn.Module, images: list[torch.Tensor], candidates: Candida
     crops, squares = crop_candidates(images, candidates, size, mip_cache)
     logits, reg, marks = _forward_chunks(net, crops, chunk_size, with_landmarks=with_landmarks)
     scores = torch.softmax(logits, dim=1)[:, 1]
+    if isinstance(net, CheckedNet):
+        # Windows the reduced-precision net puts near the threshold are decided in float32.
+        near = torch.nonzero((scores - threshold).abs() < net.margin, as_tuple=True)[0]
+        if near.numel():
+            lg, rg, lm = _forward_chunks(net.exact, crops[near], chunk_size, with_landmarks=with_landmarks)
+            scores[near], reg[near] = torch.softmax(lg, dim=1)[:, 1], rg
+            if with_landmarks:
+                marks[near] = lm
     passed = torch.nonzero(scores >= threshold, as_tuple=True)[0]
     return passed, squares[passed], scores[passed], reg[passed], (marks[passed] if with_landmarks else None)
 

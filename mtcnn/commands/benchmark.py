@@ -21,9 +21,11 @@ def parser() -> argparse.ArgumentParser:
     p.add_argument("--image", help="photo to resize to each size (default data_root()/dlib_faces/bald_guys.jpg)")
     p.add_argument("--json", dest="json_path", help="write settings and per-case results here")
     p.add_argument("--compare-facenet", metavar="WHEEL", help="also time facenet-pytorch 2.6.0's MTCNN from this wheel (interleaved with ours)")
+    p.add_argument("--facenet-thresholds", nargs=3, type=float, metavar=("P", "R", "O"),
+                   help="facenet-pytorch's stage thresholds (default: ours with --weights original, else its own 0.6 0.7 0.7)")
     p.add_argument("--backend", nargs="+", default=["torch"], choices=["torch", "onnxruntime"], help="what runs the nets (default torch)")
     p.add_argument("--precision", nargs="+", default=["float32"], choices=["float32", "bfloat16"],
-                   help="float32 (default) and/or bfloat16 (O-Net in bf16; CPU torch backend)")
+                   help="float32 (default) and/or bfloat16 (R- and O-Net in bf16; CPU torch backend)")
     p.add_argument("--mixed", type=int, default=0, metavar="N", help="also time one batch of N (<= 8) differently sized copies of the image")
     p.add_argument("--quiet", action="store_true", help="no per-case progress lines")
     return p
@@ -43,7 +45,7 @@ def main(argv: list[str] | None = None) -> int:
         result = run_benchmark(
             [parse_size(s) for s in a.sizes], a.min_face, a.batch_size, a.device, threads=a.threads,
             repeats=a.repeats, warmup=a.warmup, weights=a.weights, image=a.image, compare_facenet=a.compare_facenet,
-            backends=a.backend, mixed=a.mixed, precisions=a.precision, log=None if a.quiet else (lambda msg: print(msg, file=sys.stderr, flush=True)),
+            backends=a.backend, mixed=a.mixed, precisions=a.precision, facenet_thresholds=a.facenet_thresholds, log=None if a.quiet else (lambda msg: print(msg, file=sys.stderr, flush=True)),
         )  # fmt: skip
     except MTCNNError as e:
         return report(e)

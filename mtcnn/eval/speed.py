@@ -164,7 +164,8 @@ class BenchmarkResult:
             )
         if self.comparisons:
             lines.append("")
-            lines.append("against facenet-pytorch 2.6.0 (same images and settings, timed interleaved; ms per image):")
+            ref_t = "/".join(f"{t:g}" for t in s.get("facenet_thresholds", s["thresholds"]))
+            lines.append(f"against facenet-pytorch 2.6.0 (same images, min face and factor; its thresholds {ref_t}; timed interleaved; ms per image):")
             lines.append(
                 f"{'device':<8}{'backend':>12}{'size':>11}{'min_face':>9}{'ours ms':>9}{'facenet ms':>11}{'speed-up':>9}"
                 f"{'cpu x':>7}{'ours':>6}{'ref':>5}{'match@.5':>9}{'match@.3':>9}"
@@ -367,6 +368,7 @@ def run_benchmark(
     mixed: int = 0,
     log: Callable[[str], None] | None = None,
     precisions: Sequence[str] = ("float32",),
+    facenet_thresholds: Sequence[float] | None = None,
 ) -> BenchmarkResult:
     """Time the detector on every (device, backend, precision, size, min_face, batch size)
     combination; a precision a backend or device does not run (bfloat16 off the CPU torch
@@ -376,8 +378,10 @@ def run_benchmark(
     nets are copied to other devices), else one is loaded from ``weights``. ``image``: an RGB
     array or a file, default :func:`default_image`. A CUDA device without CUDA is skipped and
     listed in ``skipped``. ``compare_facenet``: the facenet-pytorch 2.6.0 wheel; its MTCNN is
-    timed on the same images (batch 1) with the same min face, factor and thresholds, interleaved
-    with ours. ``mixed``: also one batch of that many differently sized copies of the image
+    timed on the same images (batch 1) with the same min face and factor, interleaved with ours;
+    its thresholds are ``facenet_thresholds`` if given, else ours when our detector runs the
+    original MTCNN weights (the same nets: same settings), else facenet-pytorch's own defaults
+    (0.6, 0.7, 0.7: the thresholds its weights were made for; ours were calibrated separately). ``mixed``: also one batch of that many differently sized copies of the image
     (:data:`MIXED_SIZES`, up to 8) in a single detect call.
     """
     from mtcnn.io import read_image_rgb
@@ -405,6 +409,8 @@ def run_benchmark(
         detector = MTCNN(weights=weights, device="cpu")
     settings = _settings(detector, base_image, image_source, sizes, min_faces, batch_sizes, devices, repeats, warmup,
                          compare_facenet, backends, mixed, precisions)
+    if compare_facenet:
+        settings["facenet_thresholds"] = reference_thresholds(detector, facenet_thresholds)
     result = BenchmarkResult(settings=settings)
     reference_cls = _load_reference_class() if compare_facenet else None
     if compare_facenet and not Path(compare_facenet).is_file():
@@ -430,11 +436,31 @@ def run_benchmark(
                 for label, images in _inputs(base_image, sizes, mixed):
                     for m in min_faces:
                         det = det_dev.with_settings(min_face_size=float(m))
-                        run = _Run(det, reference, images, label, device, dev_name, backend, float(m), repeats, warmup, log, precision)
+                        run = _Run(det, reference, images, label, device, dev_name, backend, float(m), repeats, warmup, log, precision,
+                                   tuple(settings.get("facenet_thresholds", ())))
                         result.cases.extend(run.cases([len(images)] if len(images) > 1 else batch_sizes))
                         if reference is not None:
                             result.comparisons.append(run.compare())
     return result
+
+
+FACENET_DEFAULT_THRESHOLDS = (0.6, 0.7, 0.7)
+
+
+def reference_thresholds(detector, given: Sequence[float] | None = None) -> list[float]:
+    """The stage thresholds facenet-pytorch runs at beside ``detector`` (see :func:`run_benchmark`)."""
+    if given is not None:
+        if len(given) != 3 or not all(0.0 <= float(t) <= 1.0 for t in given):
+            raise BenchmarkError(f"facenet thresholds must be three numbers in [0, 1], not {list(given)}")
+        return [float(t) for t in given]
+    from mtcnn.weights import WeightsError, original_weights
+
+    try:
+        original = Path(original_weights()).resolve()
+    except WeightsError:
+        original = None
+    same_nets = original is not None and Path(str(detector.weights_info.get("path", ""))).resolve() == original
+    return [float(t) for t in (detector.config.thresholds if same_nets else FACENET_DEFAULT_THRESHOLDS)]
 
 
 def _settings(detector, base_image, image_source, sizes, min_faces, batch_sizes, devices, repeats, warmup,
@@ -500,6 +526,7 @@ class _Run:
     warmup: int
     log: Callable[[str], None]
     precision: str = "float32"
+    reference_thresholds: tuple[float, ...] = ()
 
     def _size(self) -> tuple[int, int]:
         h, w = self.images[0].shape[:2]
@@ -528,7 +555,7 @@ class _Run:
         ref, det, images = self.reference, self.det, self.images
         ref.min_face_size = self.min_face
         ref.factor = float(det.config.factor)
-        ref.thresholds = [float(t) for t in det.config.thresholds]
+        ref.thresholds = list(self.reference_thresholds)
         n = len(images)
         (ours_t, ours_cpu), (ref_t, ref_cpu) = _time_interleaved(
             [lambda: det.detect(images), lambda: [ref.detect(im) for im in images]], self.device, self.repeats, self.warmup, [n, n]

@@ -103,3 +103,17 @@ def test_compare_with_facenet(original_weights, facenet_wheel):
     # the same weights and settings find (nearly) the same faces
     assert cmp.matched_iou30 >= cmp.reference_count - 1
     assert "facenet" in res.format_table()
+
+
+def test_facenet_runs_at_our_thresholds_only_beside_the_same_nets(original_weights):
+    from mtcnn.detector import MTCNN
+    from mtcnn.eval.speed import FACENET_DEFAULT_THRESHOLDS, reference_thresholds
+
+    same = MTCNN(weights=original_weights, device="cpu", thresholds=(0.5, 0.4, 0.3))
+    assert reference_thresholds(same) == [0.5, 0.4, 0.3]
+    shipped = MTCNN(device="cpu")  # calibrated at 0.6/0.3/0.3 for its own scores
+    assert tuple(shipped.config.thresholds) != FACENET_DEFAULT_THRESHOLDS
+    assert reference_thresholds(shipped) == list(FACENET_DEFAULT_THRESHOLDS)
+    assert reference_thresholds(shipped, (0.6, 0.3, 0.3)) == [0.6, 0.3, 0.3]
+    with pytest.raises(BenchmarkError, match="three numbers"):
+        reference_thresholds(shipped, (0.6, 1.3, 0.3))

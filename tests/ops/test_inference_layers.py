@@ -178,3 +178,37 @@ def test_bfloat16_is_refused_where_it_is_not_implemented():
     pytest.importorskip("onnxruntime")
     with pytest.raises(ValueError, match="torch backend only"):
         MTCNN(nets=nets, device="cpu", backend="onnxruntime", precision="bfloat16")
+
+
+@pytest.mark.parametrize("name,size", [("rnet", 24), ("onet", 48)])
+def test_checked_bfloat16_net_passes_exactly_the_float32_windows(name, size):
+    """Thresholds placed between bf16's and float32's score of a window flip plain bf16's
+    decision; the checked net decides every one of them as float32 does."""
+    from mtcnn.ops.inference import CheckedNet, one_dnn_net
+    from mtcnn.stages import Candidates, _score_crops, crop_candidates
+
+    net = _net_with_negative_and_positive_slopes(name)
+    prepared = speed_up_layers(copy.deepcopy(net).to(memory_format=torch.channels_last))
+    fp32, bf16 = one_dnn_net(prepared), one_dnn_net(prepared, torch.bfloat16)
+    checked = CheckedNet(bf16, fp32)
+    torch.manual_seed(3)
+    image = (torch.rand(3, 160, 200) * 255).to(torch.uint8)
+    xy = torch.rand(64, 2) * torch.tensor([150.0, 110.0])
+    boxes = torch.cat([xy, xy + 20 + torch.rand(64, 1) * 30], dim=1)
+    cands = Candidates(boxes, torch.ones(64), torch.zeros(64, dtype=torch.long), torch.zeros(64, 5, 2))
+
+    def passed(n, threshold):
+        with torch.inference_mode():
+            return set(_score_crops(n, [image], cands, size, threshold, 16, None, name == "onet")[0].tolist())
+
+    with torch.inference_mode():
+        crops, _ = crop_candidates([image], cands, size)
+        p32 = torch.softmax(fp32(crops)[0], 1)[:, 1]
+        p16 = torch.softmax(bf16(crops)[0], 1)[:, 1]
+    between = ((p32 + p16) / 2)[(p32 - p16).abs() > 1e-4]
+    assert between.numel() >= 5
+    flips = 0
+    for t in between.tolist():
+        assert passed(checked, t) == passed(fp32, t)
+        flips += passed(bf16, t) != passed(fp32, t)
+    assert flips >= 5  # plain bf16 really decides these windows differently

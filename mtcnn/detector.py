@@ -36,11 +36,11 @@ class MTCNN:
     ``backend``: "torch" (default) or "onnxruntime" (CPU; ``pip install -e ".[onnx]"``): what
     runs the nets; pyramid, crops and NMS are the same code for both.
 
-    ``precision``: "float32" (default) or "bfloat16": R- and O-Net run their convolutions in
-    bfloat16 (torch backend on a CPU; worth it where the CPU has AVX-512 BF16 or AMX; elsewhere
-    oneDNN emulates bf16 and it is slower). Windows whose bf16 score is within 0.08 of a stage
-    threshold are re-scored in float32, so the same windows pass as in float32; reported scores
-    and boxes may differ in the third decimal. The README has the speed and the figures.
+    ``precision``: "float32" (default) or "bfloat16" (torch backend on a CPU; worth it where
+    the CPU has AVX-512 BF16 or AMX; elsewhere oneDNN emulates bf16, slower). O-Net runs its convolutions in bfloat16; windows
+    it scores within 0.08 of its threshold are re-run in float32, so the same faces pass as in
+    float32 (:class:`mtcnn.ops.inference.CheckedNet`); their scores and boxes may differ from
+    float32's in the third decimal. The README has the speed and the figures.
 
     ``landmarks`` picks who places the points: ``"onet"`` (O-Net's five), ``"cascade"`` (the Sun
     et al. cascade, :func:`~mtcnn.stages.refine_landmarks`, level 3, from level 1 or from O-Net's
@@ -88,12 +88,13 @@ class MTCNN:
         # The PyTorch nets themselves, whatever runs them (export, copies to other devices).
         self.source_nets = {k: nets[k] for k in ("pnet", "rnet", "onet")}
         self.precision = precision
-        # ``precision`` applies to R- and O-Net, whose windows near a threshold are re-run in
-        # float32 (mtcnn.ops.inference.CheckedNet): pass/fail is float32's. Plain bf16 R-Net
-        # lost 2 of 487 face_mask validation faces sitting at its threshold. P-Net stays float32:
-        # bf16 gained little there (5.3 -> 4.1 ms at 384×288) with logits off by up to 0.18.
-        (self.pnet,) = backend_nets(nets, ("pnet",), backend, self.device)
-        self.rnet, self.onet = backend_nets(nets, ("rnet", "onet"), backend, self.device, precision)
+        # ``precision`` applies to O-Net, whose windows near its threshold are re-run in float32
+        # (mtcnn.ops.inference.CheckedNet): pass/fail is float32's. R-Net in bf16 ran 2.3×
+        # faster but its box offsets move O-Net's crops: 2 of 729 face_mask validation faces were
+        # lost, with or without the check. P-Net in bf16 gained little (5.3 -> 4.1 ms at 384×288)
+        # with logits off by up to 0.18.
+        self.pnet, self.rnet = backend_nets(nets, ("pnet", "rnet"), backend, self.device)
+        (self.onet,) = backend_nets(nets, ("onet",), backend, self.device, precision)
         self._chunk_sizes = tuple(self._crops_per_pass(k) for k in ("rnet", "onet"))
         self._set_landmarks(landmarks, cascade)
 
@@ -107,7 +108,7 @@ class MTCNN:
             return 1024
         conv = next(m for m in self.source_nets[name].modules() if isinstance(m, nn.Conv2d))
         side = get_net_spec(name).crop_size - conv.kernel_size[0] + 1
-        itemsize = 2 if self.precision == "bfloat16" else 4
+        itemsize = 2 if self.precision == "bfloat16" and name == "onet" else 4
         per_crop = side * side * conv.out_channels * itemsize
         return max(8, (CPU_CHUNK_BYTES // per_crop) // 8 * 8)
 

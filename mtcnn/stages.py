@@ -237,13 +237,14 @@ def _score_crops(net: nn.Module, images: list[torch.Tensor], candidates: Candida
     logits, reg, marks = _forward_chunks(net, crops, chunk_size, with_landmarks=with_landmarks)
     scores = torch.softmax(logits, dim=1)[:, 1]
     if isinstance(net, CheckedNet):
-        # Windows the reduced-precision net puts near the threshold are decided in float32.
-        near = torch.nonzero((scores - threshold).abs() < net.margin, as_tuple=True)[0]
-        if near.numel():
-            lg, rg, lm = _forward_chunks(net.exact, crops[near], chunk_size, with_landmarks=with_landmarks)
-            scores[near], reg[near] = torch.softmax(lg, dim=1)[:, 1], rg
+        # Windows the reduced-precision net scores near the threshold are decided in float32.
+        kept = torch.nonzero((scores - threshold).abs() < net.margin, as_tuple=True)[0]
+        if kept.numel():
+            exact_chunk = max(1, int(chunk_size * net.exact_chunk_scale))
+            lg, rg, lm = _forward_chunks(net.exact, crops[kept], exact_chunk, with_landmarks=with_landmarks)
+            scores[kept], reg[kept] = torch.softmax(lg, dim=1)[:, 1], rg
             if with_landmarks:
-                marks[near] = lm
+                marks[kept] = lm
     passed = torch.nonzero(scores >= threshold, as_tuple=True)[0]
     return passed, squares[passed], scores[passed], reg[passed], (marks[passed] if with_landmarks else None)
 

@@ -25,7 +25,7 @@ def parser() -> argparse.ArgumentParser:
                    help="facenet-pytorch's stage thresholds (default: ours with --weights original, else its own 0.6 0.7 0.7)")
     p.add_argument("--backend", nargs="+", default=["torch"], choices=["torch", "onnxruntime"], help="what runs the nets (default torch)")
     p.add_argument("--precision", nargs="+", default=["float32"], choices=["float32", "bfloat16"],
-                   help="float32 (default) and/or bfloat16 (R- and O-Net in bf16; CPU torch backend)")
+                   help="float32 (default) and/or bfloat16 (O-Net in bf16; CPU torch backend)")
     p.add_argument("--mixed", type=int, default=0, metavar="N", help="also time one batch of N (<= 8) differently sized copies of the image")
     p.add_argument("--quiet", action="store_true", help="no per-case progress lines")
     return p

@@ -21,7 +21,7 @@ class DetectorConfig:
     nms_rnet: float = bounded(0.7, 0.0, 1.0)
     nms_onet: float = bounded(0.7, 0.0, 1.0, help="'min' NMS after O-Net")
     onet_nms_mode: typing.Literal["union", "min"] = "min"
-    chunk_size: int | None = bounded(None, 1, None, help="R/O-Net crops per forward pass; null: on a CPU as many as keep the first feature maps within ~9 MB (R-Net 168, O-Net 32; bfloat16 344, 64), 1024 on a GPU")
+    chunk_size: int | None = bounded(None, 1, None, help="R/O-Net crops per forward pass; null: on a CPU as many as keep the first feature maps within ~9 MB (R-Net 168, O-Net 32 or 64 in bfloat16), 1024 on a GPU")
     max_megapixels: float | None = bounded(
         50.0, 0.01, None,
         help="refuse larger images: memory grows by about 35 MB per megapixel at min_face_size 20, 4x that at 10 "

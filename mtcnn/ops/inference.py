@@ -144,14 +144,15 @@ class CheckedNet(nn.Module):
     """A reduced-precision crop net whose threshold decisions are those of its float32 twin.
 
     Called like any three-head net, it runs ``fast`` (e.g. the bfloat16 :class:`OneDnnNet`).
-    :func:`mtcnn.stages._score_crops` knows the stage threshold and re-runs ``exact`` on the crops
-    whose fast face probability lies within ``margin`` of it, so a window passes or fails exactly
+    :func:`mtcnn.stages._score_crops` knows the stage threshold and re-runs ``exact`` on the
+    windows whose fast face probability lies within ``margin`` of it, so a window passes or fails
     as in float32, provided the fast probabilities stay within ``margin`` of float32's. Measured
     for bfloat16 on 80 face_mask validation photos and the dlib photos, original and shipped
-    weights: at most 0.031 apart over 20k R-Net windows, 0.016 over 6k O-Net windows; the
-    default margin of 0.08 leaves 2.5× headroom. Windows decided by the fast net keep its
-    probability and box offsets (close to, not equal to, float32's), so scores and boxes may
-    differ from a float32 run in the third decimal while the set of windows passing is the same.
+    weights: at most 0.031 apart over 20k R-Net windows, 0.016 over 6k O-Net windows; the default
+    margin of 0.08 leaves 2.5× headroom. The other windows keep the fast scores and box offsets
+    (close to float32's, not equal), so use it for the last stage: in R-Net those offsets move
+    O-Net's crops, and 2 of 729 face_mask validation faces were lost; re-running every window
+    that may pass in float32 instead costs more than bf16 saves on face-dense photos.
     """
 
     def __init__(self, fast: nn.Module, exact: nn.Module, margin: float = 0.08):
@@ -159,6 +160,9 @@ class CheckedNet(nn.Module):
         if not 0.0 <= margin < 0.5:
             raise ValueError(f"margin={margin}: a probability margin in [0, 0.5)")
         self.fast, self.exact, self.margin = fast, exact, float(margin)
+        # Crops per float32 pass for a given fast chunk: the same bytes of feature maps (cache-sized chunks).
+        fast_dtype = getattr(fast, "dtype", torch.float32)
+        self.exact_chunk_scale = torch.finfo(fast_dtype).bits / 32
 
     def forward(self, x: torch.Tensor, with_landmarks: bool = True):
         return self.fast(x, with_landmarks=with_landmarks)

@@ -37,10 +37,11 @@ class MTCNN:
     runs the nets; pyramid, crops and NMS are the same code for both.
 
     ``precision``: "float32" (default) or "bfloat16" (torch backend on a CPU; worth it where
-    the CPU has AVX-512 BF16 or AMX; elsewhere oneDNN emulates bf16, slower). O-Net runs its convolutions in bfloat16; windows
-    it scores within 0.08 of its threshold are re-run in float32, so the same faces pass as in
-    float32 (:class:`mtcnn.ops.inference.CheckedNet`); their scores and boxes may differ from
-    float32's in the third decimal. The README has the speed and the figures.
+    the CPU has AVX-512 BF16 or AMX; elsewhere oneDNN emulates bf16, slower). O-Net runs its
+    convolutions in bfloat16; windows it scores within 0.08 of its threshold are re-run in
+    float32, so the same faces pass as in float32 (:class:`mtcnn.ops.inference.CheckedNet`);
+    their scores and boxes may differ from float32's in the third decimal. The README has the
+    speed and the figures.
 
     ``landmarks`` picks who places the points: ``"onet"`` (O-Net's five), ``"cascade"`` (the Sun
     et al. cascade, :func:`~mtcnn.stages.refine_landmarks`, level 3, from level 1 or from O-Net's
@@ -95,10 +96,10 @@ class MTCNN:
         # with logits off by up to 0.18.
         self.pnet, self.rnet = backend_nets(nets, ("pnet", "rnet"), backend, self.device)
         (self.onet,) = backend_nets(nets, ("onet",), backend, self.device, precision)
-        self._chunk_sizes = tuple(self._crops_per_pass(k) for k in ("rnet", "onet"))
+        self._chunk_sizes = (self._crops_per_pass("rnet", self.rnet), self._crops_per_pass("onet", self.onet))
         self._set_landmarks(landmarks, cascade)
 
-    def _crops_per_pass(self, name: str) -> int:
+    def _crops_per_pass(self, name: str, runner) -> int:
         """R/O-Net crops per forward pass: on a GPU 1024; on a CPU as many as keep the first
         convolution's output (the largest feature maps) within ~9 MB of cache. Measured on 2
         threads of an AVX-512 EPYC at the budget's sizes against the neighbours: R-Net float32
@@ -108,7 +109,8 @@ class MTCNN:
             return 1024
         conv = next(m for m in self.source_nets[name].modules() if isinstance(m, nn.Conv2d))
         side = get_net_spec(name).crop_size - conv.kernel_size[0] + 1
-        itemsize = 2 if self.precision == "bfloat16" and name == "onet" else 4
+        # The dtype the net runs its feature maps in (a CheckedNet's fast net decides the chunk).
+        itemsize = torch.finfo(getattr(getattr(runner, "fast", runner), "dtype", torch.float32)).bits // 8
         per_crop = side * side * conv.out_channels * itemsize
         return max(8, (CPU_CHUNK_BYTES // per_crop) // 8 * 8)
 

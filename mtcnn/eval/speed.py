@@ -381,7 +381,8 @@ def run_benchmark(
     timed on the same images (batch 1) with the same min face and factor, interleaved with ours;
     its thresholds are ``facenet_thresholds`` if given, else ours when our detector runs the
     original MTCNN weights (the same nets: same settings), else facenet-pytorch's own defaults
-    (0.6, 0.7, 0.7: the thresholds its weights were made for; ours were calibrated separately). ``mixed``: also one batch of that many differently sized copies of the image
+    (0.6, 0.7, 0.7: the thresholds its weights were made for; ours were calibrated separately).
+    ``mixed``: also one batch of that many differently sized copies of the image
     (:data:`MIXED_SIZES`, up to 8) in a single detect call.
     """
     from mtcnn.io import read_image_rgb

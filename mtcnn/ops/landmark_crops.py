@@ -18,6 +18,8 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
+from mtcnn.ops.crops import MipChain, hwc_array
+
 # ITU-R BT.601 luma, in 1/256 steps so the conversion is exact integer arithmetic.
 _GREY_WEIGHTS = (77, 150, 29)
 
@@ -31,8 +33,7 @@ def to_grey(image: torch.Tensor) -> torch.Tensor:
     if image.ndim != 3 or image.shape[0] != 3:
         raise ValueError(f"expected a [3, H, W] RGB image, got shape {tuple(image.shape)}")
     if image.device.type == "cpu" and image.dtype == torch.uint8:
-        hwc = np.ascontiguousarray(image.permute(1, 2, 0).numpy())
-        return torch.from_numpy(cv2.cvtColor(hwc, cv2.COLOR_RGB2GRAY))[None]
+        return torch.from_numpy(cv2.cvtColor(hwc_array(image), cv2.COLOR_RGB2GRAY))[None]
     return luma_integer(image)
 
 
@@ -155,8 +156,6 @@ def crop_resize_atlas(
     coordinates are clamped to half a pixel beyond its region, so at an image border it reads
     the zero gap exactly where ``crop_resize`` reads its zero padding, never a neighbour.
     """
-    from mtcnn.ops.crops import MipChain
-
     n = boxes.shape[0]
     channels = images[0].shape[0] if images else 1
     if n == 0:
@@ -178,14 +177,15 @@ def crop_resize_atlas(
         slot = torch.searchsorted(members, level_index)
         sources = [chains[b].level_source(m) for b in members.tolist()]
         atlas = LevelAtlas(sources, _regions(sources, level_boxes, slot), boxes.device)
-        for k in (1, 2):
-            in_group = sub[on_level] == k
-            for chunk in atlas.chunks:
-                sel = torch.nonzero(in_group & (slot >= chunk[2]) & (slot < chunk[3]), as_tuple=True)[0]
+        for first, end in atlas.chunks:
+            pixels = atlas.chunk(first, end)
+            in_chunk = (slot >= first) & (slot < end)
+            for k in (1, 2):
+                sel = torch.nonzero(in_chunk & (sub[on_level] == k), as_tuple=True)[0]
                 if sel.numel() == n:  # one group holds every box, in order
-                    return atlas.sample(chunk, level_boxes, slot, size, k)
+                    return atlas.sample(pixels, level_boxes, slot, size, k)
                 if sel.numel():
-                    out[on_level[sel]] = atlas.sample(chunk, level_boxes[sel], slot[sel], size, k)
+                    out[on_level[sel]] = atlas.sample(pixels, level_boxes[sel], slot[sel], size, k)
     return out
 
 
@@ -205,54 +205,69 @@ def _regions(sources: list, boxes: torch.Tensor, slot: torch.Tensor) -> torch.Te
 
 
 ATLAS_ROWS = 8192
+# A chunk's float tensor stays below glibc's largest mmap threshold (32 MiB), so after the first
+# call the allocator hands back the same memory: a fresh 80 MB atlas per call spent more time in
+# page faults than in copying (64 photos of 640×480: 76 of 514 ms of the cascade).
+ATLAS_CHUNK_BYTES = 24 << 20
 
 
 class LevelAtlas:
-    """Regions of one mip level of several images stacked vertically into one float
-    ``[C, rows, width]`` tensor, a zero row above and below each and zeros right of each (at
-    least one column). Built per crop call: each cascade level reads different regions.
+    """Regions of one mip level of several images stacked vertically into float ``[C, rows,
+    width]`` chunks, a zero row above and below each region and zeros right of it (at least one
+    column). Built per crop call: each cascade level reads different regions.
 
-    Grid coordinates are normalised to the height of what ``grid_sample`` sees, so sampling runs
-    on ``chunks`` of at most ``ATLAS_ROWS`` rows (float32 keeps coordinates exact to ~1e-3 px
-    there): ``(first row, end row, first slot, end slot)``, a slot being a source's position.
+    Grid coordinates are normalised to the height of what ``grid_sample`` sees, so a chunk holds
+    at most ``ATLAS_ROWS`` rows (float32 keeps coordinates exact to ~1e-3 px there) and about
+    ``ATLAS_CHUNK_BYTES`` (a single larger region gets a chunk of its own). ``chunks``: ``(first
+    slot, end slot)``, a slot being a source's position; :meth:`chunk` builds one chunk's tensor.
     """
 
     def __init__(self, sources: list, regions: torch.Tensor, device: torch.device) -> None:
+        self.sources, self.regions, self.device = sources, regions, device
         sizes = regions[:, 2:] - regions[:, :2]
         self.heights = sizes[:, 1]
-        self.tops = torch.cumsum(torch.cat([torch.ones(1, dtype=torch.long), self.heights[:-1] + 1]), 0)
-        channels, width = sources[0].shape[0], int(sizes[:, 0].max()) + 1
-        # Only the gaps are zeroed, not the whole atlas (most of which the regions overwrite).
-        self.atlas = torch.empty((channels, int(self.heights.sum()) + len(sources) + 1, width), device=device)
-        self.atlas[:, self.tops - 1] = 0
-        self.atlas[:, -1] = 0
+        self.channels, self.width = sources[0].shape[0], int(sizes[:, 0].max()) + 1
+        self.chunks = self._chunks()
+        # Per slot: region width, height, origin (x0, y0) in the level, and first row in its chunk.
+        self.tops = torch.empty_like(self.heights)
+        for first, end in self.chunks:
+            self.tops[first:end] = torch.cumsum(torch.cat([torch.ones(1, dtype=torch.long), self.heights[first : end - 1] + 1]), 0)
+        self.geometry = torch.cat([sizes, regions[:, :2], self.tops[:, None]], 1).to(device, torch.float32)
+
+    def _chunks(self) -> list[tuple[int, int]]:
+        row_limit = min(ATLAS_ROWS, max(1, ATLAS_CHUNK_BYTES // (4 * self.channels * self.width)))
+        chunks, start, rows = [], 0, 1
+        for i, h in enumerate(self.heights.tolist()):
+            if i > start and rows + h + 1 > row_limit:
+                chunks.append((start, i))
+                start, rows = i, 1
+            rows += h + 1
+        chunks.append((start, len(self.sources)))
+        return chunks
+
+    def chunk(self, first: int, end: int) -> torch.Tensor:
+        """Float ``[C, rows, width]`` holding the regions of slots ``first..end-1``."""
+        tops = self.tops[first:end].tolist()
+        rows = tops[-1] + int(self.heights[end - 1]) + 1
+        atlas = torch.empty((self.channels, rows, self.width), device=self.device)
+        # Only the gaps are zeroed, not the whole chunk (most of which the regions overwrite).
+        atlas[:, self.tops[first:end] - 1] = 0
+        atlas[:, -1] = 0
         # One small copy per image: through NumPy on the CPU, whose slicing costs a third of torch's.
-        cpu = self.atlas.device.type == "cpu" and all(isinstance(s, np.ndarray) or s.device.type == "cpu" for s in sources)
-        target = self.atlas.numpy() if cpu else self.atlas
-        for s, (x0, y0, x1, y1), top in zip(sources, regions.tolist(), self.tops.tolist()):
+        sources = self.sources[first:end]
+        cpu = atlas.device.type == "cpu" and all(isinstance(s, np.ndarray) or s.device.type == "cpu" for s in sources)
+        target = atlas.numpy() if cpu else atlas
+        for s, (x0, y0, x1, y1), top in zip(sources, self.regions[first:end].tolist(), tops):
             region = (s.numpy() if cpu and isinstance(s, torch.Tensor) else s)[:, y0:y1, x0:x1]
             if not cpu and isinstance(region, np.ndarray):  # CPU images, boxes on another device
                 region = torch.from_numpy(np.ascontiguousarray(region))
             target[:, top : top + y1 - y0, : x1 - x0] = region
             target[:, top : top + y1 - y0, x1 - x0 :] = 0
-        self.chunks = self._chunks()
-        # Per slot: region width, height, origin (x0, y0) in the level, and first atlas row.
-        self.geometry = torch.cat([sizes, regions[:, :2], self.tops[:, None]], 1).to(device, torch.float32)
+        return atlas
 
-    def _chunks(self) -> list[tuple[int, int, int, int]]:
-        chunks, start = [], 0
-        tops = self.tops.tolist()
-        ends = (self.tops + self.heights + 1).tolist()  # one past each region's gap row below
-        for i in range(1, len(ends) + 1):
-            if i == len(ends) or ends[i] - (tops[start] - 1) > ATLAS_ROWS:
-                chunks.append((tops[start] - 1, ends[i - 1], start, i))
-                start = i
-        return chunks
-
-    def sample(self, chunk, boxes: torch.Tensor, slot: torch.Tensor, size: int, k: int) -> torch.Tensor:
-        """``[N, C, size, size]`` crops of level-scaled ``boxes`` from the chunk's regions."""
-        row0, row1 = chunk[0], chunk[1]
-        source = self.atlas[None, :, row0:row1]
+    def sample(self, atlas: torch.Tensor, boxes: torch.Tensor, slot: torch.Tensor, size: int, k: int) -> torch.Tensor:
+        """``[N, C, size, size]`` crops of level-scaled ``boxes`` from a :meth:`chunk` holding their slots."""
+        source = atlas[None]
         count, samples = boxes.shape[0], size * k
         # Sub-sample-major order (all first sub-samples of a row or column, then all second ones)
         # makes the k×k mean a sum of contiguous blocks (:func:`_mean_blocks`).
@@ -262,7 +277,7 @@ class LevelAtlas:
         xs = boxes[:, 0:1] - x0 + steps[None] * (boxes[:, 2:3] - boxes[:, 0:1])
         ys = boxes[:, 1:2] - y0 + steps[None] * (boxes[:, 3:4] - boxes[:, 1:2])
         xs = torch.minimum(xs.clamp(min=-0.5), w + 0.5)
-        ys = torch.minimum(ys.clamp(min=-0.5), h + 0.5) + (top - row0)
+        ys = torch.minimum(ys.clamp(min=-0.5), h + 0.5) + top
         # align_corners=False: -1 and +1 are the outer edges of the first and last pixels.
         # A planar grid (x plane, y plane) is built from two contiguous broadcast copies and
         # read by grid_sample's vectorised planar path: both faster than an interleaved one.

@@ -114,7 +114,8 @@ def test_atlas_crops_equal_per_image_crops():
     assert crop_resize_atlas(images, torch.zeros(0, 4), torch.zeros(0, dtype=torch.long), 15).shape == (0, 1, 15, 15)
 
 
-def test_atlas_splits_tall_batches_without_changing_crops(monkeypatch):
+@pytest.mark.parametrize("limit, value", [("ATLAS_ROWS", 90), ("ATLAS_CHUNK_BYTES", 90 * 27 * 4)])
+def test_atlas_splits_tall_batches_without_changing_crops(monkeypatch, limit, value):
     import mtcnn.ops.landmark_crops as lc
 
     g = torch.Generator().manual_seed(4)
@@ -122,8 +123,12 @@ def test_atlas_splits_tall_batches_without_changing_crops(monkeypatch):
     boxes = torch.tensor([[2.0, 3.0, 25.0, 30.0]]).repeat(6, 1)
     index = torch.arange(6)
     whole = crop_resize_atlas(images, boxes, index, 15)
-    monkeypatch.setattr(lc, "ATLAS_ROWS", 90)  # two images per atlas
+    chunks = []
+    monkeypatch.setattr(lc.LevelAtlas, "chunk", lambda self, first, end, _orig=lc.LevelAtlas.chunk: chunks.append(end - first) or _orig(self, first, end))
+    # Each region is 26 columns + a zero column wide and 28 + 1 rows high: 90 rows hold two.
+    monkeypatch.setattr(lc, limit, value)
     torch.testing.assert_close(crop_resize_atlas(images, boxes, index, 15), whole, atol=0.01, rtol=1e-4)
+    assert chunks == [2, 2, 2]
 
 
 def test_atlas_crops_of_many_faces_per_image_and_boxes_outside():

@@ -59,6 +59,8 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--bundle", help=f"cascade bundle (default {DEFAULT_CASCADE.relative_to(ROOT)}; random weights if absent)")
     p.add_argument("--synthetic", action="store_true", help="random 640x480 images instead of CNN_FacePoint test images")
     p.add_argument("--per-image", type=int, default=16, help="faces per synthetic image")
+    p.add_argument("--precision", choices=("float32", "bfloat16"), default="float32",
+                   help="bfloat16: the nets under bf16 autocast (fast where the CPU has AVX-512 BF16 or AMX)")
     p.add_argument("--target", type=float, default=2000.0, help="faces/s to meet")
     a = p.parse_args(argv)
     torch.set_num_threads(a.threads)
@@ -67,7 +69,7 @@ def main(argv: list[str] | None = None) -> int:
         cascade = load_cascade(a.bundle)
     else:  # speed does not depend on the weights' values
         cascade = LandmarkCascade({n: build_cascade_net(n) for n in CASCADE_NETS})
-    cascade.prepare("cpu")
+    cascade.prepare("cpu", a.precision)
     images, boxes, index = _synthetic_faces(a.faces, a.per_image) if a.synthetic else _test_faces(a.faces)
     refine_landmarks(cascade, images, boxes, None, index)  # warm-up: oneDNN picks its kernels
     times = []
@@ -77,7 +79,7 @@ def main(argv: list[str] | None = None) -> int:
         times.append(time.perf_counter() - t0)
     best, median = min(times), statistics.median(times)
     rate = len(boxes) / median
-    print(f"23-net refinement: {len(boxes)} faces in {len(images)} images, {a.threads} threads: "
+    print(f"23-net refinement ({a.precision}): {len(boxes)} faces in {len(images)} images, {a.threads} threads: "
           f"median {median * 1e3:.1f} ms ({rate:,.0f} faces/s, best {len(boxes) / best:,.0f}; "
           f"{median / len(boxes) * 1e3:.3f} ms/face) target >= {a.target:,.0f}: {'OK' if rate >= a.target else 'BELOW TARGET'}")
     return 0 if rate >= a.target else 1

@@ -39,7 +39,7 @@ def detector_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--device", default=None, help="cpu, cuda or cuda:N (default: cuda if available)")
     parser.add_argument("--backend", choices=["torch", "onnxruntime"], default="torch", help='what runs the nets (default torch; onnxruntime: CPU, needs pip install -e ".[onnx]")')
     parser.add_argument("--precision", choices=["float32", "bfloat16"], default="float32",
-                        help="float32 (default) or bfloat16: O-Net in bf16, its decisions checked in float32 (CPU torch backend; faster where the CPU has AVX-512 BF16)")
+                        help="float32 (default) or bfloat16: O-Net (its decisions checked in float32) and the landmark cascade in bf16 (CPU torch backend; faster where the CPU has AVX-512 BF16)")
     parser.add_argument("--crops", metavar="DIR", help="write one aligned face crop per face into DIR (5-point similarity to the face-recognition template)")
     parser.add_argument("--crop-size", default="112", help="aligned crop size: 112 (ArcFace template), 96x112, or any N / WxH (default 112)")
     parser.add_argument("--landmarks", default="onet", metavar="MODEL",

@@ -162,7 +162,7 @@ def evaluate_cascade(cascade, detector, list_file, out_dir, images_root=None, *,
     records = read_cnn_facepoint(list_file, images_root)[:limit]
     points = collect_points(cascade, detector, records, batch_size=batch_size, match_iou=match_iou, progress=progress)
     report = tables_from_points(points)
-    report["settings"] = {"list": str(list_file), "cascade": cascade.info, "detector": detector.settings,
+    report["settings"] = {"list": str(list_file), "cascade": {**cascade.info, "precision": cascade.precision}, "detector": detector.settings,
                           "box_adapter": cascade.box_adapter, "match_iou": match_iou}  # fmt: skip
     text = []
     for setting in ("given_boxes", "detector_boxes"):

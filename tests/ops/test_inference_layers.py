@@ -83,6 +83,29 @@ def test_one_dnn_net_matches_the_plain_layers(name, shapes):
                         torch.testing.assert_close(b, a, atol=2e-5, rtol=1e-5)
 
 
+@pytest.mark.parametrize("name,shape", [("pnet", (2, 3, 37, 51)), ("rnet", (9, 3, 24, 24)), ("onet", (5, 3, 48, 48))])
+def test_pool_runs_before_a_prelu_without_negative_slopes_bit_identically(name, shape, monkeypatch):
+    import mtcnn.ops.inference as inference
+
+    net = _net_with_negative_and_positive_slopes(name)
+    first = next(m for m in net.body if isinstance(m, nn.PReLU))
+    first.weight.data = first.weight.data.abs()  # only the first PReLU (always followed by a pool) is monotone
+    net = speed_up_layers(net.to(memory_format=torch.channels_last))
+    fast = inference.one_dnn_net(copy.deepcopy(net))
+    order = [type(m).__name__ for m in fast._body]
+    assert order[1:3] in (["MaxPool2d", "PReLU"], ["MaxPool2x2", "PReLU"])
+    assert order.count("PReLU") == sum(isinstance(m, nn.PReLU) for m in net.body)
+    if name != "pnet":  # R/O-Net's later pooled PReLUs have negative slopes: conv -> PReLU -> pool stays
+        later = [i for i, m in enumerate(fast._body[3:-1], 3) if isinstance(m, nn.PReLU)]
+        assert any("Pool" in type(fast._body[i + 1]).__name__ for i in later)
+    monkeypatch.setattr(inference, "pool_before_monotone_prelu", list)
+    written_order = inference.one_dnn_net(copy.deepcopy(net))
+    x = torch.randn(shape).contiguous(memory_format=torch.channels_last)
+    with torch.inference_mode():
+        for a, b in zip(fast(x), written_order(x)):
+            assert torch.equal(a, b)
+
+
 def test_one_dnn_net_unwraps_for_export_and_skips_other_nets():
     from mtcnn import MTCNN
     from mtcnn.export import onnx_bytes, torchscript_bytes

@@ -153,3 +153,21 @@ def test_more_boxes_than_one_opencv_map_holds():
     oracle = _sample_torch(level, boxes, 24, 2)
     assert fast.shape == oracle.shape == (1400, 24, 24, 3)
     assert (fast - oracle).abs().max() < 0.02
+
+
+@pytest.mark.parametrize("make", [
+    lambda t: t,                                                    # channels-first, contiguous
+    lambda t: t[:, 5:40, 7:60],                                     # a window of it
+    lambda t: t[:, ::2, ::3],                                       # strided
+    lambda t: t.permute(1, 2, 0).contiguous().permute(2, 0, 1),     # a decoded photo's view
+    lambda t: t.permute(1, 2, 0).contiguous().permute(2, 0, 1)[:, 3:30, 4:50],
+    lambda t: t[:1, 2:20, 3:30],                                    # one channel
+    lambda t: torch.cat([t, t[:1]])[:, :9, :11],                    # four channels
+])
+def test_hwc_array_is_the_contiguous_channels_last_copy(make):
+    from mtcnn.ops.crops import hwc_array
+
+    image = make(torch.randint(0, 256, (3, 50, 70), generator=torch.Generator().manual_seed(0), dtype=torch.uint8))
+    out = hwc_array(image)
+    assert out.flags.c_contiguous and out.dtype == np.uint8
+    assert np.array_equal(out, image.permute(1, 2, 0).numpy())

@@ -227,3 +227,4 @@ def test_detector_precision_reaches_the_cascade(original_weights):
     assert detector.landmark_model.precision == "bfloat16"
     assert detector.settings["cascade_precision"] == "bfloat16"
     assert detector.with_landmarks("cascade").landmark_model is not detector.landmark_model
+    assert detector.with_landmarks("cascade").landmark_model.precision == "bfloat16"

@@ -259,7 +259,7 @@ def cascade_from_args(args, detector_kwargs: dict) -> int:
         print("error: --landmarks cascade evaluates one CNN_FacePoint list (--format cnn_facepoint)", file=sys.stderr)
         return 2
     try:
-        cascade = load_cascade(args.cascade_weights).prepare(args.device or "cpu", getattr(args, "precision", "float32"))
+        cascade = load_cascade(args.cascade_weights).prepare(args.device or "cpu", args.precision)
         detector = build_detector(**detector_kwargs)
         evaluate_cascade(cascade, detector, args.annotations[0], args.out or "eval_landmarks_cascade", args.images,
                          limit=args.limit, batch_size=args.batch_size, match_iou=args.match_iou, progress=not args.no_progress)

@@ -227,23 +227,23 @@ class LevelAtlas:
         sizes = regions[:, 2:] - regions[:, :2]
         self.heights = sizes[:, 1]
         self.channels, self.width = sources[0].shape[0], int(sizes[:, 0].max()) + 1
-        self.chunks = self._chunks()
+        self.chunks, self.tops = self._layout()
         # Per slot: region width, height, origin (x0, y0) in the level, and first row in its chunk.
-        self.tops = torch.empty_like(self.heights)
-        for first, end in self.chunks:
-            self.tops[first:end] = torch.cumsum(torch.cat([torch.ones(1, dtype=torch.long), self.heights[first : end - 1] + 1]), 0)
         self.geometry = torch.cat([sizes, regions[:, :2], self.tops[:, None]], 1).to(device, torch.float32)
 
-    def _chunks(self) -> list[tuple[int, int]]:
+    def _layout(self) -> tuple[list[tuple[int, int]], torch.Tensor]:
+        """Chunks ``(first slot, end slot)`` and each slot's first row in its chunk, in one pass:
+        a zero row, then each region followed by its zero row, until a chunk would pass the limit."""
         row_limit = min(ATLAS_ROWS, max(1, ATLAS_CHUNK_BYTES // (4 * self.channels * self.width)))
-        chunks, start, rows = [], 0, 1
+        chunks, tops, start, rows = [], [], 0, 1
         for i, h in enumerate(self.heights.tolist()):
             if i > start and rows + h + 1 > row_limit:
                 chunks.append((start, i))
                 start, rows = i, 1
+            tops.append(rows)
             rows += h + 1
         chunks.append((start, len(self.sources)))
-        return chunks
+        return chunks, torch.tensor(tops, dtype=torch.long)
 
     def chunk(self, first: int, end: int) -> torch.Tensor:
         """Float ``[C, rows, width]`` holding the regions of slots ``first..end-1``."""

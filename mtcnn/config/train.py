@@ -78,6 +78,7 @@ class DataSection:
     color_jitter: bool = True
     grayscale_prob: float = bounded(0.0, 0.0, 1.0, help="chance a sample is turned grey (grey / infrared photos)")
     blur_prob: float = bounded(0.0, 0.0, 1.0, help="chance a sample is blurred (out-of-focus, upscaled faces)")
+    mask_prob: float = bounded(0.0, 0.0, 1.0, help="chance a positive or part sample gets a synthetic face mask (masked faces)")
 
 
 @dataclass

@@ -35,7 +35,11 @@ Online augmentation (vectorised on the batch, per sample):
   :class:`ColorJitter`): with ``grayscale_prob`` a sample becomes grey (old scans, infrared
   cameras), with ``blur_prob`` it is blurred by a binomial [1, 2, 1] / 4 kernel in x and y
   (repeated ``round(S / 24)`` times, at least once, so the blur is alike in face-relative terms
-  at 12, 24 and 48 px), as out-of-focus and upscaled small faces are.
+  at 12, 24 and 48 px), as out-of-focus and upscaled small faces are; with ``mask_prob`` a
+  positive or part sample gets a synthetic face mask over its lower face
+  (:func:`paint_face_masks`, placed by the sample's box offsets, painted before the colour
+  jitter so it is lit with the face; its draws come from a side generator, so configs without
+  masks get the same batches as before).
 
 Output batch: ``images`` float32 [B,3,S,S] = (pixel - 127.5) / 128 in RGB order, ``label``
 int64 [B], ``bbox`` float32 [B,4], ``landmark`` float32 [B,10].
@@ -86,6 +90,51 @@ class ColorJitter:
     saturation: tuple[float, float] = (0.5, 1.5)
     grayscale_prob: float = 0.0
     blur_prob: float = 0.0
+    mask_prob: float = 0.0
+
+
+# Synthetic face-mask colours (RGB grey levels): surgical white and blue, black, grey, teal.
+MASK_COLOURS = torch.tensor([[236.0, 238.0, 240.0], [150.0, 196.0, 226.0], [34.0, 35.0, 40.0],
+                             [150.0, 152.0, 155.0], [110.0, 190.0, 180.0]])  # fmt: skip
+
+
+def paint_face_masks(x: torch.Tensor, faces: torch.Tensor, u: torch.Tensor) -> torch.Tensor:
+    """Paint a synthetic face mask over the lower face of each sample.
+
+    ``x`` float [B, 3, S, S] grey levels; ``faces`` [B, 4] the face box in crop pixels (x1, y1,
+    x2, y2; pixel centres at i + 0.5); ``u`` [B, 6] uniform draws. The mask spans the face box
+    from 48-60 % of its height (the nose) to 92-104 % (the chin), 80-96 % of its width, with a
+    flat top and a rounded bottom (``|dx| <= half_width * sqrt(1 - t^4)``, ``t`` the fraction
+    of the mask's height), one of :data:`MASK_COLOURS` scaled by 0.85-1.15 and darkened by up
+    to 15 % towards the chin. Returns a new tensor; pixels outside the masks are unchanged.
+    """
+    size = x.shape[-1]
+    centres = torch.arange(size, dtype=x.dtype) + 0.5
+    width = (faces[:, 2] - faces[:, 0]).clamp(min=1e-3)
+    height = (faces[:, 3] - faces[:, 1]).clamp(min=1e-3)
+    top = 0.48 + 0.12 * u[:, 0]
+    bottom = 0.92 + 0.12 * u[:, 1]
+    half_width = 0.40 + 0.08 * u[:, 2]
+    centre_x = (faces[:, 0] + faces[:, 2]) / 2 + 0.04 * (u[:, 3] - 0.5) * width
+    colour_index = (u[:, 4] * len(MASK_COLOURS)).long().clamp(max=len(MASK_COLOURS) - 1)
+    colour = (MASK_COLOURS[colour_index] * (0.85 + 0.30 * u[:, 5:6])).clamp(0.0, 255.0)
+    v = (centres[None, :] - faces[:, 1:2]) / height[:, None]  # [B, S] fraction of the face height
+    t = (v - top[:, None]) / (bottom - top)[:, None]  # [B, S] fraction of the mask height
+    reach = half_width[:, None] * torch.sqrt((1.0 - t.pow(4)).clamp(min=0.0))  # [B, S]
+    dx = (centres[None, :] - centre_x[:, None]) / width[:, None]  # [B, S]
+    inside = (t[:, :, None] >= 0) & (t[:, :, None] <= 1) & (dx.abs()[:, None, :] <= reach[:, :, None])  # [B, S, S]
+    shade = colour[:, :, None, None] * (1.0 - 0.15 * t.clamp(0.0, 1.0))[:, None, :, None]  # [B, 3, S, 1]
+    return torch.where(inside[:, None], shade.expand_as(x), x)
+
+
+def _side_generator(generator: torch.Generator | None, salt: int) -> torch.Generator:
+    """A generator seeded from ``generator``'s seed and ``salt``: draws from it leave the main
+    stream, and so every batch of a config that does not use them, unchanged."""
+    seed = generator.initial_seed() if generator is not None else torch.initial_seed()
+    return torch.Generator().manual_seed(_seed_int(seed, salt))
+
+
+_MASK_SALT = 0x6D61736B
 
 
 def binomial_blur(x: torch.Tensor, repeats: int = 1) -> torch.Tensor:
@@ -143,6 +192,15 @@ def augment_batch(
     # Only separate elementwise ops below (no fused multiply-add, no float reductions), so the
     # result is bit-identical whatever the thread count: DataLoader workers run single-threaded.
     xf = x.to(torch.float32)
+    if jitter.mask_prob > 0:
+        # Before the colour jitter and degradations, so the mask is lit, greyed and blurred with the face.
+        u_mask = torch.rand(B, 7, generator=_side_generator(generator, _MASK_SALT))
+        has_face = (label == Label.POS) | (label == Label.PART)
+        sel = (has_face & (u_mask[:, 0] < jitter.mask_prob)).nonzero().squeeze(1)
+        if sel.numel():
+            size = float(x.shape[-1])
+            faces = bbox[sel] * size + torch.tensor([0.0, 0.0, size, size])
+            xf[sel] = paint_face_masks(xf[sel], faces, u_mask[sel, 1:])
     if color_jitter:
         # Contrast pivot: the mean grey level. Sums of integer-valued float32 below 2**24 are
         # exact (255 * S * S is, for S <= 256), so the summation order cannot matter.

@@ -14,6 +14,7 @@ from mtcnn.data.datasets import (
     augment_batch,
     benchmark_loader,
     composition_for,
+    paint_face_masks,
 )
 from mtcnn.data.h5 import KIND_LABEL, KINDS, SampleReader, SampleWriter
 
@@ -257,6 +258,60 @@ def test_grayscale_and_blur_degradations():
     assert 0.22 < changed.float().mean() < 0.38  # about blur_prob of the samples, drawn per sample
     blurred = binomial_blur(plain[changed] * 128 + 127.5) - 127.5
     assert torch.allclose(some[changed] * 128, blurred, atol=1e-3)
+
+
+def test_face_masks_cover_the_lower_face_of_pos_and_part_only():
+    n, size = 64, 48
+    grey = torch.full((n, size, size, 3), 90, dtype=torch.uint8)
+    kinds = torch.tensor([1, -1, 0, -2] * (n // 4))  # pos, part, neg, landmark
+    # Face box = the middle half of the crop: offsets (x1 - 0)/S = 0.25, (x2 - S)/S = -0.25.
+    offsets = torch.tensor([0.25, 0.25, -0.25, -0.25]).repeat(n, 1)
+    kw = dict(flip=False, color_jitter=False)
+    plain = augment_batch(grey, kinds, offsets, torch.zeros(n, 10), torch.Generator().manual_seed(7), **kw)["images"]
+    masked = augment_batch(grey, kinds, offsets, torch.zeros(n, 10), torch.Generator().manual_seed(7), **kw,
+                           jitter=ColorJitter(mask_prob=1.0))["images"]
+    changed = (masked != plain).any(1)  # [n, S, S]
+    has_face = (kinds == 1) | (kinds == -1)
+    assert changed[has_face].flatten(1).any(1).all()  # every pos / part sample got a mask
+    assert not changed[~has_face].any()  # negatives and landmark samples untouched
+    rows, cols = changed[has_face].any(0).nonzero(as_tuple=True)
+    # Face box rows/cols 12..36: the mask starts at >= 48 % of its height and stays inside it (chin: <= 104 %).
+    assert rows.min() >= 12 + int(0.48 * 24) and rows.max() <= 12 + int(1.04 * 24)
+    assert cols.min() >= 12 and cols.max() < 36
+    area = changed[has_face].flatten(1).sum(1).float() / (24 * 24)
+    assert (area > 0.2).all() and (area < 0.5).all()
+
+
+def test_face_masks_keep_the_main_random_stream():
+    """Masks draw from a side generator: every other augmentation of the batch is as without them."""
+    rng = np.random.default_rng(2)
+    n = 32
+    images = torch.from_numpy(rng.integers(0, 256, (n, S, S, 3), dtype=np.uint8))
+    kinds = torch.tensor([1, 0] * (n // 2))
+    jitter = ColorJitter(grayscale_prob=0.3, blur_prob=0.3)
+    without = augment_batch(images, kinds, torch.zeros(n, 4), torch.zeros(n, 10), torch.Generator().manual_seed(4), jitter=jitter)
+    with_masks = augment_batch(images, kinds, torch.zeros(n, 4), torch.zeros(n, 10), torch.Generator().manual_seed(4),
+                               jitter=ColorJitter(grayscale_prob=0.3, blur_prob=0.3, mask_prob=1.0))
+    negatives = kinds == 0
+    assert torch.equal(without["images"][negatives], with_masks["images"][negatives])
+    assert not torch.equal(without["images"][~negatives], with_masks["images"][~negatives])
+    again = augment_batch(images, kinds, torch.zeros(n, 4), torch.zeros(n, 10), torch.Generator().manual_seed(4),
+                          jitter=ColorJitter(grayscale_prob=0.3, blur_prob=0.3, mask_prob=1.0))
+    assert torch.equal(again["images"], with_masks["images"])
+
+
+def test_paint_face_masks_shape_and_colour():
+    x = torch.zeros(1, 3, 20, 20)
+    face = torch.tensor([[0.0, 0.0, 20.0, 20.0]])
+    # u: top 0.48, bottom 0.92, half width 0.40, centred, colour 0 (white) at scale 1.0.
+    out = paint_face_masks(x, face, torch.tensor([[0.0, 0.0, 0.0, 0.5, 0.0, 0.5]]))
+    inside = out[0, 0] > 0
+    rows = inside.any(1).nonzero().squeeze(1)
+    assert rows.min() == 10 and rows.max() == 17  # centres 10.5 / 20 = 0.525 >= 0.48; 17.5 / 20 = 0.875 <= 0.92
+    top_row = inside[10].nonzero().squeeze(1)
+    assert top_row.min() == 2 and top_row.max() == 17  # |x + 0.5 - 10| / 20 <= 0.40 at the flat top
+    assert inside[17].sum() < inside[10].sum()  # rounded towards the chin
+    assert torch.allclose(out[0, :, 10, 10], torch.tensor([236.0, 238.0, 240.0]) * (1 - 0.15 * (0.525 - 0.48) / 0.44))
 
 
 def test_state_dict_resume_identical(sample_file):

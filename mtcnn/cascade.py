@@ -10,10 +10,16 @@ CNN_FacePoint boxes the cascade was trained on: ``x1 += a0·w, y1 += a1·h, x2 +
 (:func:`fit_box_adapter` estimates it from matched boxes of training images). ``detector_start``
 says how the detector uses the cascade: ``"level1"`` (all three levels from the adapted box) or
 ``"onet"`` (O-Net's points refined by levels 2 and 3), whichever calibration found better.
+
+Both depend on the detector (its box style, how good its O-Net's points are), so a bundle may
+also hold ``"detector_calibrations": {weights sha256: {"box_adapter", "detector_start"}}``:
+:meth:`LandmarkCascade.for_detector` (called by :class:`~mtcnn.detector.MTCNN`) uses the entry
+of the detector's weights, and the top-level pair for detectors without one.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import os
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -50,6 +56,8 @@ class LandmarkCascade:
     box_adapter: tuple[float, float, float, float] | None = None
     detector_start: str = "level1"
     info: dict[str, Any] = field(default_factory=dict)
+    # detector weights sha256 -> (box adapter, detector start) calibrated for that detector
+    calibrations: dict[str, tuple[tuple[float, float, float, float] | None, str]] = field(default_factory=dict)
     precision: str = "float32"
     fused: dict[int, nn.Module] = field(default_factory=dict, repr=False)
     level_one: dict[str, nn.Module] = field(default_factory=dict, repr=False)
@@ -93,6 +101,14 @@ class LandmarkCascade:
         start = 2 if self.detector_start == "onet" and previous is not None else 1
         return refine_landmarks(self, images, self.adapt_boxes(boxes), previous, image_index, start_level=start).level3
 
+    def for_detector(self, detector_sha256: str | None) -> "LandmarkCascade":
+        """This cascade with the box adapter and start calibrated for the detector whose weights
+        hash is ``detector_sha256`` (a copy sharing the nets), or itself when it has no such entry."""
+        if detector_sha256 not in self.calibrations:
+            return self
+        adapter, start = self.calibrations[detector_sha256]
+        return dataclasses.replace(self, box_adapter=adapter, detector_start=start)
+
     def adapt_boxes(self, boxes: torch.Tensor) -> torch.Tensor:
         """Detector boxes -> the cascade's box convention (identity without an adapter)."""
         if self.box_adapter is None:
@@ -134,17 +150,35 @@ def assemble_bundle(run_dir: str | os.PathLike, path: str | os.PathLike, variant
     return Path(path)
 
 
-def update_bundle(path: str | os.PathLike, box_adapter=None, meta: dict | None = None, detector_start: str | None = None) -> None:
-    """Rewrite a bundle's box adapter / detector start and/or merge ``meta`` into its meta (the nets stay)."""
+def update_bundle(path: str | os.PathLike, box_adapter=None, meta: dict | None = None, detector_start: str | None = None,
+                  detector_sha256: str | None = None) -> None:
+    """Rewrite a bundle's box adapter / detector start and/or merge ``meta`` into its meta (the nets
+    stay). With ``detector_sha256`` the adapter and start are stored for that detector only
+    (``detector_calibrations``), and the top-level pair stays as it is."""
     raw = _read_bundle(Path(path))
+    if detector_start is not None and detector_start not in DETECTOR_STARTS:
+        raise ValueError(f"detector_start={detector_start!r}: choose one of {', '.join(DETECTOR_STARTS)}")
+    if detector_sha256 is not None:
+        entry = raw.setdefault("detector_calibrations", {}).setdefault(str(detector_sha256), {})
+        target = entry
+    else:
+        target = raw
     if box_adapter is not None:
-        raw["box_adapter"] = [float(v) for v in box_adapter]
+        target["box_adapter"] = [float(v) for v in box_adapter]
     if detector_start is not None:
-        if detector_start not in DETECTOR_STARTS:
-            raise ValueError(f"detector_start={detector_start!r}: choose one of {', '.join(DETECTOR_STARTS)}")
-        raw["detector_start"] = detector_start
+        target["detector_start"] = detector_start
     raw["meta"] = {**raw.get("meta", {}), **(meta or {})}
     atomic_torch_save(raw, path)
+
+
+def _calibration(path: Path, where: str, entry: dict) -> tuple[tuple[float, float, float, float] | None, str]:
+    adapter = entry.get("box_adapter")
+    if adapter is not None and len(adapter) != 4:
+        raise WeightsError(f"{path}: {where}box_adapter must hold 4 numbers, not {len(adapter)}")
+    start = entry.get("detector_start", "level1")
+    if start not in DETECTOR_STARTS:
+        raise WeightsError(f"{path}: {where}detector_start {start!r} is not one of {', '.join(DETECTOR_STARTS)}")
+    return (None if adapter is None else tuple(float(v) for v in adapter)), start
 
 
 def _read_bundle(path: Path) -> dict:
@@ -166,14 +200,11 @@ def load_cascade(path: str | os.PathLike | None = None) -> LandmarkCascade:
         if name not in raw["nets"]:
             raise WeightsError(f"{path}: cascade bundle has no '{name}'")
         nets[name] = load_net(raw["nets"][name], spec.registry_name, f"{path}[{name}]", variant=variant)
-    adapter = raw.get("box_adapter")
-    if adapter is not None and len(adapter) != 4:
-        raise WeightsError(f"{path}: box_adapter must hold 4 numbers, not {len(adapter)}")
-    start = raw.get("detector_start", "level1")
-    if start not in DETECTOR_STARTS:
-        raise WeightsError(f"{path}: detector_start {start!r} is not one of {', '.join(DETECTOR_STARTS)}")
+    adapter, start = _calibration(path, "", raw)
+    calibrations = {str(sha): _calibration(path, f"detector_calibrations[{sha}].", entry)
+                    for sha, entry in raw.get("detector_calibrations", {}).items()}  # fmt: skip
     info = {"path": str(path), "sha256": weights_hash_of(nets), "meta": raw.get("meta", {})}
-    return LandmarkCascade(nets, variant, None if adapter is None else tuple(float(v) for v in adapter), start, info)
+    return LandmarkCascade(nets, variant, adapter, start, info, calibrations=calibrations)
 
 
 def weights_hash_of(nets: dict[str, nn.Module]) -> str:

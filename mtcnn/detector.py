@@ -123,6 +123,8 @@ class MTCNN:
             from mtcnn.cascade import LandmarkCascade, load_cascade
 
             model = cascade if isinstance(cascade, LandmarkCascade) else load_cascade(cascade)
+            # The adapter and start calibrated for these weights, where the bundle has them.
+            model = model.for_detector(self.weights_info["sha256"])
             model.precision = self.precision
         elif isinstance(landmarks, (str, os.PathLike)):
             from mtcnn.landmark_models import load_landmark_model

@@ -5,6 +5,7 @@ import torch
 
 from mtcnn.cascade import LandmarkCascade, assemble_bundle, fit_box_adapter, load_cascade, net_checkpoint, update_bundle
 from mtcnn.nets.cascade import CASCADE_NETS, LEVEL1_REGIONS, build_cascade_net
+from mtcnn.nets import build_net
 from mtcnn.stages import refine_landmarks
 from mtcnn.atomic import atomic_torch_save
 from mtcnn.weights import WeightsError, make_checkpoint
@@ -135,6 +136,68 @@ def test_bundle_round_trip(tmp_path, variant):
     for key, value in original.items():
         torch.testing.assert_close(cascade.nets["F1"].state_dict()[key], value)
     assert cascade.info["meta"]["note"] == "test"
+
+
+def test_per_detector_calibrations_round_trip_and_fall_back(tmp_path):
+    torch.manual_seed(6)
+    _write_run(tmp_path / "run")
+    path = assemble_bundle(tmp_path / "run", tmp_path / "cascade.pt")
+    update_bundle(path, box_adapter=(0.1, 0.2, -0.1, 0.0), detector_start="level1")
+    update_bundle(path, box_adapter=(0.0, 0.3, 0.0, -0.1), detector_start="onet", detector_sha256="abc123")
+    cascade = load_cascade(path)
+    assert cascade.box_adapter == pytest.approx((0.1, 0.2, -0.1, 0.0)) and cascade.detector_start == "level1"
+    mine = cascade.for_detector("abc123")
+    assert mine.box_adapter == pytest.approx((0.0, 0.3, 0.0, -0.1)) and mine.detector_start == "onet"
+    assert mine.nets is cascade.nets  # a view with other settings, not a second copy of the nets
+    assert cascade.for_detector("other") is cascade and cascade.for_detector(None) is cascade
+    boxes = torch.tensor([[10.0, 20.0, 110.0, 120.0]])
+    torch.testing.assert_close(mine.adapt_boxes(boxes), torch.tensor([[10.0, 50.0, 110.0, 110.0]]))
+
+    update_bundle(path, detector_start="onet", detector_sha256="bad")
+    raw = torch.load(path, weights_only=False)
+    raw["detector_calibrations"]["bad"]["detector_start"] = "level9"
+    atomic_torch_save(raw, path)
+    with pytest.raises(WeightsError, match=r"detector_calibrations\[bad\]\.detector_start 'level9'"):
+        load_cascade(path)
+
+
+def test_detector_uses_the_calibration_of_its_own_weights():
+    from mtcnn.detector import MTCNN
+
+    torch.manual_seed(7)
+    nets = {n: build_cascade_net(n) for n in CASCADE_NETS}
+    shipped_sha = MTCNN(device="cpu").weights_info["sha256"]
+    cascade = LandmarkCascade(nets, box_adapter=(0.1, 0.1, 0.0, 0.0), detector_start="level1",
+                              calibrations={shipped_sha: ((0.0, 0.2, 0.0, -0.05), "onet")})  # fmt: skip
+    calibrated = MTCNN(device="cpu", landmarks="cascade", cascade=cascade).landmark_model
+    assert calibrated.box_adapter == (0.0, 0.2, 0.0, -0.05) and calibrated.detector_start == "onet"
+    other = MTCNN(nets={k: build_net(k) for k in ("pnet", "rnet", "onet")}, device="cpu", landmarks="cascade", cascade=cascade)
+    assert other.landmark_model.box_adapter == (0.1, 0.1, 0.0, 0.0) and other.landmark_model.detector_start == "level1"
+
+
+@pytest.mark.weights
+def test_calibrating_for_two_detectors_keeps_both(tmp_path, original_weights, shared_data):
+    """calibrate_bundle stores one entry per detector weights; the first calibration also fills the
+    top-level pair that other detectors use, and a later one leaves it alone."""
+    from mtcnn.config import default_config, load_config
+    from mtcnn.detector import MTCNN
+    from mtcnn.training.cascade_run import calibrate_bundle
+    from mtcnn.training.cascade_task import CascadeTrainConfig
+
+    torch.manual_seed(8)
+    _write_run(tmp_path / "run")
+    path = assemble_bundle(tmp_path / "run", tmp_path / "cascade.pt")
+    cfg = load_config(CascadeTrainConfig, default_config("landmarks_cascade.yaml"), ["holdout_every=1000"])  # ~10 faces
+    first = calibrate_bundle(cfg, path, original_weights)
+    second = calibrate_bundle(cfg, path, "default")
+    cascade = load_cascade(path)
+    ours, theirs = MTCNN(device="cpu").weights_info["sha256"], MTCNN(weights=original_weights, device="cpu").weights_info["sha256"]
+    assert set(cascade.calibrations) == {ours, theirs}
+    assert cascade.calibrations[theirs] == (pytest.approx(first["box_adapter"]), first["start"])
+    assert cascade.calibrations[ours] == (pytest.approx(second["box_adapter"]), second["start"])
+    assert cascade.box_adapter == pytest.approx(first["box_adapter"]) and cascade.detector_start == first["start"]
+    assert set(cascade.info["meta"]["calibrations"]) == {ours, theirs}
+    assert first["box_adapter"] != pytest.approx(second["box_adapter"])  # the two detectors' boxes differ
 
 
 def test_bundle_problems_are_one_line_errors(tmp_path):

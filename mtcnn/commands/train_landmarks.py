@@ -1,7 +1,7 @@
 """``mtcnn-train-landmarks`` / ``train_models/train_landmarks.py``: train the Sun et al. cascade.
 
 ``--level 1|2|3 [...] [--point LE ...] [--workers N] [--out DIR] [--bundle PATH]
-[--calibrate-with DETECTOR_WEIGHTS] [--config YAML] [key=value ...]``; all 23 nets by default,
+[--calibrate-with DETECTOR_WEIGHTS ...] [--config YAML] [key=value ...]``; all 23 nets by default,
 several at a time with ``--workers``. Finished nets are skipped and a stopped one resumes from its
 last epoch, so rerunning the same command continues.
 """
@@ -27,8 +27,10 @@ def parser() -> argparse.ArgumentParser:
     p.add_argument("--out", help="run folder (default from the config)")
     p.add_argument("--workers", type=int, help="nets trained at the same time, one process each")
     p.add_argument("--bundle", help="then write all 23 nets of the run folder into this bundle")
-    p.add_argument("--calibrate-with", metavar="DETECTOR_WEIGHTS",
-                   help="then fit the bundle's box adapter and detector start on held-out training faces")
+    p.add_argument("--calibrate-with", metavar="DETECTOR_WEIGHTS", nargs="+",
+                   help="then fit the bundle's box adapter and detector start on held-out training faces, one "
+                        "calibration per detector weights given ('default' = the shipped ones); the first also "
+                        "serves detectors without one")
     return p
 
 
@@ -48,7 +50,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         if a.bundle:
             print(f"wrote {assemble_bundle(cfg.out, a.bundle, cfg.variant, meta=bundle_meta(cfg))}")
         if a.bundle and a.calibrate_with:
-            print(json.dumps(calibrate_bundle(cfg, a.bundle, a.calibrate_with)))
+            for weights in a.calibrate_with:
+                print(json.dumps(calibrate_bundle(cfg, a.bundle, weights)))
     except (MTCNNError, ValueError, OSError) as e:
         return report(e)
     except KeyboardInterrupt:

@@ -154,16 +154,21 @@ def markdown_table(rows: dict[str, dict]) -> str:
 
 def evaluate_cascade(cascade, detector, list_file, out_dir, images_root=None, *, limit=None, batch_size=32,
                      match_iou=0.4, progress=True, log=print) -> dict[str, Any]:
-    """Write ``report.json``, ``report.md`` and ``ced_given_boxes.png`` / ``ced_detector_boxes.png``."""
+    """Write ``report.json``, ``report.md`` and ``ced_given_boxes.png`` / ``ced_detector_boxes.png``.
+
+    The detector rows use the box adapter and start the bundle holds for ``detector``'s weights
+    (:meth:`~mtcnn.cascade.LandmarkCascade.for_detector`), as the detector itself does."""
     from mtcnn.eval.plots import plot_ced
 
+    cascade = cascade.for_detector(getattr(detector, "weights_info", {}).get("sha256"))
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
     records = read_cnn_facepoint(list_file, images_root)[:limit]
     points = collect_points(cascade, detector, records, batch_size=batch_size, match_iou=match_iou, progress=progress)
     report = tables_from_points(points)
     report["settings"] = {"list": str(list_file), "cascade": {**cascade.info, "precision": cascade.precision}, "detector": detector.settings,
-                          "box_adapter": cascade.box_adapter, "match_iou": match_iou}  # fmt: skip
+                          "box_adapter": cascade.box_adapter, "detector_start": cascade.detector_start,
+                          "match_iou": match_iou}  # fmt: skip
     text = []
     for setting in ("given_boxes", "detector_boxes"):
         rows = report[setting]
@@ -228,6 +233,8 @@ def weight_card(cascade, report: dict[str, Any]) -> dict[str, Any]:
         "box_adapter": cascade.box_adapter,
         "detector_start": cascade.detector_start,
         "calibration": meta.get("calibration"),
+        "detector_calibrations": {sha: {"box_adapter": adapter, "detector_start": start}
+                                  for sha, (adapter, start) in cascade.calibrations.items()},
         "test": {"list": report.get("settings", {}).get("list"), "faces": report.get("num_faces"),
                  "matched_by_detector": report.get("num_matched"),
                  "given_boxes": rows("given_boxes"), "detector_boxes": rows("detector_boxes")},

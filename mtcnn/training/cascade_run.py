@@ -129,7 +129,15 @@ def calibrate_bundle(cfg: CascadeTrainConfig, bundle: str | os.PathLike, detecto
     held = [r for i, r in enumerate(records) if i % cfg.holdout_every == cfg.holdout_every - 1]
     cascade = load_cascade(bundle).prepare()
     detector = MTCNN(weights=detector_weights, device="cpu")
+    sha = detector.weights_info["sha256"]
+    # Calibrated against the detector's boxes without any earlier per-detector entry applied.
+    cascade.calibrations = {}
+    first = cascade.box_adapter is None  # calibrate_for_detector leaves its fitted adapter on the cascade
     result = calibrate_for_detector(cascade, detector, held)
-    meta = {"calibration": {**result, "detector_weights": str(detector_weights), "detector_sha256": detector.weights_info["sha256"]}}
-    update_bundle(bundle, box_adapter=result["box_adapter"], detector_start=result["start"], meta=meta)
+    record = {**result, "detector_weights": str(detector_weights), "detector_sha256": sha}
+    calibrations = {**cascade.info.get("meta", {}).get("calibrations", {}), sha: record}
+    update_bundle(bundle, box_adapter=result["box_adapter"], detector_start=result["start"], detector_sha256=sha,
+                  meta={"calibrations": calibrations})
+    if first:  # the first calibration also serves detectors without an entry
+        update_bundle(bundle, box_adapter=result["box_adapter"], detector_start=result["start"], meta={"calibration": record})
     return result

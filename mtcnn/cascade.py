@@ -151,22 +151,21 @@ def assemble_bundle(run_dir: str | os.PathLike, path: str | os.PathLike, variant
 
 
 def update_bundle(path: str | os.PathLike, box_adapter=None, meta: dict | None = None, detector_start: str | None = None,
-                  detector_sha256: str | None = None) -> None:
+                  detector_sha256: str | None = None, as_default: bool = False) -> None:
     """Rewrite a bundle's box adapter / detector start and/or merge ``meta`` into its meta (the nets
-    stay). With ``detector_sha256`` the adapter and start are stored for that detector only
-    (``detector_calibrations``), and the top-level pair stays as it is."""
+    stay). With ``detector_sha256`` the adapter and start are stored for that detector
+    (``detector_calibrations``), and the top-level pair changes only with ``as_default``."""
     raw = _read_bundle(Path(path))
     if detector_start is not None and detector_start not in DETECTOR_STARTS:
         raise ValueError(f"detector_start={detector_start!r}: choose one of {', '.join(DETECTOR_STARTS)}")
+    targets = [raw] if detector_sha256 is None or as_default else []
     if detector_sha256 is not None:
-        entry = raw.setdefault("detector_calibrations", {}).setdefault(str(detector_sha256), {})
-        target = entry
-    else:
-        target = raw
-    if box_adapter is not None:
-        target["box_adapter"] = [float(v) for v in box_adapter]
-    if detector_start is not None:
-        target["detector_start"] = detector_start
+        targets.append(raw.setdefault("detector_calibrations", {}).setdefault(str(detector_sha256), {}))
+    for target in targets:
+        if box_adapter is not None:
+            target["box_adapter"] = [float(v) for v in box_adapter]
+        if detector_start is not None:
+            target["detector_start"] = detector_start
     raw["meta"] = {**raw.get("meta", {}), **(meta or {})}
     atomic_torch_save(raw, path)
 

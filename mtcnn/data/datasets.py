@@ -59,7 +59,7 @@ import torch
 from torch.utils.data import DataLoader, Dataset
 
 from mtcnn.data.h5 import KINDS, TRAIN_FIELDS, SampleReader
-from mtcnn.ops.coding import flip_box_offsets, flip_landmarks
+from mtcnn.ops.coding import decode_boxes, flip_box_offsets, flip_landmarks
 from mtcnn.structures import Label
 
 NETS = ("pnet", "rnet", "onet")
@@ -198,9 +198,8 @@ def augment_batch(
         has_face = (label == Label.POS) | (label == Label.PART)
         sel = (has_face & (u_mask[:, 0] < jitter.mask_prob)).nonzero().squeeze(1)
         if sel.numel():
-            size = float(x.shape[-1])
-            faces = bbox[sel] * size + torch.tensor([0.0, 0.0, size, size])
-            xf[sel] = paint_face_masks(xf[sel], faces, u_mask[sel, 1:])
+            crop = torch.tensor([[0.0, 0.0, float(x.shape[-1]), float(x.shape[-1])]]).expand(sel.numel(), 4)
+            xf[sel] = paint_face_masks(xf[sel], decode_boxes(crop, bbox[sel]), u_mask[sel, 1:])
     if color_jitter:
         # Contrast pivot: the mean grey level. Sums of integer-valued float32 below 2**24 are
         # exact (255 * S * S is, for S <= 256), so the summation order cannot matter.

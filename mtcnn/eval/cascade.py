@@ -160,7 +160,7 @@ def evaluate_cascade(cascade, detector, list_file, out_dir, images_root=None, *,
     (:meth:`~mtcnn.cascade.LandmarkCascade.for_detector`), as the detector itself does."""
     from mtcnn.eval.plots import plot_ced
 
-    cascade = cascade.for_detector(getattr(detector, "weights_info", {}).get("sha256"))
+    cascade = cascade.for_detector(detector.weights_info["sha256"])
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
     records = read_cnn_facepoint(list_file, images_root)[:limit]

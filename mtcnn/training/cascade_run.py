@@ -130,14 +130,12 @@ def calibrate_bundle(cfg: CascadeTrainConfig, bundle: str | os.PathLike, detecto
     cascade = load_cascade(bundle).prepare()
     detector = MTCNN(weights=detector_weights, device="cpu")
     sha = detector.weights_info["sha256"]
-    # Calibrated against the detector's boxes without any earlier per-detector entry applied.
-    cascade.calibrations = {}
-    first = cascade.box_adapter is None  # calibrate_for_detector leaves its fitted adapter on the cascade
+    # The first calibration also serves detectors without an entry (read before
+    # calibrate_for_detector, which leaves its fitted adapter on the cascade).
+    first = cascade.box_adapter is None
     result = calibrate_for_detector(cascade, detector, held)
     record = {**result, "detector_weights": str(detector_weights), "detector_sha256": sha}
-    calibrations = {**cascade.info.get("meta", {}).get("calibrations", {}), sha: record}
+    meta = {"calibrations": {**cascade.info.get("meta", {}).get("calibrations", {}), sha: record}}
     update_bundle(bundle, box_adapter=result["box_adapter"], detector_start=result["start"], detector_sha256=sha,
-                  meta={"calibrations": calibrations})
-    if first:  # the first calibration also serves detectors without an entry
-        update_bundle(bundle, box_adapter=result["box_adapter"], detector_start=result["start"], meta={"calibration": record})
+                  as_default=first, meta={**meta, "calibration": record} if first else meta)
     return result

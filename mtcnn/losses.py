@@ -58,9 +58,17 @@ def box_loss(pred: torch.Tensor, target: torch.Tensor, labels: torch.Tensor) -> 
     return _masked_mean(per_sample, box_mask(labels))
 
 
-def landmark_loss(pred: torch.Tensor, target: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
-    """Mean over landmark samples of the summed squared coordinate error (10 values)."""
-    per_sample = ((pred.float() - target) ** 2).sum(dim=1)
+def landmark_loss(pred: torch.Tensor, target: torch.Tensor, labels: torch.Tensor, kind: str = "l2",
+                  pixels: float = 1.0) -> torch.Tensor:
+    """Mean over landmark samples of the summed per-coordinate loss (10 values).
+
+    ``kind`` ``l2`` (SPEC §3: squared error of the crop-normalised coordinates), ``l1``, or
+    ``wing`` on errors in pixels of the ``pixels``-wide input (its widths are pixel units).
+    """
+    if kind == "l2":
+        per_sample = ((pred.float() - target) ** 2).sum(dim=1)
+    else:
+        per_sample = landmark_regression_per_sample(pred, target, kind, scale=pixels if kind == "wing" else 1.0)
     return _masked_mean(per_sample, landmark_mask(labels))
 
 
@@ -74,14 +82,18 @@ def mtcnn_loss(
     batch: dict[str, torch.Tensor],
     weights: TaskWeights,
     keep_ratio: float = 0.7,
+    landmark_kind: str = "l2",
+    input_pixels: float = 1.0,
 ) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
-    """Weighted sum of the three task losses; also returns each part (detached) for logging."""
+    """Weighted sum of the three task losses; also returns each part (detached) for logging.
+
+    ``landmark_kind`` / ``input_pixels``: see :func:`landmark_loss`."""
     logits, boxes, marks = (flatten_head(o) for o in outputs)
     labels = batch["label"]
     parts = {
         "cls": classification_loss_ohem(logits, labels, keep_ratio),
         "box": box_loss(boxes, batch["bbox"], labels),
-        "landmark": landmark_loss(marks, batch["landmark"], labels),
+        "landmark": landmark_loss(marks, batch["landmark"], labels, landmark_kind, input_pixels),
     }
     total = weights.cls * parts["cls"] + weights.box * parts["box"] + weights.landmark * parts["landmark"]
     return total, {k: v.detach() for k, v in parts.items()}
@@ -124,6 +136,15 @@ def landmark_regression_loss(pred: torch.Tensor, target: torch.Tensor, kind: str
     errors are multiplied by ``scale`` first (e.g. the crop side, for pixel-unit wing widths).
     ``kind``: ``l1``, ``l2`` (squared error), ``wing``, ``adaptive_wing`` (``params`` go to it).
     """
+    per_sample = landmark_regression_per_sample(pred, target, kind, point_weights, scale, **params)
+    return per_sample.mean() if per_sample.shape[0] else per_sample.sum() * 0.0
+
+
+def landmark_regression_per_sample(pred: torch.Tensor, target: torch.Tensor, kind: str = "wing",
+                                   point_weights: torch.Tensor | None = None, scale: float = 1.0,
+                                   **params: float) -> torch.Tensor:
+    """``[B]``: each sample's point-weighted sum of per-coordinate losses (see
+    :func:`landmark_regression_loss`)."""
     error = (pred.float() - target.float()) * scale
     if kind == "l1":
         per = error.abs()
@@ -138,4 +159,4 @@ def landmark_regression_loss(pred: torch.Tensor, target: torch.Tensor, kind: str
     per_point = per.reshape(per.shape[0], -1, 2).sum(dim=2)  # [B, K]
     if point_weights is not None:
         per_point = per_point * point_weights.to(per_point)
-    return per_point.sum(dim=1).mean() if per_point.shape[0] else per_point.sum() * 0.0
+    return per_point.sum(dim=1)

@@ -58,3 +58,31 @@ def test_task_weights_and_parts():
     assert (w.cls, w.box, w.landmark) == (1.0, 0.5, 1.0)
     assert total.item() == pytest.approx(parts["cls"].item() + 0.5 * parts["box"].item() + parts["landmark"].item(), rel=1e-6)
     assert DEFAULT_TASK_WEIGHTS["pnet"].landmark == 0.5
+
+
+def test_landmark_loss_kinds_against_hand_values():
+    labels = torch.tensor([Label.LANDMARK, Label.POS, Label.LANDMARK])
+    target = torch.zeros(3, 10)
+    pred = torch.zeros(3, 10)
+    pred[0, 0], pred[0, 3] = 0.1, -0.2     # two coordinates off in the first landmark sample
+    pred[1] = 9.0                           # a positive: never counted
+    pred[2, 9] = 0.5
+    # Mean over the two landmark samples of each sample's summed per-coordinate loss.
+    assert landmark_loss(pred, target, labels, "l2").item() == pytest.approx((0.01 + 0.04 + 0.25) / 2)
+    assert landmark_loss(pred, target, labels, "l1").item() == pytest.approx((0.1 + 0.2 + 0.5) / 2)
+    # wing (w 10, eps 2) on pixel errors of a 48 px crop: 4.8, 9.6 and 24 px; the last is past w.
+    c = 10 - 10 * math.log1p(10 / 2)
+    per_px = [10 * math.log1p(4.8 / 2) + 10 * math.log1p(9.6 / 2), 24 - c]
+    assert landmark_loss(pred, target, labels, "wing", pixels=48.0).item() == pytest.approx(sum(per_px) / 2, rel=1e-5)
+
+
+def test_landmark_kind_reaches_the_training_loss():
+    labels = torch.tensor([Label.LANDMARK, Label.NEG])
+    marks = torch.zeros(2, 10)
+    marks[0, 0] = 0.5
+    outputs = (torch.zeros(2, 2), torch.zeros(2, 4), marks)
+    batch = {"label": labels, "bbox": torch.zeros(2, 4), "landmark": torch.zeros(2, 10)}
+    w = DEFAULT_TASK_WEIGHTS["onet"]
+    _, l2 = mtcnn_loss(outputs, batch, w)
+    _, l1 = mtcnn_loss(outputs, batch, w, landmark_kind="l1")
+    assert (l2["landmark"].item(), l1["landmark"].item()) == (pytest.approx(0.25), pytest.approx(0.5))

@@ -110,7 +110,8 @@ class MTCNNTask:
 
     # ---------------------------------------------------------------- steps
     def loss(self, outputs, batch: Mapping[str, torch.Tensor]) -> tuple[torch.Tensor, torch.Tensor]:
-        loss, parts = mtcnn_loss(outputs, batch, self.weights, self.cfg.loss.ohem_keep_ratio)
+        loss, parts = mtcnn_loss(outputs, batch, self.weights, self.cfg.loss.ohem_keep_ratio,
+                                 self.cfg.loss.landmark_kind, float(self.spec.crop_size))
         with torch.no_grad():
             labels = batch["label"]
             valid = (labels == Label.POS) | (labels == Label.NEG)

@@ -21,6 +21,7 @@ import sys
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 import yaml
 
@@ -129,6 +130,16 @@ def step_settings(config) -> dict:
     return yaml.safe_load(yaml.safe_dump(strip(to_dict(config)), sort_keys=True))
 
 
+def default_settings(config) -> dict:
+    """:func:`step_settings` of a config of the same type built from its defaults (same net).
+
+    A setting a finished step's record lacks was added to the code after that step ran; the step
+    then behaved as the setting's default, so only a different value is a change.
+    """
+    fresh = type(config)(net=config.net) if hasattr(config, "net") else type(config)()
+    return step_settings(fresh.resolved() if hasattr(fresh, "resolved") else fresh)
+
+
 def pipeline_steps(cfg: PipelineConfig, steps: dict) -> list[tuple[str, dict, Path]]:
     """Every step in order as (name, settings, output that marks it complete)."""
     out: list[tuple[str, dict, Path]] = []
@@ -148,13 +159,43 @@ def pipeline_steps(cfg: PipelineConfig, steps: dict) -> list[tuple[str, dict, Pa
     return out
 
 
+def step_defaults(steps: dict) -> dict[str, dict]:
+    """:func:`default_settings` per step name of :func:`pipeline_steps`."""
+    out = {f"scenes/{split}": default_settings(steps["scenes"][split]) for split in ("train", "val")}
+    for split in ("train", "val"):
+        out[f"pnet_data/{split}"] = default_settings(steps["pnet_data"])
+        for miner in ("mine_pnet", "mine_rnet"):
+            out[f"{miner}/{split}"] = default_settings(steps[miner])
+    for net in ("pnet", "rnet", "onet"):
+        out[f"train_{net}"] = default_settings(steps[f"train_{net}"])
+    return out
+
+
 def _record_path(work: Path, name: str) -> Path:
     return work / "steps" / (name.replace("/", "_") + ".yaml")
 
 
-def check_finished_steps(work: Path, order: list[tuple[str, dict, Path]]) -> None:
-    """Refuse (ConfigError) when a finished step was made with other settings than it has now."""
+def _added_later_as_default(diff: tuple[str, Any, Any], defaults: dict) -> bool:
+    path, stored, now = diff
+    if stored != "<absent>":
+        return False
+    value: Any = defaults
+    for key in path.split("."):
+        if not isinstance(value, dict) or key not in value:
+            return False
+        value = value[key]
+    return value == now
+
+
+def check_finished_steps(work: Path, order: list[tuple[str, dict, Path]], defaults: dict[str, dict] | None = None) -> None:
+    """Refuse (ConfigError) when a finished step was made with other settings than it has now.
+
+    ``defaults``: per step name, :func:`default_settings` of its config; a setting missing from
+    the record that now holds its default is not a change (the option is newer than the step).
+    """
     from mtcnn.data.journal import _mapping_diffs
+
+    defaults = defaults or {}
 
     for k, (name, settings, output) in enumerate(order):
         record = _record_path(work, name)
@@ -162,6 +203,8 @@ def check_finished_steps(work: Path, order: list[tuple[str, dict, Path]]) -> Non
             continue
         stored = yaml.safe_load(record.read_text()) or {}
         diffs = _mapping_diffs(stored, settings, "")
+        if diffs and name in defaults:
+            diffs = [d for d in diffs if not _added_later_as_default(d, defaults[name])]
         if diffs:
             changed = "; ".join(f"{name.split('/')[0]}.{path} was {a!r}, now {b!r}" for path, a, b in diffs)
             later = [str(o) for _, _, o in order[k:] if o.exists()]
@@ -194,7 +237,7 @@ def run_pipeline(cfg: PipelineConfig, *, stop_after: str | None = None) -> Path:
     steps = plan(cfg)
     work: Path = steps["work"]
     order = pipeline_steps(cfg, steps)
-    check_finished_steps(work, order)
+    check_finished_steps(work, order, step_defaults(steps))
     settings = {name: step for name, step, _ in order}
     work.mkdir(parents=True, exist_ok=True)
     save_resolved(cfg, work, "pipeline.resolved.yaml")

@@ -15,7 +15,7 @@ TINY = default_config("pipeline_tiny.yaml")
 
 
 def test_configs_load_and_chain_paths(tmp_path):
-    for name in ("pipeline.yaml", "pipeline_tiny.yaml"):
+    for name in ("pipeline.yaml", "pipeline_tiny.yaml", "pipeline_default.yaml"):
         cfg = load_config(PipelineConfig, default_config(name), [f"work_dir={tmp_path}"])
         steps = plan(cfg)
         assert steps["train_pnet"].data.train == [str(tmp_path / "samples" / "pnet_train.h5")]
@@ -104,3 +104,19 @@ def test_samples_of_finished_training_steps_are_not_regenerated(tmp_path, capsys
     run_pipeline(cfg, stop_after="mine_rnet")
     err = capsys.readouterr().err
     assert "skip mine_rnet: train_onet" not in err and "skip mine_rnet/val" in err
+
+
+def test_options_newer_than_a_finished_step_count_as_changes_only_off_their_default(tmp_path, capsys):
+    """Records written before an option existed lack it: at its default the step is still the
+    same step; set to anything else it is a change."""
+    from mtcnn.pipeline import _record_path, run_pipeline
+
+    cfg = _finished_work_dir(tmp_path)
+    record = _record_path(tmp_path, "train_onet")
+    stored = yaml.safe_load(record.read_text())
+    del stored["loss"]["landmark_kind"], stored["data"]["mask_prob"]
+    record.write_text(yaml.safe_dump(stored))
+    assert run_pipeline(cfg) == tmp_path / "mtcnn_trained.pt"
+    assert "skip train_onet" in capsys.readouterr().err
+    with pytest.raises(ConfigError, match=r"train_onet\.loss\.landmark_kind was '<absent>', now 'l1'"):
+        run_pipeline(load_config(PipelineConfig, TINY, [f"work_dir={tmp_path}", "train_onet.loss.landmark_kind=l1"]))

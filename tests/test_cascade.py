@@ -200,6 +200,32 @@ def test_calibrating_for_two_detectors_keeps_both(tmp_path, original_weights, sh
     assert first["box_adapter"] != pytest.approx(second["box_adapter"])  # the two detectors' boxes differ
 
 
+
+def test_calibrate_only_trains_nothing_and_keeps_the_nets(tmp_path, shared_data, capsys):
+    """A bundle calibrated for retrained detector weights without its training run folder:
+    nothing is trained, the nets stay bit-identical, the new entry is added."""
+    from mtcnn.commands.train_landmarks import main
+    from mtcnn.detector import MTCNN
+
+    if not (shared_data / "cnn_facepoint").is_dir():
+        pytest.skip("needs cnn_facepoint")
+    torch.manual_seed(9)
+    _write_run(tmp_path / "run")
+    path = assemble_bundle(tmp_path / "run", tmp_path / "cascade.pt")
+    before = load_cascade(path)
+    out = tmp_path / "no_run_here"
+    assert main(["--bundle", str(path), "--calibrate-with", "default", "--calibrate-only", "--out", str(out),
+                 "holdout_every=1000"]) == 0
+    assert not out.exists()
+    after = load_cascade(path)
+    assert set(after.calibrations) == {MTCNN(device="cpu").weights_info["sha256"]}
+    for name, net in before.nets.items():
+        for a, b in zip(net.state_dict().values(), after.nets[name].state_dict().values()):
+            assert torch.equal(a, b), name
+    with pytest.raises(SystemExit):
+        main(["--calibrate-only", "--calibrate-with", "default"])
+    assert "--calibrate-only needs --bundle and --calibrate-with" in capsys.readouterr().err
+
 def test_bundle_problems_are_one_line_errors(tmp_path):
     _write_run(tmp_path / "run")
     with pytest.raises(WeightsError, match="has shape"):  # relu nets are not the abs_tanh variant

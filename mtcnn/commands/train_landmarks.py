@@ -1,7 +1,7 @@
 """``mtcnn-train-landmarks`` / ``train_models/train_landmarks.py``: train the Sun et al. cascade.
 
 ``--level 1|2|3 [...] [--point LE ...] [--workers N] [--out DIR] [--bundle PATH]
-[--calibrate-with DETECTOR_WEIGHTS ...] [--config YAML] [key=value ...]``; all 23 nets by default,
+[--calibrate-with DETECTOR_WEIGHTS ... [--calibrate-only]] [--config YAML] [key=value ...]``; all 23 nets by default,
 several at a time with ``--workers``. Finished nets are skipped and a stopped one resumes from its
 last epoch, so rerunning the same command continues.
 """
@@ -31,6 +31,9 @@ def parser() -> argparse.ArgumentParser:
                    help="then fit the bundle's box adapter and detector start on held-out training faces, one "
                         "calibration per detector weights given ('default' = the shipped ones); the first also "
                         "serves detectors without one")
+    p.add_argument("--calibrate-only", action="store_true",
+                   help="train nothing and leave the bundle's nets as they are: only add --calibrate-with's "
+                        "calibrations to --bundle (e.g. the shipped cascade_sun.pt for retrained detector weights)")
     return p
 
 
@@ -41,13 +44,17 @@ def main(argv: Sequence[str] | None = None) -> int:
     from mtcnn.training.cascade_run import bundle_meta, calibrate_bundle, train_cascade
     from mtcnn.training.cascade_task import CascadeTrainConfig
 
-    a = parser().parse_args(argv)
+    p = parser()
+    a = p.parse_args(argv)
+    if a.calibrate_only and not (a.bundle and a.calibrate_with):
+        p.error("--calibrate-only needs --bundle and --calibrate-with")
     overrides = list(a.overrides) + [f"{k}={v}" for k, v in (("workers", a.workers), ("out", a.out)) if v]
     try:
         cfg = load_config(CascadeTrainConfig, a.config or default_config("landmarks_cascade.yaml"), overrides)
-        names = [n for level in sorted(set(a.level)) for n in nets_of_level(level, a.point)]
-        train_cascade(cfg, names)
-        if a.bundle:
+        if not a.calibrate_only:
+            names = [n for level in sorted(set(a.level)) for n in nets_of_level(level, a.point)]
+            train_cascade(cfg, names)
+        if a.bundle and not a.calibrate_only:
             print(f"wrote {assemble_bundle(cfg.out, a.bundle, cfg.variant, meta=bundle_meta(cfg))}")
         if a.bundle and a.calibrate_with:
             for weights in a.calibrate_with:

@@ -65,10 +65,7 @@ def landmark_loss(pred: torch.Tensor, target: torch.Tensor, labels: torch.Tensor
     ``kind`` ``l2`` (SPEC §3: squared error of the crop-normalised coordinates), ``l1``, or
     ``wing`` on errors in pixels of the ``pixels``-wide input (its widths are pixel units).
     """
-    if kind == "l2":
-        per_sample = ((pred.float() - target) ** 2).sum(dim=1)
-    else:
-        per_sample = landmark_regression_per_sample(pred, target, kind, scale=pixels if kind == "wing" else 1.0)
+    per_sample = landmark_regression_per_sample(pred, target, kind, scale=pixels if kind == "wing" else 1.0)
     return _masked_mean(per_sample, landmark_mask(labels))
 
 

@@ -140,35 +140,34 @@ def default_settings(config) -> dict:
     return step_settings(fresh.resolved() if hasattr(fresh, "resolved") else fresh)
 
 
-def pipeline_steps(cfg: PipelineConfig, steps: dict) -> list[tuple[str, dict, Path]]:
-    """Every step in order as (name, settings, output that marks it complete)."""
-    out: list[tuple[str, dict, Path]] = []
+def _step_configs(cfg: PipelineConfig, steps: dict) -> list[tuple[str, Any, Path]]:
+    """Every step in order as (name, the config it runs with or None, output that marks it complete)."""
+    out: list[tuple[str, Any, Path]] = []
     for split in ("train", "val"):
-        out.append((f"scenes/{split}", step_settings(steps["scenes"][split]), Path(steps["scenes"][split].out) / "scenes_bbx_gt.txt"))
+        out.append((f"scenes/{split}", steps["scenes"][split], Path(steps["scenes"][split].out) / "scenes_bbx_gt.txt"))
     for split in ("train", "val"):
-        out.append((f"pnet_data/{split}", step_settings(steps["pnet_data"]), Path(steps["pnet_data"].out) / f"pnet_{split}.h5"))
+        out.append((f"pnet_data/{split}", steps["pnet_data"], Path(steps["pnet_data"].out) / f"pnet_{split}.h5"))
     for net, miner, stage in (("pnet", "mine_pnet", "rnet"), ("rnet", "mine_rnet", "onet"), ("onet", None, None)):
         tcfg = steps[f"train_{net}"]
-        out.append((f"train_{net}", step_settings(tcfg.resolved()), Path(tcfg.out) / f"{net}.pt"))
+        out.append((f"train_{net}", tcfg.resolved(), Path(tcfg.out) / f"{net}.pt"))
         if miner:
             for split in ("train", "val"):
-                out.append((f"{miner}/{split}", step_settings(steps[miner]), Path(steps[miner].out) / f"{stage}_{split}.h5"))
-    out.append(("bundle", {}, steps["bundle"]))
+                out.append((f"{miner}/{split}", steps[miner], Path(steps[miner].out) / f"{stage}_{split}.h5"))
+    out.append(("bundle", None, steps["bundle"]))
     if cfg.evaluate.enabled:
-        out.append(("evaluate", step_settings(cfg.evaluate), steps["eval_dir"] / "report.json"))
+        out.append(("evaluate", cfg.evaluate, steps["eval_dir"] / "report.json"))
     return out
 
 
-def step_defaults(steps: dict) -> dict[str, dict]:
+def pipeline_steps(cfg: PipelineConfig, steps: dict) -> list[tuple[str, dict, Path]]:
+    """Every step in order as (name, settings, output that marks it complete)."""
+    return [(name, {} if config is None else step_settings(config), output)
+            for name, config, output in _step_configs(cfg, steps)]  # fmt: skip
+
+
+def step_defaults(cfg: PipelineConfig, steps: dict) -> dict[str, dict]:
     """:func:`default_settings` per step name of :func:`pipeline_steps`."""
-    out = {f"scenes/{split}": default_settings(steps["scenes"][split]) for split in ("train", "val")}
-    for split in ("train", "val"):
-        out[f"pnet_data/{split}"] = default_settings(steps["pnet_data"])
-        for miner in ("mine_pnet", "mine_rnet"):
-            out[f"{miner}/{split}"] = default_settings(steps[miner])
-    for net in ("pnet", "rnet", "onet"):
-        out[f"train_{net}"] = default_settings(steps[f"train_{net}"])
-    return out
+    return {name: default_settings(config) for name, config, _ in _step_configs(cfg, steps) if config is not None}
 
 
 def _record_path(work: Path, name: str) -> Path:
@@ -237,7 +236,7 @@ def run_pipeline(cfg: PipelineConfig, *, stop_after: str | None = None) -> Path:
     steps = plan(cfg)
     work: Path = steps["work"]
     order = pipeline_steps(cfg, steps)
-    check_finished_steps(work, order, step_defaults(steps))
+    check_finished_steps(work, order, step_defaults(cfg, steps))
     settings = {name: step for name, step, _ in order}
     work.mkdir(parents=True, exist_ok=True)
     save_resolved(cfg, work, "pipeline.resolved.yaml")

@@ -178,6 +178,9 @@ def test_killed_run_resumes_bitwise(net, stop, workers, pnet_files, onet_files, 
 @pytest.mark.parametrize("override,expected", [
     ("optim.lrr=0.1", "unknown config key 'optim.lrr' (did you mean 'lr'?)"),
     ("loss.ohem_keep_ratio=1.5", "loss.ohem_keep_ratio=1.5 is out of range: must be within [0.0, 1.0]"),
+    ("data.oversample=[{pattern: '*/face_mask/*', factor: 0}]",
+     "data.oversample[0].factor=0 is out of range: must be within [1, 1000]"),
+    ("data.oversample=[{factor: 3}]", "data.oversample[0]"),
 ])
 def test_script_rejects_bad_overrides_before_any_work(override, expected, tmp_path):
     out = tmp_path / "never"
@@ -209,6 +212,11 @@ def test_cli_errors_are_one_line(pnet_files, tmp_path, capsys):
     assert main("pnet", ["--config", str(cfg_file)]) == 2
     assert main("pnet", ["optim.lrr=0.1"]) == 2
     assert "--resume" in capsys.readouterr().err
+    # A pattern that oversamples nothing is a typo, not a no-op.
+    assert main("pnet", ["--config", str(cfg_file), "--out", str(tmp_path / "c"),
+                         "data.oversample=[{pattern: '*/facemask/*', factor: 4}]"]) == 1
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and "data.oversample" in err[0] and "'*/facemask/*' match no source image" in err[0], err
 
 
 def test_config_files_validate():

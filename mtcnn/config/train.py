@@ -58,6 +58,15 @@ class Composition:
 
 
 @dataclass
+class OversampleRule:
+    """Draw the samples cut from source images whose path matches ``pattern`` (shell-style,
+    e.g. ``"*/face_mask/*"``) ``factor`` times as often (a source too rare in the mix)."""
+
+    pattern: str
+    factor: int = bounded(2, 1, 1000, help="times each matching sample is drawn per cycle of its kind")
+
+
+@dataclass
 class DataSection:
     """Sample files (HDF5 written by :class:`mtcnn.data.h5.SampleWriter`) and loader settings.
 
@@ -79,6 +88,7 @@ class DataSection:
     grayscale_prob: float = bounded(0.0, 0.0, 1.0, help="chance a sample is turned grey (grey / infrared photos)")
     blur_prob: float = bounded(0.0, 0.0, 1.0, help="chance a sample is blurred (out-of-focus, upscaled faces)")
     mask_prob: float = bounded(0.0, 0.0, 1.0, help="chance a positive or part sample gets a synthetic face mask (masked faces)")
+    oversample: list[OversampleRule] = field(default_factory=list)
 
 
 @dataclass

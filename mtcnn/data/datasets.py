@@ -41,15 +41,22 @@ Online augmentation (vectorised on the batch, per sample):
   jitter so it is lit with the face; its draws come from a side generator, so configs without
   masks get the same batches as before).
 
+Oversampling (off unless asked): ``oversample=[(pattern, factor), ...]`` draws every row whose
+source image path matches the shell-style ``pattern`` ``factor`` times per cycle of its kind
+instead of once (the largest factor when several patterns match), e.g.
+``[("*/face_mask/*", 4)]`` to give a source that supplies 3 % of the positives four times its
+share. The epoch length does not change: the other rows are drawn correspondingly less often.
+
 Output batch: ``images`` float32 [B,3,S,S] = (pixel - 127.5) / 128 in RGB order, ``label``
 int64 [B], ``bbox`` float32 [B,4], ``landmark`` float32 [B,10].
 """
 
 from __future__ import annotations
 
+import fnmatch
 import os
 import time
-from collections.abc import Iterator, Mapping
+from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -148,6 +155,26 @@ def binomial_blur(x: torch.Tensor, repeats: int = 1) -> torch.Tensor:
         h = (p[..., :, :-2] + 2.0 * p[..., :, 1:-1] + p[..., :, 2:]) * 0.25
         x = (h[..., :-2, :] + 2.0 * h[..., 1:-1, :] + h[..., 2:, :]) * 0.25
     return x
+
+
+def _oversampled_rows(reader: SampleReader, kind: str, rules: Sequence[tuple[str, int]]) -> tuple[np.ndarray | None, set[str]]:
+    """Rows of ``kind`` as one cycle draws them under ``rules`` (each row repeated by the largest
+    factor of the patterns its source image path matches, in row order; ``None`` when nothing
+    is repeated) and the patterns that matched some row."""
+    if not rules or reader.len(kind) == 0:
+        return None, set()
+    unique, inverse = np.unique(reader.row_sources(kind).astype(str), return_inverse=True)
+    factor_of_path = np.ones(len(unique), np.int64)
+    matched = set()
+    for pattern, factor in rules:
+        hit = np.fromiter((fnmatch.fnmatchcase(p, pattern) for p in unique), bool, len(unique))
+        if hit.any():
+            matched.add(pattern)
+        factor_of_path[hit] = np.maximum(factor_of_path[hit], factor)
+    repeats = factor_of_path[inverse.reshape(-1)]
+    if np.all(repeats == 1):
+        return None, matched
+    return np.repeat(np.arange(len(repeats), dtype=np.int64), repeats), matched
 
 
 def _seed_int(*keys: int) -> int:
@@ -293,6 +320,7 @@ class MixedBatchLoader:
         jitter: ColorJitter = ColorJitter(),
         pin_memory: bool = False,
         prefetch_factor: int | None = None,
+        oversample: Sequence[tuple[str, int]] = (),
     ):
         self.reader = (reader_or_path if isinstance(reader_or_path, SampleReader)
                        else SampleReader(reader_or_path, expected_size=expected_size))
@@ -318,6 +346,21 @@ class MixedBatchLoader:
                 raise ValueError(f"{self.reader.path}: kind {kind!r} has {counts[kind]} samples, "
                                  f"fewer than world_size={world_size}")
         self.counts = counts
+        self.oversample = [(str(p), int(f)) for p, f in oversample]
+        if any(f < 1 for _, f in self.oversample):
+            raise ValueError(f"oversample factors must be >= 1, got {self.oversample}")
+        # kind -> the rows one cycle draws (with repeats); None: every row once.
+        self._cycle_rows: dict[str, np.ndarray | None] = {}
+        matched: set[str] = set()
+        for kind in KINDS:
+            rows, hit = _oversampled_rows(self.reader, kind, self.oversample) if self.composition[kind] else (None, set())
+            self._cycle_rows[kind] = rows
+            matched |= hit
+        missed = [p for p, _ in self.oversample if p not in matched]
+        if missed:  # a typo would otherwise silently train without the oversampling asked for
+            raise ValueError(f"{self.reader.path}: oversample pattern(s) {', '.join(map(repr, missed))} match no "
+                             f"source image of the kinds drawn ({', '.join(k for k, c in self.composition.items() if c)})")
+        self.drawn = {k: counts[k] if rows is None else len(rows) for k, rows in self._cycle_rows.items()}
         self.steps_per_epoch = int(steps_per_epoch)
         self.seed = int(seed)
         self.rank = int(rank)
@@ -339,9 +382,11 @@ class MixedBatchLoader:
         key = (_KIND_IDS[kind], epoch, cycle)
         shard = self._perm_cache.get(key)
         if shard is None:
-            n = self.counts[kind]
+            n = self.drawn[kind]
             rng = np.random.default_rng([self.seed, epoch, _KIND_IDS[kind], cycle])
             perm = rng.permutation(n)
+            if self._cycle_rows[kind] is not None:
+                perm = self._cycle_rows[kind][perm]
             shard = perm[self.rank::self.world_size][: n // self.world_size]
             if len(self._perm_cache) > 16:
                 self._perm_cache.clear()
@@ -352,7 +397,7 @@ class MixedBatchLoader:
         """Rows of ``kind`` for steps [start_step, stop_step) of ``epoch``: int64 [steps, count]."""
         c = self.composition[kind]
         lo, hi = start_step * c, stop_step * c
-        length = self.counts[kind] // self.world_size
+        length = self.drawn[kind] // self.world_size
         pieces = []
         pos = lo
         while pos < hi:
@@ -429,13 +474,14 @@ class MixedBatchLoader:
             "steps_per_epoch": self.steps_per_epoch,
             "composition": dict(self.composition),
             "counts": dict(self.counts),
+            "oversample": [list(rule) for rule in self.oversample],
         }
 
     def load_state_dict(self, state: Mapping[str, Any], strict: bool = True) -> None:
         """Restore ``(epoch, step)``. With ``strict`` the seed, sharding, composition, epoch
         length and file counts must match (otherwise the sequence would silently differ)."""
         if strict:
-            for key in ("seed", "world_size", "steps_per_epoch", "composition", "counts"):
+            for key in ("seed", "world_size", "steps_per_epoch", "composition", "counts", "oversample"):
                 if key in state and state[key] != self.state_dict()[key]:
                     raise ValueError(f"loader state mismatch for {key!r}: checkpoint has {state[key]!r}, "
                                      f"loader has {self.state_dict()[key]!r}")

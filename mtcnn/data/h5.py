@@ -487,6 +487,12 @@ class SampleReader:
         f = self._file()
         return list(f["sources"].asstr()[:]) if "sources" in f else []
 
+    def row_sources(self, kind: str) -> np.ndarray:
+        """The source image path of every ``kind`` row (object array, ``""`` where unknown)."""
+        self._check_kind(kind)
+        table = np.asarray(self.sources() + [""], dtype=object)  # index -1 -> ""
+        return table[self.get(kind, np.arange(self._counts[kind]), ("source",))["source"]]
+
     def _check_kind(self, kind: str) -> None:
         if kind not in KINDS:
             raise ValueError(f"unknown sample kind {kind!r}; expected one of {', '.join(KINDS)}")

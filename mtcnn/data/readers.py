@@ -52,6 +52,12 @@ class MultiFileReader(SampleReader):
     def sources(self) -> list[str]:
         return [s for r in self._readers for s in r.sources()]
 
+    def row_sources(self, kind: str) -> np.ndarray:
+        # Each file's source column indexes its own table: map file by file.
+        self._check_kind(kind)
+        parts = [r.row_sources(kind) for r in self._parts[kind]]
+        return np.concatenate(parts) if parts else np.zeros(0, dtype=object)
+
     def get(self, kind: str, indices, fields: Sequence[str] = TRAIN_FIELDS) -> dict[str, np.ndarray]:
         self._check_kind(kind)
         idx = np.asarray(indices, dtype=np.int64).reshape(-1)
@@ -117,6 +123,9 @@ class InMemoryReader(SampleReader):
 
     def sources(self) -> list[str]:
         return self._inner.sources()
+
+    def row_sources(self, kind: str) -> np.ndarray:
+        return self._inner.row_sources(kind)
 
     def get(self, kind: str, indices, fields: Sequence[str] = TRAIN_FIELDS) -> dict[str, np.ndarray]:
         if any(name not in TRAIN_FIELDS for name in fields):

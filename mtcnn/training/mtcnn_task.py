@@ -101,12 +101,17 @@ class MTCNNTask:
         if self.val_reader is not None:
             self.validator = Validator(self.val_reader, cfg.val.threshold, cfg.val.batch_size, cfg.val.max_per_kind,
                                        rank, world_size)
-        return MixedBatchLoader(
-            self.train_reader, self.rank_composition, steps_per_epoch, seed=cfg.seed, rank=rank,
-            world_size=world_size, flip=cfg.data.flip, color_jitter=cfg.data.color_jitter,
-            jitter=ColorJitter(grayscale_prob=cfg.data.grayscale_prob, blur_prob=cfg.data.blur_prob, mask_prob=cfg.data.mask_prob),
-            num_workers=cfg.data.num_workers, pin_memory=pin_memory,
-        )
+        try:
+            return MixedBatchLoader(
+                self.train_reader, self.rank_composition, steps_per_epoch, seed=cfg.seed, rank=rank,
+                world_size=world_size, flip=cfg.data.flip, color_jitter=cfg.data.color_jitter,
+                jitter=ColorJitter(grayscale_prob=cfg.data.grayscale_prob, blur_prob=cfg.data.blur_prob,
+                                   mask_prob=cfg.data.mask_prob),
+                num_workers=cfg.data.num_workers, pin_memory=pin_memory,
+                oversample=[(rule.pattern, rule.factor) for rule in cfg.data.oversample],
+            )
+        except ValueError as e:  # an oversample pattern that matches nothing
+            raise DataError(f"data.oversample: {e}") from None
 
     # ---------------------------------------------------------------- steps
     def loss(self, outputs, batch: Mapping[str, torch.Tensor]) -> tuple[torch.Tensor, torch.Tensor]:

@@ -351,3 +351,72 @@ def test_missing_kind_is_a_clear_error(tmp_path):
 def test_benchmark_loader(sample_file):
     rate = benchmark_loader(sample_file, batches=3, composition=COMP)
     assert rate > 0
+
+
+def write_sourced_file(path, sources, size=S, seed=0):
+    """pos/part/neg/landmark rows with their source image paths: ``sources[kind]`` lists one
+    path per row."""
+    rng = np.random.default_rng(seed)
+    with SampleWriter(path, size, {"seed": seed}, chunk=32) as w:
+        for kind, paths in sources.items():
+            n = len(paths)
+            images = rng.integers(0, 256, (n, size, size, 3), dtype=np.uint8)
+            bbox = np.zeros((n, 4), np.float32) if kind in ("pos", "part") else None
+            lmk = np.full((n, 10), 0.5, np.float32) if kind == "landmark" else None
+            w.add(kind, images, bbox=bbox, landmark=lmk, source=paths)
+    return path
+
+
+def _sources(n_common, n_rare, kinds=KINDS):
+    return {k: [f"/d/common/{i}.jpg" for i in range(n_common)] + [f"/d/face_mask/{i}.jpg" for i in range(n_rare)]
+            for k in kinds}
+
+
+def test_oversample_draws_matching_rows_factor_times_per_cycle(tmp_path):
+    path = write_sourced_file(tmp_path / "s.h5", _sources(20, 4))
+    comp = {"pos": 4, "part": 4, "neg": 4, "landmark": 4}
+    loader = MixedBatchLoader(path, comp, steps_per_epoch=50, seed=2, oversample=[("*/face_mask/*", 3)])
+    assert loader.drawn == {k: 20 + 3 * 4 for k in KINDS} and loader.counts["pos"] == 24
+    pos = np.concatenate([loader.batch_plan(0, s)["pos"] for s in range(16)])  # two cycles of 32 draws
+    for cycle in (pos[:32], pos[32:]):
+        counts = np.bincount(cycle, minlength=24)
+        assert counts[:20].tolist() == [1] * 20 and counts[20:].tolist() == [3] * 4
+    # the largest factor of several matching patterns wins
+    both = MixedBatchLoader(path, comp, 50, oversample=[("*/face_mask/*", 3), ("/d/*", 2)])
+    assert both.drawn["pos"] == 2 * 20 + 3 * 4
+
+
+def test_oversample_off_keeps_the_plain_sequence_and_resume_checks_it(tmp_path):
+    path = write_sourced_file(tmp_path / "s.h5", _sources(20, 4))
+    comp = {"pos": 4, "part": 4, "neg": 4, "landmark": 4}
+    plain = MixedBatchLoader(path, comp, 10, seed=5)
+    unit = MixedBatchLoader(path, comp, 10, seed=5, oversample=[("*/face_mask/*", 1)])
+    assert_batches_equal(collect(plain, 8), collect(unit, 8))
+    boosted = MixedBatchLoader(path, comp, 10, seed=5, oversample=[("*/face_mask/*", 4)])
+    collect(boosted, 3)
+    with pytest.raises(ValueError, match="oversample"):
+        MixedBatchLoader(path, comp, 10, seed=5).load_state_dict(boosted.state_dict())
+    resumed = MixedBatchLoader(path, comp, 10, seed=5, oversample=[("*/face_mask/*", 4)])
+    resumed.load_state_dict(boosted.state_dict())
+    reference = MixedBatchLoader(path, comp, 10, seed=5, oversample=[("*/face_mask/*", 4)])
+    assert_batches_equal(collect(resumed, 4), collect(reference, 7)[3:])
+
+
+def test_oversample_pattern_matching_nothing_is_an_error(tmp_path):
+    path = write_sourced_file(tmp_path / "s.h5", _sources(6, 2))
+    with pytest.raises(ValueError, match=r"s\.h5: oversample pattern\(s\) '\*/facemask/\*' match no source"):
+        MixedBatchLoader(path, {"pos": 2, "neg": 2}, 3, oversample=[("*/facemask/*", 4)])
+
+
+def test_row_sources_follow_each_file_of_a_multi_file_reader(tmp_path):
+    from mtcnn.data.readers import InMemoryReader, open_samples
+
+    a = write_sourced_file(tmp_path / "a.h5", {k: ["/x/a0.jpg", "/x/a1.jpg"] for k in KINDS})
+    b = write_sourced_file(tmp_path / "b.h5", {k: ["/y/b0.jpg", "/x/a0.jpg", "/y/b1.jpg"] for k in KINDS})
+    reader = open_samples([str(a), str(b)], None, S)
+    # b's own table puts /y/b0.jpg at index 0: a global table would have mapped it to /x/a0.jpg
+    expected = ["/x/a0.jpg", "/x/a1.jpg", "/y/b0.jpg", "/x/a0.jpg", "/y/b1.jpg"]
+    assert reader.row_sources("neg").tolist() == expected
+    assert InMemoryReader(reader).row_sources("pos").tolist() == expected
+    loader = MixedBatchLoader(reader, {"pos": 1, "neg": 1}, 5, oversample=[("/y/*", 2)])
+    assert loader.drawn["pos"] == 7

@@ -66,11 +66,16 @@ import torch
 from torch.utils.data import DataLoader, Dataset
 
 from mtcnn.data.h5 import KINDS, TRAIN_FIELDS, SampleReader
+from mtcnn.errors import DataError
 from mtcnn.ops.coding import decode_boxes, flip_box_offsets, flip_landmarks
 from mtcnn.structures import Label
 
 NETS = ("pnet", "rnet", "onet")
 _KIND_IDS = {k: i for i, k in enumerate(KINDS)}
+
+
+class OversampleError(DataError, ValueError):
+    """An ``oversample`` pattern matches no source image of the kinds a batch draws."""
 
 
 def composition_for(net: str, batch_size: int = 384) -> dict[str, int]:
@@ -358,7 +363,7 @@ class MixedBatchLoader:
             matched |= hit
         missed = [p for p, _ in self.oversample if p not in matched]
         if missed:  # a typo would otherwise silently train without the oversampling asked for
-            raise ValueError(f"{self.reader.path}: oversample pattern(s) {', '.join(map(repr, missed))} match no "
+            raise OversampleError(f"{self.reader.path}: oversample pattern(s) {', '.join(map(repr, missed))} match no "
                              f"source image of the kinds drawn ({', '.join(k for k, c in self.composition.items() if c)})")
         self.drawn = {k: counts[k] if rows is None else len(rows) for k, rows in self._cycle_rows.items()}
         self.steps_per_epoch = int(steps_per_epoch)

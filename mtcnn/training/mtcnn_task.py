@@ -29,7 +29,7 @@ import torch
 from torch import nn
 
 from mtcnn.config import ConfigError
-from mtcnn.data.datasets import ColorJitter, MixedBatchLoader, composition_for
+from mtcnn.data.datasets import ColorJitter, MixedBatchLoader, OversampleError, composition_for
 from mtcnn.data.h5 import KINDS
 from mtcnn.data.readers import InMemoryReader, open_samples
 from mtcnn.errors import DataError
@@ -110,8 +110,8 @@ class MTCNNTask:
                 num_workers=cfg.data.num_workers, pin_memory=pin_memory,
                 oversample=[(rule.pattern, rule.factor) for rule in cfg.data.oversample],
             )
-        except ValueError as e:  # an oversample pattern that matches nothing
-            raise DataError(f"data.oversample: {e}") from None
+        except OversampleError as e:  # name the config key; the loader knows only its argument
+            raise OversampleError(f"data.oversample: {e}") from None
 
     # ---------------------------------------------------------------- steps
     def loss(self, outputs, batch: Mapping[str, torch.Tensor]) -> tuple[torch.Tensor, torch.Tensor]:

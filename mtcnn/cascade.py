@@ -30,6 +30,7 @@ from torch import nn
 
 from mtcnn.nets.cascade import CASCADE_NETS, FusedPatchNets, LevelOneInference, nets_of_level
 from mtcnn.atomic import atomic_torch_save
+from mtcnn.config.paths import portable_config
 from mtcnn.weights import WeightsError, _load_file, load_net
 
 CASCADE_FORMAT = "mtcnn-cascade-bundle"
@@ -47,9 +48,9 @@ class LandmarkCascade:
     nets fused into one grouped net, ``"relu"`` level-1 nets as :class:`LevelOneInference`).
 
     ``precision`` "bfloat16" runs the nets' convolutions and matrix products under bfloat16
-    autocast (crops, standardisation and the mapping back to pixels stay float32): 1.4× the
-    faces per second on 2 threads of an AVX-512 BF16 CPU, CNN_FacePoint test error after each
-    level unchanged at 4 decimals (a point's mean error moves by at most 0.0001 of the box)."""
+    autocast (crops, standardisation and the mapping back to pixels stay float32): more faces per
+    second on a CPU with native bfloat16 (AVX-512 BF16), with errors on the CNN_FacePoint test
+    too small to change its reported figures (both measured in docs/performance.md)."""
 
     nets: dict[str, nn.Module]
     variant: str = "relu"
@@ -125,7 +126,7 @@ def _bundle_dict(nets_ckpts: dict[str, dict], variant: str, box_adapter, meta: d
         "variant": variant,
         "box_adapter": None if box_adapter is None else [float(v) for v in box_adapter],
         "detector_start": "level1",
-        "meta": meta,
+        "meta": portable_config(meta),
         "nets": nets_ckpts,
     }
 
@@ -166,7 +167,7 @@ def update_bundle(path: str | os.PathLike, box_adapter=None, meta: dict | None =
             target["box_adapter"] = [float(v) for v in box_adapter]
         if detector_start is not None:
             target["detector_start"] = detector_start
-    raw["meta"] = {**raw.get("meta", {}), **(meta or {})}
+    raw["meta"] = portable_config({**raw.get("meta", {}), **(meta or {})})
     atomic_torch_save(raw, path)
 
 

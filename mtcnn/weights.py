@@ -23,6 +23,7 @@ import torch
 from torch import nn
 
 from mtcnn.atomic import atomic_torch_save
+from mtcnn.config.paths import portable_config
 from mtcnn.errors import InputError
 from mtcnn.nets import MTCNN_NETS, build_net, get_net_spec
 
@@ -51,7 +52,10 @@ class WeightsError(InputError, ValueError):
 
 
 def make_checkpoint(net_name: str, model: nn.Module, config: dict | None = None, meta: dict | None = None) -> dict:
-    """A checkpoint of ``model`` recording its registered spec (loading refuses a mismatch)."""
+    """A checkpoint of ``model`` recording its registered spec (loading refuses a mismatch).
+
+    Paths in ``config`` and ``meta`` are stored in their placeholder form
+    (:func:`mtcnn.config.paths.portable_path`), so the file reads the same on another machine."""
     spec = get_net_spec(net_name)
     return {
         "format": FORMAT,
@@ -60,8 +64,8 @@ def make_checkpoint(net_name: str, model: nn.Module, config: dict | None = None,
         "state_dict": {k: v.detach().cpu().clone(memory_format=torch.contiguous_format) for k, v in model.state_dict().items()},
         "preprocessing": spec.preprocessing(),
         "spec": spec.to_dict(),
-        "config": config or {},
-        "meta": meta or {},
+        "config": portable_config(config or {}),
+        "meta": portable_config(meta or {}),
     }
 
 

@@ -20,6 +20,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     p.add_argument("--out", required=True, help="weights file to write (its card: the same name with .json)")
     p.add_argument("--card", help="JSON file with extra card fields (data, figures, ...)")
     args = p.parse_args(argv)
+    from mtcnn.config.paths import portable_config
     from mtcnn.landmark_models import load_landmark_model, save_landmark_weights
     from mtcnn.weights import WeightsError, _load_file
 
@@ -31,8 +32,9 @@ def main(argv: Sequence[str] | None = None) -> int:
             nets[model.spec.name] = model.net
         if args.kind == "mobilenet_cascade" and sorted(nets) != ["mobilenet_l1", "mobilenet_l2"]:
             raise WeightsError(f"a cascade needs mobilenet_l1 and mobilenet_l2 checkpoints, got {sorted(nets)}")
-        meta = {name: raw.get("meta", {}) for name, raw in zip(nets, raws)}
-        configs = {name: raw.get("config", {}) for name, raw in zip(nets, raws)}
+        # Checkpoints written before paths were stored as placeholders may still hold absolute ones.
+        meta = portable_config({name: raw.get("meta", {}) for name, raw in zip(nets, raws)})
+        configs = portable_config({name: raw.get("config", {}) for name, raw in zip(nets, raws)})
         save_landmark_weights(args.out, nets, args.kind, config=configs, meta=meta)
         card = {"file": Path(args.out).name, "kind": args.kind, "nets": sorted(nets),
                 "params": {n: int(sum(t.numel() for t in m.parameters())) for n, m in nets.items()},

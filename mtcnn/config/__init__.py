@@ -32,12 +32,14 @@ from mtcnn.config.paths import (
     default_config,
     default_config_names,
     gen_root,
+    portable_config,
+    portable_path,
     resolve_path,
     runs_root,
 )
 
 __all__ = [
     "ConfigError", "DETECTOR_PRESETS", "DetectorConfig", "apply_overrides", "bounded", "data_hint", "data_root", "default_config",
-    "default_config_names", "find_config", "from_dict", "gen_root", "load_config", "load_yaml", "parse_override", "resolve_path",
-    "runs_root", "save_resolved", "to_dict",
+    "default_config_names", "find_config", "from_dict", "gen_root", "load_config", "load_yaml", "parse_override",
+    "portable_config", "portable_path", "resolve_path", "runs_root", "save_resolved", "to_dict",
 ]

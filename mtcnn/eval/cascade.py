@@ -27,6 +27,7 @@ import numpy as np
 import torch
 
 from mtcnn.atomic import atomic_write_text
+from mtcnn.config.paths import portable_config
 from mtcnn.data.annotations import read_cnn_facepoint
 from mtcnn.eval.landmarks import evaluate_landmarks
 from mtcnn.io import iter_image_batches
@@ -211,7 +212,8 @@ def calibrate_for_detector(cascade, detector, records, *, batch_size=32, match_i
 
 
 def weight_card(cascade, report: dict[str, Any]) -> dict[str, Any]:
-    """The small JSON card shipped beside a bundle: what it was trained on, how, and its test figures."""
+    """The small JSON card shipped beside a bundle: what it was trained on, how, and its test figures.
+    Its paths are in placeholder form (:func:`mtcnn.config.paths.portable_path`)."""
     meta = cascade.info.get("meta", {})
 
     def rows(setting: str) -> dict[str, Any]:
@@ -221,7 +223,7 @@ def weight_card(cascade, report: dict[str, Any]) -> dict[str, Any]:
                                 "failure_10_mean": round(r["failure_10_mean"], 5)}
                 for k, r in report.get(setting, {}).items()}  # fmt: skip
 
-    return {
+    return portable_config({
         "model": "Sun, Wang & Tang (CVPR 2013) landmark cascade, 23 nets (F1, EN1, NM1, 10 level-2 and 10 level-3 patch nets)",
         "variant": cascade.variant,
         "weights_sha256": cascade.info.get("sha256"),
@@ -238,7 +240,7 @@ def weight_card(cascade, report: dict[str, Any]) -> dict[str, Any]:
         "test": {"list": report.get("settings", {}).get("list"), "faces": report.get("num_faces"),
                  "matched_by_detector": report.get("num_matched"),
                  "given_boxes": rows("given_boxes"), "detector_boxes": rows("detector_boxes")},
-    }  # fmt: skip
+    })  # fmt: skip
 
 
 def _jsonable(obj: Any) -> Any:

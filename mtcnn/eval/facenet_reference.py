@@ -8,6 +8,7 @@ Python code and weights are used unchanged; nothing of it is copied into this re
 
 from __future__ import annotations
 
+import importlib.util
 import sys
 import tempfile
 import types
@@ -42,6 +43,43 @@ def _install_torchvision_stub() -> None:
     )
 
 
+# The wheel's modules that run its MTCNN, loaded from their files. The package's __init__ is not run:
+# it pulls in unrelated training code.
+_PACKAGES = ("facenet_pytorch", "facenet_pytorch.models", "facenet_pytorch.models.utils")
+_MODULES = ("facenet_pytorch.models.utils.detect_face", "facenet_pytorch.models.mtcnn")
+
+
+def _load_from_file(name: str, path: Path) -> types.ModuleType:
+    spec = importlib.util.spec_from_file_location(name, path)
+    if spec is None or spec.loader is None:
+        raise ImportError(f"{path}: cannot be loaded as module {name}")
+    module = importlib.util.module_from_spec(spec)
+    sys.modules[name] = module
+    spec.loader.exec_module(module)
+    return module
+
+
+def load_facenet_modules(root: Path) -> tuple[types.ModuleType, types.ModuleType]:
+    """``(models.mtcnn, models.utils.detect_face)`` of the wheel unpacked in ``root``.
+
+    ``mtcnn.py`` imports ``.utils.detect_face`` relatively, so the package names are in
+    ``sys.modules`` while the two files run; afterwards they are taken out again (and whatever
+    held those names before is put back), so this copy never shadows an installed facenet-pytorch.
+    The modules keep their ``__file__`` under ``root``: the nets read their weights beside it."""
+    saved = {name: sys.modules[name] for name in _PACKAGES + _MODULES if name in sys.modules}
+    try:
+        for name in _PACKAGES:
+            package = types.ModuleType(name)
+            package.__path__ = [str(root.joinpath(*name.split(".")))]
+            sys.modules[name] = package
+        detect_face, models_mtcnn = [_load_from_file(name, root.joinpath(*name.split(".")).with_suffix(".py")) for name in _MODULES]
+    finally:
+        for name in _PACKAGES + _MODULES:
+            sys.modules.pop(name, None)
+        sys.modules.update(saved)
+    return models_mtcnn, detect_face
+
+
 class FacenetReference:
     """facenet-pytorch's PNet/RNet/ONet + detect_face with its default settings."""
 
@@ -51,18 +89,8 @@ class FacenetReference:
         self._tmp = tempfile.TemporaryDirectory()
         with zipfile.ZipFile(wheel) as z:
             z.extractall(self._tmp.name)
-        sys.path.insert(0, self._tmp.name)
-        import importlib
-
-        # Import the submodules directly: the package __init__ pulls in unrelated training code.
-        pkg = types.ModuleType("facenet_pytorch")
-        pkg.__path__ = [str(Path(self._tmp.name) / "facenet_pytorch")]
-        sys.modules.setdefault("facenet_pytorch", pkg)
-        models = types.ModuleType("facenet_pytorch.models")
-        models.__path__ = [str(Path(self._tmp.name) / "facenet_pytorch" / "models")]
-        sys.modules.setdefault("facenet_pytorch.models", models)
-        mt = importlib.import_module("facenet_pytorch.models.mtcnn")
-        self._detect_face = importlib.import_module("facenet_pytorch.models.utils.detect_face").detect_face
+        mt, detect_face = load_facenet_modules(Path(self._tmp.name))
+        self._detect_face = detect_face.detect_face
         self.device = torch.device(device)
         self.pnet, self.rnet, self.onet = (m().to(self.device).eval() for m in (mt.PNet, mt.RNet, mt.ONet))
         self.min_face_size, self.thresholds, self.factor = min_face_size, list(thresholds), factor

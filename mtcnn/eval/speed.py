@@ -346,6 +346,58 @@ def _agreement(ours, ref_boxes: np.ndarray, iou: float) -> int:
     return int(res.tp.sum())
 
 
+def _check_arguments(repeats: int, warmup: int, batch_sizes: Sequence[int], mixed: int, threads: int | None) -> None:
+    """Refuse counts the benchmark cannot run with; apply ``threads`` to torch."""
+    if repeats < 1 or warmup < 0:
+        raise BenchmarkError("repeats must be >= 1 and warmup >= 0")
+    if any(b < 1 for b in batch_sizes):
+        raise BenchmarkError("batch sizes must be >= 1")
+    if not 0 <= mixed <= len(MIXED_SIZES):
+        raise BenchmarkError(f"mixed must be between 0 and {len(MIXED_SIZES)}")
+    if threads is not None:
+        if threads < 1:
+            raise BenchmarkError("threads must be >= 1")
+        torch.set_num_threads(int(threads))
+
+
+def _base_image(image: np.ndarray | str | os.PathLike | None) -> tuple[np.ndarray, str]:
+    """(RGB image, where it came from) for :func:`run_benchmark`'s ``image`` argument."""
+    from mtcnn.io import read_image_rgb
+
+    if image is None:
+        return default_image()
+    if isinstance(image, np.ndarray):
+        return image, "<array>"
+    return read_image_rgb(image), str(image)
+
+
+@dataclass
+class _Grid:
+    """The sizes x minimum face sizes x batch sizes one detector (device, backend, precision) is timed on."""
+
+    base_image: np.ndarray
+    sizes: Sequence[tuple[int, int]]
+    min_faces: Sequence[float]
+    batch_sizes: Sequence[int]
+    mixed: int
+    repeats: int
+    warmup: int
+    log: Callable[[str], None]
+    facenet_thresholds: tuple[float, ...]
+
+    def time_detector(self, result: BenchmarkResult, det_dev, reference, device: torch.device, dev_name: str,
+                      backend: str, precision: str) -> None:
+        """Add the cases (and, beside ``reference``, the comparisons) of ``det_dev`` to ``result``."""
+        for label, images in _inputs(self.base_image, self.sizes, self.mixed):
+            for m in self.min_faces:
+                det = det_dev.with_settings(min_face_size=float(m))
+                run = _Run(det, reference, images, label, device, dev_name, backend, float(m), self.repeats, self.warmup,
+                           self.log, precision, self.facenet_thresholds)
+                result.cases.extend(run.cases([len(images)] if len(images) > 1 else self.batch_sizes))
+                if reference is not None:
+                    result.comparisons.append(run.compare())
+
+
 # --------------------------------------------------------------------------------------------
 # the benchmark
 # --------------------------------------------------------------------------------------------
@@ -385,25 +437,9 @@ def run_benchmark(
     ``mixed``: also one batch of that many differently sized copies of the image
     (:data:`MIXED_SIZES`, up to 8) in a single detect call.
     """
-    from mtcnn.io import read_image_rgb
-
     log = log or (lambda _msg: None)
-    if repeats < 1 or warmup < 0:
-        raise BenchmarkError("repeats must be >= 1 and warmup >= 0")
-    if any(b < 1 for b in batch_sizes):
-        raise BenchmarkError("batch sizes must be >= 1")
-    if not 0 <= mixed <= len(MIXED_SIZES):
-        raise BenchmarkError(f"mixed must be between 0 and {len(MIXED_SIZES)}")
-    if threads is not None:
-        if threads < 1:
-            raise BenchmarkError("threads must be >= 1")
-        torch.set_num_threads(int(threads))
-    if image is None:
-        base_image, image_source = default_image()
-    elif isinstance(image, np.ndarray):
-        base_image, image_source = image, "<array>"
-    else:
-        base_image, image_source = read_image_rgb(image), str(image)
+    _check_arguments(repeats, warmup, batch_sizes, mixed, threads)
+    base_image, image_source = _base_image(image)
     if detector is None:
         from mtcnn.detector import MTCNN
 
@@ -416,6 +452,8 @@ def run_benchmark(
     reference_cls = _load_reference_class() if compare_facenet else None
     if compare_facenet and not Path(compare_facenet).is_file():
         raise BenchmarkError(f"{compare_facenet}: facenet-pytorch wheel not found")
+    grid = _Grid(base_image, sizes, min_faces, batch_sizes, mixed, repeats, warmup, log,
+                 tuple(settings.get("facenet_thresholds", ())))
     for dev_name in devices:
         device = torch.device(dev_name)
         if device.type == "cuda" and not torch.cuda.is_available():
@@ -434,14 +472,7 @@ def run_benchmark(
                     result.skipped.append({"device": dev_name, "reason": f"{precision} runs on the CPU torch backend only, not {backend}"})
                     continue
                 det_dev = _detector_on(detector, device, backend, precision)
-                for label, images in _inputs(base_image, sizes, mixed):
-                    for m in min_faces:
-                        det = det_dev.with_settings(min_face_size=float(m))
-                        run = _Run(det, reference, images, label, device, dev_name, backend, float(m), repeats, warmup, log, precision,
-                                   tuple(settings.get("facenet_thresholds", ())))
-                        result.cases.extend(run.cases([len(images)] if len(images) > 1 else batch_sizes))
-                        if reference is not None:
-                            result.comparisons.append(run.compare())
+                grid.time_detector(result, det_dev, reference, device, dev_name, backend, precision)
     return result
 
 

@@ -79,7 +79,7 @@ class OneDnnNet(nn.Module):
     ``Flatten``.
 
     P-Net (1×1 convolution heads) keeps its channels-last body: on its large pyramid maps the
-    blocked layout was measured slower (1920×1080: 145 -> 177 ms), so only its heads change: ATen
+    blocked layout was measured slower (docs/performance.md), so only its heads change: ATen
     ran the three 1×1 convolutions in its slow reference kernel, a single matrix product over the
     channels-last features is one fast GEMM.
 
@@ -94,8 +94,8 @@ class OneDnnNet(nn.Module):
     landmark rows. Empty batches and non-float32 or non-CPU inputs run the wrapped net.
 
     ``dtype=torch.bfloat16`` (crop nets only) runs the blocked convolutional part in bfloat16:
-    on a CPU with AVX-512 BF16 oneDNN's bf16 convolutions ran R-Net 2.3× and O-Net 2.6× faster
-    (562 and 157 windows, 1 thread), logits within ~0.05 of float32. The input arrives float32,
+    on a CPU with AVX-512 BF16 oneDNN's bf16 convolutions run R- and O-Net markedly faster
+    (timings in docs/performance.md), logits within ~0.05 of float32. The input arrives float32,
     the flattened features go back to float32, so the fused heads and everything after them stay
     float32. On a CPU without native bf16, oneDNN emulates it and it is slower: opt in.
     """
@@ -181,10 +181,9 @@ def pool_before_monotone_prelu(layers: list[nn.Module]) -> list[nn.Module]:
 
     Such a PReLU is non-decreasing, so the maximum of activations is the activation of the
     maximum: the same values, bit for bit (ceil-mode edge windows included), with the PReLU on
-    the pooled map (a quarter of the values for 2×2 / stride 2, ~a fifth for 3×3 / stride 2).
-    The detector with the shipped weights on 2 threads (medians of 3 runs): 640×480 53.9 -> 45.1 ms
-    in float32, 49.7 -> 38.2 ms in bfloat16; 1920×1080 132 -> 122 / 120 -> 110 ms. A negative
-    slope makes the PReLU fall below 0, so such layers keep their order."""
+    the pooled map (a quarter of the values for 2×2 / stride 2, ~a fifth for 3×3 / stride 2), which
+    shortens every detector run (docs/performance.md has the timings). A negative slope makes the
+    PReLU fall below 0, so such layers keep their order."""
     out = list(layers)
     for i in range(len(out) - 1):
         pool = isinstance(out[i + 1], (nn.MaxPool2d, MaxPool2x2)) and not getattr(out[i + 1], "return_indices", False)

@@ -207,7 +207,7 @@ def _regions(sources: list, boxes: torch.Tensor, slot: torch.Tensor) -> torch.Te
 ATLAS_ROWS = 8192
 # A chunk's float tensor stays below glibc's largest mmap threshold (32 MiB), so after the first
 # call the allocator hands back the same memory: a fresh 80 MB atlas per call spent more time in
-# page faults than in copying (64 photos of 640×480: 76 of 514 ms of the cascade).
+# page faults than in copying (measured on a batch of photos; see docs/performance.md).
 ATLAS_CHUNK_BYTES = 24 << 20
 
 

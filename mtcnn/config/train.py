@@ -15,6 +15,10 @@ Defaults left as ``null`` depend on the net: ``epochs`` (P 30 / R 22 / O 22),
 landmark head, any number of points; :mod:`mtcnn.training.landmark_task`). Both share the
 optimiser, checkpoint, log and debug sections.
 
+Fine-tuning (every run config, :class:`RunConfig`): ``init`` names the weights a run starts from
+(``default``: the shipped ones, ``original``, or a path) and ``freeze`` keeps layers fixed for the
+first steps; see :mod:`mtcnn.training.finetune`.
+
 Paths may use the ``{gen}`` and ``{data}`` placeholders of :func:`mtcnn.config.paths.resolve_path`.
 """
 
@@ -88,6 +92,13 @@ class DataSection:
     grayscale_prob: float = bounded(0.0, 0.0, 1.0, help="chance a sample is turned grey (grey / infrared photos)")
     blur_prob: float = bounded(0.0, 0.0, 1.0, help="chance a sample is blurred (out-of-focus, upscaled faces)")
     mask_prob: float = bounded(0.0, 0.0, 1.0, help="chance a positive or part sample gets a synthetic face mask (masked faces)")
+    occlusion_prob: float = bounded(0.0, 0.0, 1.0, help="chance a sample gets a rectangle of 10-35 % of its area in a "
+                                    "flat colour or noise (hands, objects; landmark samples: never over their points)")
+    motion_blur_prob: float = bounded(0.0, 0.0, 1.0, help="chance of a motion blur 3-7 px long at 24 px, any angle (shake, movement)")
+    noise_prob: float = bounded(0.0, 0.0, 1.0, help="chance of Gaussian sensor noise, sigma 2-12 grey levels (low light)")
+    tone_prob: float = bounded(0.0, 0.0, 1.0, help="chance of low contrast (x0.3-1) and a gamma of 0.5-2 (haze, faded scans)")
+    resample_prob: float = bounded(0.0, 0.0, 1.0, help="chance a sample is shrunk 2-4x and enlarged back (small, soft faces)")
+    jpeg_prob: float = bounded(0.0, 0.0, 1.0, help="chance a sample is JPEG-compressed at quality 10-60 (web photos)")
     oversample: list[OversampleRule] = field(default_factory=list)
 
 
@@ -152,12 +163,27 @@ class DebugSection:
 
 
 @dataclass
+class FreezeSection:
+    """Layers kept fixed at the start of a run (fine-tuning, :mod:`mtcnn.training.finetune`):
+    parameter-name prefixes of the net (``body.0``, ``cls``, ``features``) or ``trunk`` (every
+    layer but the heads), for the first ``steps`` optimiser steps (null: the whole run)."""
+
+    layers: list[str] = field(default_factory=list)
+    steps: int | None = bounded(None, 1, None, help="optimiser steps the layers stay frozen; null: the whole run")
+
+
+@dataclass
 class RunConfig:
     """What every training run has, whatever its task (the training loop reads these)."""
 
     net: str = "pnet"
     out: str = "{runs}/pnet"
     seed: int = bounded(0, 0, None)
+    # The weights the net starts from (mtcnn.training.finetune): null = random initialisation;
+    # default = the shipped weights of this net; original = the converted original MTCNN weights
+    # (P/R/O-Net); or a checkpoint, bundle, last.pt or run folder path ({runs}, {gen} ... allowed).
+    init: str | None = None
+    freeze: FreezeSection = field(default_factory=FreezeSection)
     device: str = "auto"  # auto | cpu | cuda | cuda:N (under torchrun: cuda:LOCAL_RANK)
     threads: int | None = bounded(None, 1, 1024, help="torch CPU threads per process; null: torch default")
     amp: bool = True  # automatic mixed precision on CUDA (never on CPU)
@@ -283,6 +309,7 @@ __all__ = [
     "Composition",
     "DataSection",
     "DebugSection",
+    "FreezeSection",
     "KindFiles",
     "LandmarkDataSection",
     "LandmarkLossSection",

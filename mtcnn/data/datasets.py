@@ -40,6 +40,33 @@ Online augmentation (vectorised on the batch, per sample):
   (:func:`paint_face_masks`, placed by the sample's box offsets, painted before the colour
   jitter so it is lit with the face; its draws come from a side generator, so configs without
   masks get the same batches as before).
+* more of the conditions users' photos have (all off unless asked, in :class:`ColorJitter`;
+  each op draws from its own side generator, so turning one on or off changes no other draw
+  and configs without them get the same batches as before). Per sample, with its probability:
+
+  - ``occlusion_prob``: a rectangle of 10-35 % of the crop's area (aspect 1:3 to 3:1) in one
+    flat random colour or uniform noise (hands, cups, hair, other people), painted with the
+    mask, before the colour jitter. Positive, part and negative samples anywhere; landmark
+    samples only where the rectangle, grown by ``max(1, S / 24)`` px, covers none of their
+    points (the first of 64 drawn placements that does not; about 80 % of typical landmark
+    crops get one, mostly over the forehead, the chin or a cheek; none fits: not occluded), so
+    every target stays visible while the landmark head learns faces with things in front.
+  - ``motion_blur_prob``: the mean of the sample along a line of 3-7 px at 24 px (scaled by
+    ``S / 24``) at a random angle (:func:`motion_blur`; camera shake, moving people).
+  - ``noise_prob``: Gaussian sensor noise, ``sigma`` 2-12 grey levels per pixel, the same in
+    the three channels (luminance noise) or, for half of the noisy samples that are not grey,
+    independent per channel (:func:`sensor_noise`; low light, small sensors).
+  - ``tone_prob``: low contrast and gamma, ``y = p + c * (255 * (x / 255) ** gamma - p)`` with
+    ``c ~ U[0.3, 1.0]``, ``gamma`` log-uniform in ``[0.5, 2.0]`` and the pivot ``p ~ U[64, 192]``
+    (:func:`tone_curve`; haze, faded scans, flat or dark camera curves).
+  - ``resample_prob``: shrunk by a factor ``f ~ U[2, 4]`` (to ``round(S / f)`` px, pixel-area
+    averaging as ``cv2.INTER_AREA``) and enlarged back bilinearly as ``cv2.INTER_LINEAR``
+    (:func:`resample_down_up`; small, soft faces).
+  - ``jpeg_prob``: JPEG-compressed at quality 10-60 (:func:`jpeg_compress`; web and messenger
+    photos, at the sample's resolution).
+
+  Order: mask and occlusion (the scene), colour jitter (light), greyscale, blur and motion
+  blur (optics), noise (sensor), tone (camera curve), resampling (small faces), JPEG (storage).
 
 Oversampling (off unless asked): ``oversample=[(pattern, factor), ...]`` draws every row whose
 source image path matches the shell-style ``pattern`` ``factor`` times per cycle of its kind
@@ -54,6 +81,8 @@ int64 [B], ``bbox`` float32 [B,4], ``landmark`` float32 [B,10].
 from __future__ import annotations
 
 import fnmatch
+import functools
+import math
 import os
 import time
 from collections.abc import Iterator, Mapping, Sequence
@@ -61,8 +90,10 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+import cv2
 import numpy as np
 import torch
+import torch.nn.functional as F
 from torch.utils.data import DataLoader, Dataset
 
 from mtcnn.data.h5 import KINDS, TRAIN_FIELDS, SampleReader
@@ -103,6 +134,32 @@ class ColorJitter:
     grayscale_prob: float = 0.0
     blur_prob: float = 0.0
     mask_prob: float = 0.0
+    occlusion_prob: float = 0.0
+    occlusion_area: tuple[float, float] = (0.10, 0.35)  # fraction of the crop's area
+    motion_blur_prob: float = 0.0
+    motion_blur_length: tuple[float, float] = (3.0, 7.0)  # px at 24 px, scaled by S / 24
+    noise_prob: float = 0.0
+    noise_sigma: tuple[float, float] = (2.0, 12.0)  # grey levels
+    noise_colour_share: float = 0.5  # of the noisy samples that are not grey: noise per channel
+    tone_prob: float = 0.0
+    tone_contrast: tuple[float, float] = (0.3, 1.0)
+    tone_gamma: tuple[float, float] = (0.5, 2.0)  # drawn log-uniform
+    tone_pivot: tuple[float, float] = (64.0, 192.0)  # grey level the contrast pivots on
+    resample_prob: float = 0.0
+    resample_factor: tuple[float, float] = (2.0, 4.0)
+    jpeg_prob: float = 0.0
+    jpeg_quality: tuple[int, int] = (10, 60)
+
+    @classmethod
+    def from_config(cls, data: Any) -> ColorJitter:
+        """The probabilities of a config's data section (``data.grayscale_prob`` ...); the ranges
+        keep their defaults."""
+        return cls(**{name: float(getattr(data, name)) for name in DEGRADATION_PROBS})
+
+
+# The per-sample probabilities of :class:`ColorJitter` (the training config's ``data`` keys).
+DEGRADATION_PROBS = ("grayscale_prob", "blur_prob", "mask_prob", "occlusion_prob", "motion_blur_prob", "noise_prob",
+                     "tone_prob", "resample_prob", "jpeg_prob")
 
 
 # Synthetic face-mask colours (RGB grey levels): surgical white and blue, black, grey, teal.
@@ -147,6 +204,9 @@ def _side_generator(generator: torch.Generator | None, salt: int) -> torch.Gener
 
 
 _MASK_SALT = 0x6D61736B
+_OCCLUSION_SALT, _MOTION_SALT, _NOISE_SALT, _TONE_SALT, _RESAMPLE_SALT, _JPEG_SALT = (
+    0x6F63636C, 0x6D6F7469, 0x6E6F6973, 0x746F6E65, 0x72657361, 0x6A706567)
+_OCCLUSION_TRIES = 64
 
 
 def binomial_blur(x: torch.Tensor, repeats: int = 1) -> torch.Tensor:
@@ -160,6 +220,170 @@ def binomial_blur(x: torch.Tensor, repeats: int = 1) -> torch.Tensor:
         h = (p[..., :, :-2] + 2.0 * p[..., :, 1:-1] + p[..., :, 2:]) * 0.25
         x = (h[..., :-2, :] + 2.0 * h[..., 1:-1, :] + h[..., 2:, :]) * 0.25
     return x
+
+
+def motion_blur(x: torch.Tensor, length: torch.Tensor, angle: torch.Tensor) -> torch.Tensor:
+    """[N, C, H, W] float, each sample averaged along a line ``length`` [N] px long at ``angle``
+    [N] radians (0: along x, pi / 2: along y), centred on each pixel, edges replicated.
+
+    A sample's line is sampled at ``K = ceil(length) + 1`` evenly spaced points (at most 1 px
+    apart) with bilinear interpolation: one ``grid_sample`` per point for all the samples of
+    that ``K`` at once, summed in a fixed order, so a sample's result depends on its own length
+    and angle only and is bit-identical whatever the thread count. A length of 0 keeps the
+    sample. Empty input gives an empty output.
+    """
+    n, _, h, w = x.shape
+    out = x.clone()
+    if n == 0:
+        return out
+    xs = (torch.arange(w, dtype=x.dtype) * 2 + 1) / w - 1  # pixel centres, normalised (align_corners=False)
+    ys = (torch.arange(h, dtype=x.dtype) * 2 + 1) / h - 1
+    base = torch.stack(torch.meshgrid(xs, ys, indexing="xy"), -1)  # [H, W, 2] as (x, y)
+    step = torch.stack([length * torch.cos(angle) * (2 / w), length * torch.sin(angle) * (2 / h)], -1)  # [N, 2]
+    points = length.ceil().long() + 1
+    for taps in torch.unique(points).tolist():
+        idx = (points == taps).nonzero().squeeze(1)
+        if taps == 1:
+            continue  # length 0: the sample itself
+        sub, sub_step = x[idx], step[idx][:, None, None, :]
+        acc = torch.zeros_like(sub)
+        for k in range(taps):
+            grid = base + (k / (taps - 1) - 0.5) * sub_step
+            acc += F.grid_sample(sub, grid, mode="bilinear", padding_mode="border", align_corners=False)
+        out[idx] = acc.div_(taps)
+    return out
+
+
+def sensor_noise(x: torch.Tensor, sigma: torch.Tensor, per_channel: torch.Tensor,
+                 generator: torch.Generator | None = None) -> torch.Tensor:
+    """``x + sigma * N(0, 1)`` clamped to 0..255: ``x`` float [N, C, H, W] grey levels, ``sigma``
+    [N] grey levels, ``per_channel`` bool [N]: independent noise in every channel, otherwise one
+    draw per pixel for all channels (luminance noise, a grey sample stays grey)."""
+    noise = torch.randn(x.shape, generator=generator, dtype=x.dtype)
+    noise = torch.where(per_channel[:, None, None, None], noise, noise[:, :1].expand_as(noise))
+    return noise.mul_(sigma[:, None, None, None]).add_(x).clamp_(0.0, 255.0)
+
+
+def tone_curve(x: torch.Tensor, contrast: torch.Tensor, gamma: torch.Tensor, pivot: torch.Tensor) -> torch.Tensor:
+    """``p + c * (255 * (x / 255) ** gamma - p)`` clamped to 0..255: gamma, then the contrast
+    scaled by ``c`` towards the grey level ``p``. ``x`` float [N, C, H, W] grey levels;
+    ``contrast``, ``gamma``, ``pivot`` [N]."""
+    c, g, p = (v[:, None, None, None] for v in (contrast, gamma, pivot))
+    y = x.div(255.0).clamp_(min=0.0).pow_(g).mul_(255.0)
+    return y.sub_(p).mul_(c).add_(p).clamp_(0.0, 255.0)
+
+
+@functools.lru_cache(maxsize=256)
+def _area_taps(src: int, dst: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """Source indices and weights [dst, T] of pixel-area averaging from ``src`` to ``dst <= src``
+    pixels: output ``i`` covers ``[i, i + 1) * src / dst``, each source pixel weighted by its
+    overlap (``cv2.INTER_AREA`` when shrinking); unused taps have weight 0."""
+    scale = src / dst
+    rows = []
+    for i in range(dst):
+        start, end = i * scale, (i + 1) * scale
+        first, last = math.floor(start), min(src, math.ceil(end - 1e-9))
+        rows.append([(j, (min(end, j + 1) - max(start, j)) / scale) for j in range(first, last)])
+    taps = max(len(r) for r in rows)
+    index = torch.tensor([[j for j, _ in r] + [0] * (taps - len(r)) for r in rows], dtype=torch.long)
+    weight = torch.tensor([[w for _, w in r] + [0.0] * (taps - len(r)) for r in rows], dtype=torch.float32)
+    return index, weight
+
+
+def area_shrink(x: torch.Tensor, size: tuple[int, int]) -> torch.Tensor:
+    """``x`` [N, C, H, W] float shrunk to ``size`` = (h, w) <= (H, W) by pixel-area averaging,
+    rows then columns (``cv2.INTER_AREA``, also for sizes that do not divide). Weighted sums of
+    gathered rows and columns in a fixed order: bit-identical whatever the thread count."""
+    for dim, dst in ((-2, size[0]), (-1, size[1])):
+        index, weight = _area_taps(x.shape[dim], dst)
+        shape = (-1, 1) if dim == -2 else (-1,)
+        out = None
+        for t in range(index.shape[1]):
+            term = x.index_select(dim, index[:, t]) * weight[:, t].reshape(shape)
+            out = term if out is None else out.add_(term)
+        x = out
+    return x
+
+
+def resample_down_up(x: torch.Tensor, factor: torch.Tensor) -> torch.Tensor:
+    """Each sample of ``x`` [N, C, H, W] shrunk to ``round(H / f) x round(W / f)`` px (``f`` =
+    ``factor`` [N]; 1 px to the full size) and enlarged back to ``H x W``: a small face's soft
+    crop. Shrinking averages pixel areas (:func:`area_shrink`, ``cv2.INTER_AREA``), enlarging is
+    bilinear with half-pixel centres and clamped edges (``cv2.INTER_LINEAR``). One pair of calls
+    per distinct shrunk size (at most a dozen at 48 px).
+    """
+    n, _, h, w = x.shape
+    out = x.clone()
+    if n == 0:
+        return out
+    dh = (h / factor).round().clamp(1, h).long()
+    dw = (w / factor).round().clamp(1, w).long()
+    for sh, sw in torch.unique(torch.stack([dh, dw], 1), dim=0).tolist():
+        idx = ((dh == sh) & (dw == sw)).nonzero().squeeze(1)
+        small = area_shrink(x[idx], (sh, sw))
+        out[idx] = F.interpolate(small, size=(h, w), mode="bilinear", align_corners=False)
+    return out
+
+
+def jpeg_compress(x: torch.Tensor, quality: torch.Tensor) -> torch.Tensor:
+    """Each RGB sample of ``x`` float [N, 3, H, W] grey levels rounded to uint8, JPEG-encoded by
+    OpenCV at ``quality`` [N] (0-100; 4:2:0 chroma) and decoded; float grey levels back.
+
+    A loop over the samples: libjpeg has no batched call, and the op is drawn for a few samples
+    of a batch (at 48 px one encode and decode take about 0.1 ms).
+    """
+    pixels = x.round().clamp_(0.0, 255.0).to(torch.uint8).permute(0, 2, 3, 1).flip(-1).contiguous().numpy()  # BGR
+    out = np.empty_like(pixels)
+    for i, q in enumerate(quality.tolist()):
+        ok, data = cv2.imencode(".jpg", pixels[i], [cv2.IMWRITE_JPEG_QUALITY, int(q)])
+        if not ok:
+            raise RuntimeError(f"OpenCV could not JPEG-encode a {pixels.shape[1:]} sample")
+        out[i] = cv2.imdecode(data, cv2.IMREAD_COLOR)
+    return torch.from_numpy(out).flip(-1).permute(0, 3, 1, 2).to(x.dtype).contiguous()
+
+
+def occlude(x: torch.Tensor, rects: torch.Tensor, fill: torch.Tensor) -> torch.Tensor:
+    """``x`` [N, C, H, W] with the pixels of ``rects`` [N, 4] (integer x0, y0, x1, y1; ends
+    exclusive) taken from ``fill`` ([N, C, H, W], or [N, C, 1, 1] for a flat colour)."""
+    h, w = x.shape[-2:]
+    ys = torch.arange(h)[None, :]
+    xs = torch.arange(w)[None, :]
+    in_y = (ys >= rects[:, 1:2]) & (ys < rects[:, 3:4])  # [N, H]
+    in_x = (xs >= rects[:, 0:1]) & (xs < rects[:, 2:3])  # [N, W]
+    inside = (in_y[:, :, None] & in_x[:, None, :])[:, None]  # [N, 1, H, W]
+    return torch.where(inside, fill.to(x.dtype), x)
+
+
+def occlusion_rects(u: torch.Tensor, size: int, area: tuple[float, float] = (0.10, 0.35),
+                    points: torch.Tensor | None = None, margin: float = 0.0) -> tuple[torch.Tensor, torch.Tensor]:
+    """Occluder rectangles in a ``size`` x ``size`` crop from uniform draws ``u`` [N, T, 4] (T
+    tries per sample: area fraction, aspect, x, y).
+
+    A try covers ``area`` of the crop (whole pixels: width ``round(sqrt(a * S^2 * r))``, height
+    ``round(a * S^2 / width)``, each clamped to 1..S; aspect ``r`` = width / height log-uniform
+    in [1/3, 3]) at a uniform position inside the crop. With ``points`` [N, P, 2] (crop pixels;
+    NaN rows are ignored) a try that covers a point, the rectangle grown by ``margin`` px, is
+    refused. Returns ``rects`` long [N, 4] (x0, y0, x1, y1; the first try not refused) and
+    ``ok`` bool [N] (False: every try covered a point).
+    """
+    lo, hi = area
+    a = (lo + (hi - lo) * u[..., 0]) * (size * size)
+    aspect = torch.exp(math.log(1 / 3) + math.log(9) * u[..., 1])
+    rw = torch.sqrt(a * aspect).round().clamp(1, size)
+    rh = (a / rw).round().clamp(1, size)
+    x0 = (u[..., 2] * (size - rw + 1)).floor().clamp(max=size - rw)
+    y0 = (u[..., 3] * (size - rh + 1)).floor().clamp(max=size - rh)
+    tries = torch.stack([x0, y0, x0 + rw, y0 + rh], -1)  # [N, T, 4]
+    ok = torch.ones(tries.shape[:2], dtype=torch.bool)
+    if points is not None:
+        px, py = points[:, None, :, 0], points[:, None, :, 1]  # [N, 1, P]
+        r = tries[..., None]  # [N, T, 4, 1]
+        covered = ((px >= r[:, :, 0] - margin) & (px < r[:, :, 2] + margin)
+                   & (py >= r[:, :, 1] - margin) & (py < r[:, :, 3] + margin))  # [N, T, P]
+        ok = ~covered.any(-1)
+    first = ok.to(torch.int8).argmax(1)  # the first try not refused (0 when all are)
+    rects = tries[torch.arange(tries.shape[0]), first].long()
+    return rects, ok.any(1)
 
 
 def _oversampled_rows(reader: SampleReader, kind: str, rules: Sequence[tuple[str, int]]) -> tuple[np.ndarray | None, set[str]]:
@@ -232,6 +456,8 @@ def augment_batch(
         if sel.numel():
             crop = torch.tensor([[0.0, 0.0, float(x.shape[-1]), float(x.shape[-1])]]).expand(sel.numel(), 4)
             xf[sel] = paint_face_masks(xf[sel], decode_boxes(crop, bbox[sel]), u_mask[sel, 1:])
+    if jitter.occlusion_prob > 0:
+        xf = _occlude_batch(xf, label, landmark, jitter, generator)
     if color_jitter:
         # Contrast pivot: the mean grey level. Sums of integer-valued float32 below 2**24 are
         # exact (255 * S * S is, for S <= 256), so the summation order cannot matter.
@@ -250,7 +476,7 @@ def augment_batch(
         grey = xf[:, 0:1] * 0.299 + xf[:, 1:2] * 0.587 + xf[:, 2:3] * 0.114
         grey.mul_((1.0 - saturation)[:, None, None, None])
         xf.mul_(saturation[:, None, None, None]).add_(grey).clamp_(0.0, 255.0)
-    xf = _degrade(xf, torch.rand(B, 2, generator=generator), jitter)
+    xf = _degrade(xf, torch.rand(B, 2, generator=generator), jitter, generator)
     out = xf.sub_(127.5).mul_(1.0 / 128.0)  # == (x - 127.5) / 128 exactly (power of two)
     return {
         "images": out,
@@ -260,16 +486,82 @@ def augment_batch(
     }
 
 
-def _degrade(xf: torch.Tensor, u: torch.Tensor, jitter: ColorJitter) -> torch.Tensor:
-    """Random greyscale and blur of float [B, 3, S, S] grey levels; ``u`` [B, 2] uniform draws."""
-    grey_sel = (u[:, 0] < jitter.grayscale_prob).nonzero().squeeze(1)
+def _chosen(generator: torch.Generator | None, salt: int, prob: float, count: int,
+            params: int) -> tuple[torch.Tensor, torch.Tensor, torch.Generator]:
+    """One op's draws from its side generator: the samples it is applied to (``u < prob``), the
+    uniform draws of its parameters [count, params] (drawn for every sample, so a sample's
+    parameters do not depend on which others are chosen) and the generator for any further draws."""
+    side = _side_generator(generator, salt)
+    u = torch.rand(count, 1 + params, generator=side)
+    return (u[:, 0] < prob).nonzero().squeeze(1), u[:, 1:], side
+
+
+def _occlude_batch(xf: torch.Tensor, label: torch.Tensor, landmark: torch.Tensor, jitter: ColorJitter,
+                   generator: torch.Generator | None) -> torch.Tensor:
+    """Occluders (see the module docstring): a flat random colour or, for half of them, uniform
+    noise; landmark samples' rectangles keep ``max(1, S / 24)`` px clear of their points."""
+    size = xf.shape[-1]
+    sel, u, side = _chosen(generator, _OCCLUSION_SALT, jitter.occlusion_prob, xf.shape[0], 4 + 4 * _OCCLUSION_TRIES)
+    if not sel.numel():
+        return xf
+    points = landmark[sel].reshape(sel.numel(), -1, 2) * size
+    points = torch.where((label[sel] == Label.LANDMARK)[:, None, None], points, torch.full_like(points, float("nan")))
+    rects, ok = occlusion_rects(u[sel, 4:].reshape(-1, _OCCLUSION_TRIES, 4), size, jitter.occlusion_area, points,
+                                margin=max(1.0, size / 24))
+    sel, rects, u = sel[ok], rects[ok], u[sel[ok]]
+    if not sel.numel():
+        return xf
+    noisy = (u[:, 0] < 0.5)[:, None, None, None]
+    flat = (u[:, 1:4] * 255.0)[:, :, None, None]
+    fill = torch.where(noisy, torch.rand(sel.numel(), 3, size, size, generator=side) * 255.0, flat)
+    xf[sel] = occlude(xf[sel], rects, fill)
+    return xf
+
+
+def _degrade(xf: torch.Tensor, u: torch.Tensor, jitter: ColorJitter, generator: torch.Generator | None) -> torch.Tensor:
+    """Random greyscale and blur of float [B, 3, S, S] grey levels (``u`` [B, 2] uniform draws of
+    the main stream), then motion blur, noise, tone, resampling and JPEG (each from its own side
+    generator, drawn only when its probability is positive)."""
+    B, size = xf.shape[0], xf.shape[-1]
+    grey = u[:, 0] < jitter.grayscale_prob
+    grey_sel = grey.nonzero().squeeze(1)
     if grey_sel.numel():
         sub = xf[grey_sel]
-        grey = sub[:, 0:1] * 0.299 + sub[:, 1:2] * 0.587 + sub[:, 2:3] * 0.114
-        xf[grey_sel] = grey.expand_as(sub)
+        g = sub[:, 0:1] * 0.299 + sub[:, 1:2] * 0.587 + sub[:, 2:3] * 0.114
+        xf[grey_sel] = g.expand_as(sub)
     blur_sel = (u[:, 1] < jitter.blur_prob).nonzero().squeeze(1)
     if blur_sel.numel():
-        xf[blur_sel] = binomial_blur(xf[blur_sel], repeats=max(1, round(xf.shape[-1] / 24)))
+        xf[blur_sel] = binomial_blur(xf[blur_sel], repeats=max(1, round(size / 24)))
+    if jitter.motion_blur_prob > 0:
+        sel, v, _ = _chosen(generator, _MOTION_SALT, jitter.motion_blur_prob, B, 2)
+        if sel.numel():
+            lo, hi = jitter.motion_blur_length
+            length = (lo + (hi - lo) * v[sel, 0]) * (size / 24.0)
+            xf[sel] = motion_blur(xf[sel], length, math.pi * v[sel, 1])
+    if jitter.noise_prob > 0:
+        sel, v, side = _chosen(generator, _NOISE_SALT, jitter.noise_prob, B, 2)
+        if sel.numel():
+            lo, hi = jitter.noise_sigma
+            per_channel = (v[sel, 1] < jitter.noise_colour_share) & ~grey[sel]
+            xf[sel] = sensor_noise(xf[sel], lo + (hi - lo) * v[sel, 0], per_channel, side)
+    if jitter.tone_prob > 0:
+        sel, v, _ = _chosen(generator, _TONE_SALT, jitter.tone_prob, B, 3)
+        if sel.numel():
+            (c_lo, c_hi), (g_lo, g_hi), (p_lo, p_hi) = jitter.tone_contrast, jitter.tone_gamma, jitter.tone_pivot
+            contrast = c_lo + (c_hi - c_lo) * v[sel, 0]
+            gamma = torch.exp(math.log(g_lo) + (math.log(g_hi) - math.log(g_lo)) * v[sel, 1])
+            xf[sel] = tone_curve(xf[sel], contrast, gamma, p_lo + (p_hi - p_lo) * v[sel, 2])
+    if jitter.resample_prob > 0:
+        sel, v, _ = _chosen(generator, _RESAMPLE_SALT, jitter.resample_prob, B, 1)
+        if sel.numel():
+            lo, hi = jitter.resample_factor
+            xf[sel] = resample_down_up(xf[sel], lo + (hi - lo) * v[sel, 0])
+    if jitter.jpeg_prob > 0:
+        sel, v, _ = _chosen(generator, _JPEG_SALT, jitter.jpeg_prob, B, 1)
+        if sel.numel():
+            lo, hi = jitter.jpeg_quality
+            quality = (lo + (v[sel, 0] * (hi - lo + 1)).floor()).clamp(max=hi)
+            xf[sel] = jpeg_compress(xf[sel], quality)
     return xf
 
 
@@ -527,5 +819,13 @@ __all__ = [
     "augment_batch",
     "benchmark_loader",
     "composition_for",
+    "area_shrink",
     "binomial_blur",
+    "jpeg_compress",
+    "motion_blur",
+    "occlude",
+    "occlusion_rects",
+    "resample_down_up",
+    "sensor_noise",
+    "tone_curve",
 ]

@@ -105,8 +105,7 @@ class MTCNNTask:
             return MixedBatchLoader(
                 self.train_reader, self.rank_composition, steps_per_epoch, seed=cfg.seed, rank=rank,
                 world_size=world_size, flip=cfg.data.flip, color_jitter=cfg.data.color_jitter,
-                jitter=ColorJitter(grayscale_prob=cfg.data.grayscale_prob, blur_prob=cfg.data.blur_prob,
-                                   mask_prob=cfg.data.mask_prob),
+                jitter=ColorJitter.from_config(cfg.data),
                 num_workers=cfg.data.num_workers, pin_memory=pin_memory,
                 oversample=[(rule.pattern, rule.factor) for rule in cfg.data.oversample],
             )

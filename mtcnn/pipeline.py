@@ -12,11 +12,26 @@ where it stopped. A finished step whose settings changed is never silently kept:
 before any work, naming every setting that differs (settings that only change the speed, such
 as workers and threads, do not count). Step configs are the library's own typed configs; the pipeline only sets the
 paths that chain them together.
+
+Fine-tuning (``pipeline_finetune.yaml``): ``finetune.photos`` are the user's annotated photos (any
+source format: a COCO file, a YOLO folder, VOC, the project's list...). They replace nothing: every
+data step (P-Net samples, both minings) reads them *and* the step's own sources, the original
+training sources, of which a random share is replayed so the nets do not forget other faces:
+``finetune.replay`` is the share of the training images drawn from the original sources
+(``replay / (1 - replay)`` original images per photo of yours, split evenly over the original
+sources, each a seeded random choice: :attr:`~mtcnn.config.data.SourceConfig.sample_images`; the
+same for validation). The landmark samples come from the landmark sources alone, replayed by
+the same rule (the photos give boxes). ``mine_with:
+default`` mines with the shipped P- and R-Net (so every data step is independent of training),
+``init: default`` in the ``train_*`` sections starts each stage from the shipped weights, and the
+evaluation runs on the validation photos, beside ``evaluate.baseline`` (the weights fine-tuning
+started from) on the same photos. The bundle loads with ``tools/detect.py --weights``.
 """
 
 from __future__ import annotations
 
 import dataclasses
+import math
 import sys
 import time
 from dataclasses import dataclass, field
@@ -28,6 +43,7 @@ import yaml
 from mtcnn.atomic import atomic_write_text
 from mtcnn.config import ConfigError, bounded, save_resolved, to_dict
 from mtcnn.config.data import PNetDataConfig, SceneConfig, SourceConfig, SplitSources
+from mtcnn.errors import DataError
 from mtcnn.data.hard_examples import MiningConfig
 from mtcnn.config.train import TrainConfig
 
@@ -39,6 +55,21 @@ class PipelineEval:
     min_face_size: float = bounded(20.0, 4.0, None)
     factor: float = bounded(0.709, 0.1, 0.99)
     max_images: int | None = bounded(None, 1, None, help="evaluate on the first N validation scenes")
+    # Also evaluate these weights on the same images (default: the shipped ones; null: none), so a
+    # fine-tuned bundle is compared with what it started from.
+    baseline: str | None = None
+
+
+@dataclass
+class FinetuneSection:
+    """Fine-tuning on the user's photos (see the module docstring)."""
+
+    photos: SplitSources = field(default_factory=SplitSources)
+    replay: float = bounded(0.3, 0.0, 0.95, help="share of the training images drawn from the original sources")
+
+    def __post_init__(self) -> None:
+        if not self.photos.train or not self.photos.val:
+            raise ValueError("finetune.photos needs train and val sources (e.g. the same photos with split: train / split: val)")
 
 
 @dataclass
@@ -55,6 +86,10 @@ class PipelineConfig:
     mine_rnet: MiningConfig = field(default_factory=lambda: MiningConfig(test_mode="RNet"))
     train_onet: TrainConfig = field(default_factory=lambda: TrainConfig(net="onet"))
     evaluate: PipelineEval = field(default_factory=PipelineEval)
+    # The weights the miners run instead of the nets this pipeline trains: default (the shipped
+    # ones), original, or a bundle / folder path. Null: this pipeline's own P- and R-Net.
+    mine_with: str | None = None
+    finetune: FinetuneSection | None = None
 
     def __post_init__(self) -> None:
         for name, net in (("train_pnet", "pnet"), ("train_rnet", "rnet"), ("train_onet", "onet")):
@@ -78,8 +113,40 @@ def _with_sources_of_scenes(sources: SplitSources, scenes_dir: Path) -> SplitSou
     return SplitSources(train=[fix(s, "train") for s in sources.train], val=[fix(s, "val") for s in sources.val])
 
 
+def _photo_counts(finetune: FinetuneSection) -> dict[str, int]:
+    """How many of the user's photos each split has (their annotations read and checked now)."""
+    from mtcnn.data.generate import load_source
+
+    counts = {split: sum(len(load_source(src)) for src in getattr(finetune.photos, split)) for split in ("train", "val")}
+    for split, n in counts.items():
+        if n == 0:
+            raise DataError(f"finetune.photos.{split}: no annotated photos (check the paths, the split and classes)")
+    return counts
+
+
+def replay_sources(originals: SplitSources, photos: SplitSources, replay: float, photo_counts: dict[str, int]) -> SplitSources:
+    """The user's photos, then the original sources, each cut to its share of the replay: with
+    ``U`` photos in a split, ``ceil(U * replay / (1 - replay))`` original images split evenly over
+    the original sources (``sample_images``; a source's own smaller ``sample_images`` stays)."""
+    def mix(split: str) -> list[SourceConfig]:
+        own, old = list(getattr(photos, split)), list(getattr(originals, split))
+        if not old or replay <= 0:
+            return own
+        per_source = math.ceil(math.ceil(photo_counts[split] * replay / (1.0 - replay)) / len(old))
+        kept = []
+        for src in old:
+            n = per_source if src.sample_images is None else min(per_source, src.sample_images)
+            if n > 0:
+                kept.append(dataclasses.replace(src, sample_images=n))
+        return own + kept
+
+    return SplitSources(train=mix("train"), val=mix("val"))
+
+
 def plan(cfg: PipelineConfig) -> dict:
-    """The chained step configs with every path under ``work_dir`` (resolved, not run)."""
+    """The chained step configs with every path under ``work_dir`` (resolved, not run).
+
+    With ``finetune`` the user's photos are read (to size the replay of the original sources)."""
     from mtcnn.config.paths import resolve_path
 
     work = resolve_path(cfg.work_dir)
@@ -87,6 +154,13 @@ def plan(cfg: PipelineConfig) -> dict:
     scenes_dir = work / "scenes"
     samples = work / "samples"
     runs = work / "runs"
+    counts = _photo_counts(cfg.finetune) if cfg.finetune is not None else None
+
+    def sources(base: SplitSources, photos: bool = True) -> SplitSources:
+        """Fine-tuning: the user's photos (not for landmark samples) and the replayed share of ``base``."""
+        if cfg.finetune is not None and (photos or cfg.finetune.replay > 0):  # replay 0: landmark sources whole
+            base = replay_sources(base, cfg.finetune.photos if photos else SplitSources(), cfg.finetune.replay, counts)
+        return _with_sources_of_scenes(base, scenes_dir)
 
     def train_cfg(base: TrainConfig, net: str, train_file: Path, val_file: Path) -> TrainConfig:
         data = dataclasses.replace(base.data, train=[str(train_file)], val=[str(val_file)])
@@ -94,17 +168,17 @@ def plan(cfg: PipelineConfig) -> dict:
 
     def mine_cfg(base: MiningConfig, stage: str) -> MiningConfig:
         return dataclasses.replace(
-            base, seed=cfg.seed, device=cfg.device, out=str(samples), pnet=str(runs / "pnet" / "pnet.pt"),
-            rnet=str(runs / "rnet" / "rnet.pt"), sources=_with_sources_of_scenes(base.sources, scenes_dir),
-            threads=cfg.threads or 0,
+            base, seed=cfg.seed, device=cfg.device, out=str(samples), pnet=cfg.mine_with or str(runs / "pnet" / "pnet.pt"),
+            rnet=cfg.mine_with or str(runs / "rnet" / "rnet.pt"), sources=sources(base.sources),
+            landmark_sources=sources(base.landmark_sources, photos=False), threads=cfg.threads or 0,
         )  # fmt: skip
 
-    return {
+    steps = {
         "work": work,
         "scenes": {split: dataclasses.replace(cfg.scenes, seed=cfg.seed, split=split, out=str(scenes_dir / split)) for split in ("train", "val")},
         "pnet_data": dataclasses.replace(
-            cfg.pnet_data, seed=cfg.seed, out=str(samples), name="pnet",
-            sources=_with_sources_of_scenes(cfg.pnet_data.sources, scenes_dir),
+            cfg.pnet_data, seed=cfg.seed, out=str(samples), name="pnet", sources=sources(cfg.pnet_data.sources),
+            landmarks=dataclasses.replace(cfg.pnet_data.landmarks, sources=sources(cfg.pnet_data.landmarks.sources, photos=False)),
         ),  # fmt: skip
         "train_pnet": train_cfg(cfg.train_pnet, "pnet", samples / "pnet_train.h5", samples / "pnet_val.h5"),
         "mine_pnet": mine_cfg(cfg.mine_pnet, "rnet"),
@@ -113,7 +187,15 @@ def plan(cfg: PipelineConfig) -> dict:
         "train_onet": train_cfg(cfg.train_onet, "onet", samples / "onet_train.h5", samples / "onet_val.h5"),
         "bundle": work / "mtcnn_trained.pt",
         "eval_dir": work / "eval",
+        # The evaluation's images: the user's validation photos when fine-tuning, else the validation scenes.
+        "eval_sources": list(cfg.finetune.photos.val) if cfg.finetune is not None else None,
     }
+    lists = [steps["pnet_data"].sources, steps["pnet_data"].landmarks.sources]
+    lists += [x for m in ("mine_pnet", "mine_rnet") for x in (steps[m].sources, steps[m].landmark_sources)]
+    # Composite scenes are made when a source reads them (always, outside fine-tuning: they are its validation set).
+    steps["needs_scenes"] = cfg.finetune is None or any(
+        src.name == "scenes" for lst in lists for split in ("train", "val") for src in getattr(lst, split))
+    return steps
 
 
 # Settings that change how fast a step runs, never what it makes.
@@ -143,7 +225,7 @@ def default_settings(config) -> dict:
 def _step_configs(cfg: PipelineConfig, steps: dict) -> list[tuple[str, Any, Path]]:
     """Every step in order as (name, the config it runs with or None, output that marks it complete)."""
     out: list[tuple[str, Any, Path]] = []
-    for split in ("train", "val"):
+    for split in ("train", "val") if steps["needs_scenes"] else ():
         out.append((f"scenes/{split}", steps["scenes"][split], Path(steps["scenes"][split].out) / "scenes_bbx_gt.txt"))
     for split in ("train", "val"):
         out.append((f"pnet_data/{split}", steps["pnet_data"], Path(steps["pnet_data"].out) / f"pnet_{split}.h5"))
@@ -186,6 +268,27 @@ def _added_later_as_default(diff: tuple[str, Any, Any], defaults: dict) -> bool:
     return value == now
 
 
+def _source_defaults() -> dict:
+    return to_dict(SourceConfig())
+
+
+def _with_new_source_defaults(stored: Any, now: Any) -> Any:
+    """``stored`` with every source entry (an item of a list of sources) completed by the options
+    newer than the record, where the entry now holds their default: a source option added later
+    (say ``split_rule``) must not make every finished step look changed."""
+    if isinstance(stored, dict) and isinstance(now, dict):
+        return {k: _with_new_source_defaults(v, now.get(k)) for k, v in stored.items()}
+    if isinstance(stored, list) and isinstance(now, list) and len(stored) == len(now):
+        defaults = _source_defaults()
+        out = []
+        for old, new in zip(stored, now):
+            if isinstance(old, dict) and isinstance(new, dict) and set(new) <= set(defaults) and "format" in new:
+                old = {**{k: v for k, v in new.items() if k not in old and v == defaults[k]}, **old}
+            out.append(_with_new_source_defaults(old, new))
+        return out
+    return stored
+
+
 def check_finished_steps(work: Path, order: list[tuple[str, dict, Path]], defaults: dict[str, dict] | None = None) -> None:
     """Refuse (ConfigError) when a finished step was made with other settings than it has now.
 
@@ -200,7 +303,7 @@ def check_finished_steps(work: Path, order: list[tuple[str, dict, Path]], defaul
         record = _record_path(work, name)
         if not output.exists() or not record.exists():
             continue
-        stored = yaml.safe_load(record.read_text()) or {}
+        stored = _with_new_source_defaults(yaml.safe_load(record.read_text()) or {}, settings)
         diffs = _mapping_diffs(stored, settings, "")
         if diffs and name in defaults:
             diffs = [d for d in diffs if not _added_later_as_default(d, defaults[name])]
@@ -262,7 +365,7 @@ def run_pipeline(cfg: PipelineConfig, *, stop_after: str | None = None) -> Path:
     def finish(name: str) -> bool:
         return stop_after == name
 
-    for split in ("train", "val"):
+    for split in ("train", "val") if steps["needs_scenes"] else ():
         scene_cfg = steps["scenes"][split]
         if not done(f"scenes/{split}", Path(scene_cfg.out) / "scenes_bbx_gt.txt"):
             generate_scenes(scene_cfg, preview=True)
@@ -301,52 +404,85 @@ def run_pipeline(cfg: PipelineConfig, *, stop_after: str | None = None) -> Path:
     if cfg.evaluate.enabled and not done("evaluate", steps["eval_dir"] / "report.json"):
         report = evaluate_on_val_scenes(bundle, steps, cfg.evaluate)
         stamp("evaluate")
-        _log(f"validation scenes: AP@0.5 {report['ap']:.3f}, recall {report['recall']:.3f}, precision {report['precision']:.3f}")
+        where = "validation photos" if steps["eval_sources"] is not None else "validation scenes"
+        _log(f"{where}: AP@0.5 {report['ap']:.3f}, recall {report['recall']:.3f}, precision {report['precision']:.3f}")
+        if "baseline" in report:
+            b = report["baseline"]
+            _log(f"{where}, {b['weights']} weights: AP@0.5 {b['ap']:.3f}, recall {b['recall']:.3f}, precision {b['precision']:.3f}")
     _log(f"pipeline finished in {time.perf_counter() - t_start:.0f} s; weights: {bundle}")
     return bundle
 
 
 def _write_bundle(steps: dict, bundle: Path) -> None:
     from mtcnn.config import to_dict
-    from mtcnn.weights import load_stage_net, save_bundle
+    from mtcnn.weights import _load_file, load_stage_net, save_bundle
 
-    nets = {net: load_stage_net(Path(steps[f"train_{net}"].out) / f"{net}.pt", net) for net in ("pnet", "rnet", "onet")}
-    meta = {net: {"source": "tools/run_pipeline.py", "train_config": to_dict(steps[f"train_{net}"])} for net in nets}
+    nets, meta = {}, {}
+    for net in ("pnet", "rnet", "onet"):
+        path = Path(steps[f"train_{net}"].out) / f"{net}.pt"
+        nets[net] = load_stage_net(path, net)
+        meta[net] = {"source": "tools/run_pipeline.py", "train_config": to_dict(steps[f"train_{net}"])}
+        started_from = (_load_file(path).get("meta") or {}).get("init")
+        if started_from:
+            meta[net]["init"] = started_from  # fine-tuning: the weights the stage started from
     save_bundle(nets, bundle, meta=meta)
 
 
-def evaluate_on_val_scenes(bundle: Path, steps: dict, ecfg: PipelineEval) -> dict:
-    """Detection PR / AP of the trained cascade on the validation scenes; writes report + plot."""
-    import json
-
-    from mtcnn.atomic import atomic_write_text
+def _validation_records(steps: dict, ecfg: PipelineEval) -> list:
+    """The evaluation's annotated images: the validation scenes, or the user's validation photos."""
     from mtcnn.data.annotations import read_wider
+    from mtcnn.data.generate import load_source
+
+    if steps.get("eval_sources") is not None:
+        records = [r for src in steps["eval_sources"] for r in load_source(src)]
+    else:
+        scenes_val = Path(steps["scenes"]["val"].out)
+        records = read_wider(scenes_val / "scenes_bbx_gt.txt", scenes_val)
+    return records[: ecfg.max_images] if ecfg.max_images else records
+
+
+def _detect_and_score(weights, records: list, ecfg: PipelineEval, device: str | None) -> tuple[dict, Any, dict]:
     from mtcnn.detector import MTCNN
     from mtcnn.eval.detection import evaluate_detections
-    from mtcnn.eval.plots import plot_pr_curves
     from mtcnn.io import read_image_rgb
 
-    scenes_val = Path(steps["scenes"]["val"].out)
-    records = read_wider(scenes_val / "scenes_bbx_gt.txt", scenes_val)
-    if ecfg.max_images:
-        records = records[: ecfg.max_images]
-    detector = MTCNN(weights=bundle, min_face_size=ecfg.min_face_size, factor=ecfg.factor, thresholds=ecfg.thresholds,
-                     device=steps["train_pnet"].device if steps["train_pnet"].device != "auto" else None)
+    detector = MTCNN(weights=weights, min_face_size=ecfg.min_face_size, factor=ecfg.factor, thresholds=ecfg.thresholds,
+                     device=device)
     detections, truth = [], []
     for rec in records:
         faces = detector.detect(read_image_rgb(rec.path))[0]
         detections.append((faces.boxes.numpy(), faces.scores.numpy()))
         truth.append((rec.boxes, rec.ignore))
     report = evaluate_detections(detections, truth)
-    out = steps["eval_dir"]
-    out.mkdir(parents=True, exist_ok=True)
     summary = {
         "ap": float(report.ap), "recall": float(report.recall[-1]) if len(report.recall) else 0.0,
         "precision": float(report.precision[-1]) if len(report.precision) else 0.0,
         "images": len(records), "faces": int(report.num_gt), "detections": int(report.num_detections),
-        "settings": detector.settings,
     }  # fmt: skip
-    plot_pr_curves({"validation scenes": (report.recall, report.precision)}, "trained cascade on validation scenes",
-                   detector.settings, out / "pr_curve.png")
+    return summary, report, detector.settings
+
+
+def evaluate_on_val_scenes(bundle: Path, steps: dict, ecfg: PipelineEval) -> dict:
+    """Detection PR / AP of the trained cascade on the validation scenes (fine-tuning: on the
+    user's validation photos), and of ``ecfg.baseline``'s weights on the same images; writes
+    report + plot."""
+    import json
+
+    from mtcnn.atomic import atomic_write_text
+    from mtcnn.eval.plots import plot_pr_curves
+
+    records = _validation_records(steps, ecfg)
+    device = steps["train_pnet"].device if steps["train_pnet"].device != "auto" else None
+    summary, report, settings = _detect_and_score(bundle, records, ecfg, device)
+    summary["settings"] = settings
+    where = "validation photos" if steps.get("eval_sources") is not None else "validation scenes"
+    curves = {where: (report.recall, report.precision)}
+    if ecfg.baseline:
+        base, base_report, _ = _detect_and_score(ecfg.baseline, records, ecfg, device)
+        summary["baseline"] = {"weights": ecfg.baseline, **base}
+        curves[f"{ecfg.baseline} weights"] = (base_report.recall, base_report.precision)
+    out = steps["eval_dir"]
+    out.mkdir(parents=True, exist_ok=True)
+    plot_pr_curves(curves, f"trained cascade on {where}", settings, out / "pr_curve.png")
     atomic_write_text(out / "report.json", json.dumps(summary, indent=2))
     return summary

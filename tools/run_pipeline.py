@@ -3,6 +3,8 @@
 
 python tools/run_pipeline.py mtcnn/config/defaults/pipeline.yaml [--stop-after STEP] [key=value ...]
 STEP: scenes, pnet_data, train_pnet, mine_pnet, train_rnet, mine_rnet, train_onet
+Fine-tuning the shipped weights on your photos: python tools/run_pipeline.py pipeline_finetune.yaml
+(edit its finetune.photos, or override them: 'finetune.photos.train=[{name: mine, format: coco, ...}]').
 """
 
 import sys

@@ -16,7 +16,8 @@ def main(argv: list[str] | None = None) -> int:
     from mtcnn.pipeline import PipelineConfig, run_pipeline
 
     parser = argparse.ArgumentParser(prog="run_pipeline.py", description="Run the whole MTCNN training chain from one config, resuming where it stopped.")
-    parser.add_argument("config", help="pipeline YAML, or the name of a shipped one: pipeline.yaml, pipeline_tiny.yaml")
+    parser.add_argument("config", help="pipeline YAML, or the name of a shipped one: pipeline_default.yaml, pipeline_tiny.yaml, "
+                                       "pipeline_finetune.yaml (fine-tune the shipped weights on your photos)")
     parser.add_argument("--stop-after", choices=PIPELINE_STEPS, help="stop after this step")
     parser.add_argument("overrides", nargs="*", help="config overrides, e.g. train_pnet.epochs=5")
     args = parser.parse_args(argv)

@@ -2,6 +2,8 @@
 
 ``[--config YAML] [--resume [LAST_PT]] [--out DIR] [--overwrite] [key=value ...]``; the default
 config is the shipped ``train_<net>.yaml``. Also runs under ``torchrun --nproc_per_node N``.
+Fine-tuning: ``init=default`` (the shipped weights), ``init=original`` or ``init=PATH`` starts from
+trained weights, ``freeze.layers=[trunk] freeze.steps=N`` (:mod:`mtcnn.training.finetune`).
 """
 
 from __future__ import annotations

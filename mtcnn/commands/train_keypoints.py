@@ -4,7 +4,7 @@
 
 ``--config YAML [--resume [LAST_PT]] [--out DIR] [--overwrite] [key=value ...]``; shipped
 configs: ``train_kp68_compact.yaml``, ``train_kp68_baseline.yaml``, ``train_mobilenet_l1.yaml``,
-``train_mobilenet_l2.yaml``.
+``train_mobilenet_l2.yaml``. ``init=default`` (or ``init=PATH``) fine-tunes the shipped weights.
 """
 
 from __future__ import annotations

@@ -3,7 +3,8 @@
 ``--level 1|2|3 [...] [--point LE ...] [--workers N] [--out DIR] [--bundle PATH]
 [--calibrate-with DETECTOR_WEIGHTS ... [--calibrate-only]] [--config YAML] [key=value ...]``; all 23 nets by default,
 several at a time with ``--workers``. Finished nets are skipped and a stopped one resumes from its
-last epoch, so rerunning the same command continues.
+last epoch, so rerunning the same command continues. ``init=default`` starts every net from the
+shipped ``cascade_sun.pt`` (or ``init=PATH``: a cascade bundle or run folder).
 """
 
 from __future__ import annotations

@@ -196,6 +196,8 @@ def _check_key_path(cls: Any, keys: list[str], text: str) -> None:
             raise ConfigError(f"unknown config key '{where}'{_did_you_mean(k, names)}")
         walked.append(k)
         current = hints[k]
+        if typing.get_origin(current) in (typing.Union, types.UnionType):  # an optional section: its dataclass
+            current = next((a for a in typing.get_args(current) if dataclasses.is_dataclass(a)), current)
 
 
 def _deep_copy(d: Any) -> Any:

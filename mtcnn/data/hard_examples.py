@@ -98,7 +98,7 @@ class MiningDetectorConfig:
 class MiningConfig:
     test_mode: Literal["PNet", "RNet"] = "PNet"
     seed: int = 0
-    pnet: str = "{runs}/pnet/pnet.pt"
+    pnet: str = "{runs}/pnet/pnet.pt"  # or default / original: the shipped / the original MTCNN weights
     rnet: str = "{runs}/rnet/rnet.pt"
     out: str = "{gen}/samples"
     device: str = "cpu"
@@ -227,11 +227,22 @@ class _ImageItems(torch.utils.data.Dataset):
             return item, None, str(e)
 
 
+def _stage_path(text: str, name: str) -> Path:
+    """A stage's weights: a checkpoint (bundle, folder) path, or ``default`` / ``original``: the shipped
+    nets / the converted original MTCNN weights (fine-tuning mines with the shipped P- and R-Net)."""
+    if text in ("default", "original"):
+        from mtcnn.weights import resolve_weights
+
+        path = resolve_weights(text)
+        return path / f"{name}.pt" if path.is_dir() else path
+    return _expand(text)
+
+
 def _stage_checkpoints(cfg: MiningConfig) -> dict[str, Path]:
     """The trained stages the miner runs (P-Net; R-Net too in RNet mode), each checked to exist."""
-    checkpoints = {"pnet": _expand(cfg.pnet)}
+    checkpoints = {"pnet": _stage_path(cfg.pnet, "pnet")}
     if cfg.test_mode == "RNet":
-        checkpoints["rnet"] = _expand(cfg.rnet)
+        checkpoints["rnet"] = _stage_path(cfg.rnet, "rnet")
     for name, path in checkpoints.items():
         if not path.exists():
             raise GenerationError(

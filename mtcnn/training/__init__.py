@@ -3,6 +3,7 @@
 * :mod:`.loop` — :class:`Trainer`, :func:`train` (device, DDP, AMP, exact resume, logging);
 * :mod:`.mtcnn_task` — P/R/O-Net multi-task objective with OHEM; :mod:`.validation` its metrics;
 * :mod:`.landmark_task` — landmark regression (L1 / L2 / wing / adaptive wing, any points);
+* :mod:`.finetune` — ``init`` (start from trained weights) and ``freeze``;
 * :mod:`.distributed`, :mod:`.optim`, :mod:`.curves` — the shared pieces.
 """
 

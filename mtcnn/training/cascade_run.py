@@ -38,6 +38,7 @@ def trainer_config(name: str, cfg: CascadeTrainConfig) -> LandmarkTrainConfig:
         "optim": {"name": "adamw", "lr": sched.lr, "weight_decay": sched.weight_decay, "lr_boundaries": steps, "lr_gamma": 0.1},
         "loss": {"kind": "l2" if cfg.loss == "l2" else "l1"},
         "log": {"tensorboard": False, "progress": False},
+        "init": cfg.init, "freeze": to_dict(cfg.freeze),
     })  # fmt: skip
 
 

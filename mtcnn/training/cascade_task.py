@@ -26,6 +26,7 @@ import torch
 from torch import nn
 
 from mtcnn.config import bounded
+from mtcnn.config.train import FreezeSection
 from mtcnn.data.facepoints import FacePointSet
 from mtcnn.nets import get_net_spec
 from mtcnn.nets.cascade import CASCADE_NETS, PATCH_SHIFTS, build_cascade_net
@@ -89,6 +90,10 @@ class CascadeTrainConfig:
     threads: int = bounded(1, 1, 256)
     workers: int = bounded(1, 1, 64, help="nets trained at the same time, each in its own process")
     out: str = "runs/cascade"
+    # Fine-tuning (mtcnn.training.finetune): every net starts from these weights (default: the shipped
+    # cascade_sun.pt; or a cascade bundle / run folder path) and may keep layers frozen at first.
+    init: str | None = None
+    freeze: FreezeSection = field(default_factory=FreezeSection)
 
 
 def _generator(seed: int, *parts: int) -> torch.Generator:
@@ -230,6 +235,14 @@ class CascadeTask:
 
     def open_data(self, world_size: int) -> int:
         return max(1, math.ceil(len(self.train_data) / (self.schedule.batch_size)))
+
+    def check_init(self, weights) -> None:
+        """A cascade bundle's nets must be of this run's variant (their layers have the same shapes)."""
+        from mtcnn.weights import WeightsError
+
+        variant = weights.container.get("variant")
+        if variant is not None and variant != self.cfg.variant:
+            raise WeightsError(f"{weights.record['source']}: cascade variant '{variant}', this run trains '{self.cfg.variant}'")
 
     def build_model(self) -> nn.Module:
         # Channels-last: oneDNN runs these 1-channel convolutions and their pooling ~2× faster.

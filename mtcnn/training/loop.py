@@ -25,6 +25,11 @@ epoch), weight decay 0.0005 on conv/linear weights only (not biases, not PReLU s
 384 (the MTCNN task splits it pos/part/neg/landmark). On CUDA the
 forward pass runs under ``torch.autocast`` (float16) with a ``GradScaler``; on CPU in float32.
 
+Fine-tuning (:mod:`mtcnn.training.finetune`): ``init`` loads trained weights into the freshly
+built net before the optimiser is made (a resumed run takes its ``last.pt`` instead); ``freeze``
+withholds the gradients of the named layers for the first ``freeze.steps`` steps; the final
+checkpoint's ``meta["init"]`` (and ``last.pt``'s ``init``) record what the run started from.
+
 Distributed: under ``torchrun --nproc_per_node N`` (``RANK``, ``WORLD_SIZE``, ``LOCAL_RANK`` in
 the environment) the model is wrapped in ``DistributedDataParallel`` (NCCL on CUDA, gloo on
 CPU); each rank reads its own shard (the task's loader gets ``rank`` and ``world_size``) with
@@ -56,6 +61,7 @@ from mtcnn.config.core import ConfigError, save_resolved, to_dict
 from mtcnn.config.paths import resolve_path
 from mtcnn.errors import DataError, UsageError
 from mtcnn.training.distributed import dist_env, resolve_device, rng_state, set_rng_state
+from mtcnn.training.finetune import apply_init, frozen_parameters, resolve_init
 from mtcnn.training.optim import PiecewiseLR, build_optimizer, settings_text
 from mtcnn.training.task import Task
 from mtcnn.weights import make_checkpoint
@@ -113,6 +119,14 @@ class Trainer:
         self.resume_path = self._resume_path()
         if self.resume_path is None and not self.overwrite and (self.out / "last.pt").exists():
             raise UsageError(f"{self.out / 'last.pt'} exists: continue it with --resume, or choose another --out")
+        # Fine-tuning: the weights to start from, read and checked before any process group or model
+        # exists (a resumed run continues from last.pt instead).
+        self.init_weights = None
+        if getattr(cfg, "init", None) and self.resume_path is None:
+            self.init_weights = resolve_init(cfg.init, self.task.spec)
+            check = getattr(self.task, "check_init", None)
+            if check is not None:
+                check(self.init_weights)
 
     def _setup(self) -> None:
         cfg, info = self.cfg, self.info
@@ -128,13 +142,25 @@ class Trainer:
         random.seed(cfg.seed)
         np.random.seed(cfg.seed)
         torch.manual_seed(cfg.seed)
-        model = self.task.build_model().to(device=self.device, memory_format=self.layout)
+        model = self.task.build_model()
+        self.init_record = None
+        if self.init_weights is not None:
+            apply_init(model, self.init_weights)
+            self.init_record = self.init_weights.record
+        model = model.to(device=self.device, memory_format=self.layout)
         # Then one stream per rank (dropout masks differ across ranks).
         torch.manual_seed(cfg.seed + 1_000_003 * info.rank)
         random.seed(cfg.seed + info.rank)
         np.random.seed((cfg.seed + info.rank) % 2**32)
         self.model = model
         self.optimizer = build_optimizer(model, cfg)
+        freeze = getattr(cfg, "freeze", None)
+        self.frozen = frozen_parameters(model, freeze.layers, cfg.net) if freeze is not None and freeze.layers else []
+        self.freeze_steps = freeze.steps if self.frozen else None
+        if self.frozen and info.is_main:
+            until = f"for the first {self.freeze_steps} steps" if self.freeze_steps else "for the whole run"
+            print(f"{cfg.net}: {', '.join(freeze.layers)} frozen {until} ({sum(p.numel() for p in self.frozen)} parameters)",
+                  file=sys.stderr, flush=True)
         self.scheduler = torch.optim.lr_scheduler.LambdaLR(
             self.optimizer, PiecewiseLR(cfg.optim.lr_boundaries, self.steps_per_epoch, cfg.optim.lr_gamma))
         self.scaler = torch.amp.GradScaler("cuda", enabled=self.use_amp)
@@ -148,6 +174,8 @@ class Trainer:
         self.epoch_stats = self._zero_stats()  # the task's stat_names, then the step count
         self.epoch_time = 0.0
         self.settings = settings_text(cfg, self.steps_per_epoch, info.world_size, self.task.settings())
+        if getattr(cfg, "init", None):
+            self.settings += f", init {cfg.init}"
         if self.resume_path is not None:
             self._load_state(self.resume_path)
         self.writer = None
@@ -187,6 +215,7 @@ class Trainer:
             "epoch_time": self.epoch_time,
             "world_size": self.info.world_size,
             "config": to_dict(self.cfg),
+            "init": self.init_record or {},
         }
 
     def save_state(self) -> None:
@@ -228,6 +257,7 @@ class Trainer:
         self.epochs_completed = int(state["epochs_completed"])
         self.epoch_stats = state["epoch_stats"].to(torch.float64)
         self.epoch_time = float(state.get("epoch_time", 0.0))
+        self.init_record = state.get("init") or None
 
     def _trim_metrics(self) -> None:
         """metrics.jsonl holds exactly the completed epochs (a crash may have left a later line)."""
@@ -280,6 +310,8 @@ class Trainer:
             meta = {"epochs": self.epochs_completed, "steps": self.global_step, "seed": cfg.seed,
                     "steps_per_epoch": self.steps_per_epoch, "world_size": self.info.world_size,
                     "val": self.metrics[-1].get("val") if self.metrics else None, "trained_by": "mtcnn.training"}
+            if self.init_record:
+                meta["init"] = dict(self.init_record)  # what the run started from (fine-tuning)
             atomic_torch_save(make_checkpoint(self.task.spec.name, self.model, to_dict(cfg), meta), final)
             print(f"{cfg.net}: wrote {final}")
         if cfg.debug.save_rank_weights:
@@ -309,6 +341,9 @@ class Trainer:
         loss, row = self.task.loss(outputs, batch)
         self.optimizer.zero_grad(set_to_none=True)
         self.scaler.scale(loss).backward()
+        if self.frozen and (self.freeze_steps is None or self.global_step < self.freeze_steps):
+            for p in self.frozen:  # no gradient: neither the optimiser nor weight decay moves them
+                p.grad = None
         self.scaler.step(self.optimizer)
         self.scaler.update()
         self.last_lr = self.optimizer.param_groups[0]["lr"]  # the LR this step used

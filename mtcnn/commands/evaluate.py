@@ -8,6 +8,12 @@ import sys
 from mtcnn.commands.common import WEIGHTS_HELP, finite_float
 
 
+def _keypoint_pair(text: str) -> str:
+    if "=" not in text or not all(text.split("=", 1)):
+        raise argparse.ArgumentTypeError(f"{text!r}: give your keypoint name and ours as THEIRS=OURS (e.g. eye_l=left_eye)")
+    return text
+
+
 def parser() -> argparse.ArgumentParser:
     from mtcnn.eval.runner import DETECTION_FORMATS, LANDMARK_FORMATS
 
@@ -32,7 +38,15 @@ def parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="evaluate.py", description="Evaluate face detection or landmarks on an annotated set.")
     sub = parser.add_subparsers(dest="task", required=True)
     det = sub.add_parser("detection", parents=[common], help="precision/recall, AP, WIDER and FDDB protocols")
-    det.add_argument("--format", choices=DETECTION_FORMATS, default="list", help="annotation format (default list)")
+    det.add_argument("--format", choices=DETECTION_FORMATS, default="list",
+                     help="annotation format (default list); coco: a COCO JSON file (--images its image folder), "
+                          "yolo: a folder with images/ and labels/")
+    det.add_argument("--classes", nargs="+", metavar="CLASS",
+                     help="coco / yolo: the category names (or ids) that are faces (default: every box)")
+    det.add_argument("--keypoints", nargs="+", metavar="THEIRS=OURS", type=_keypoint_pair,
+                     help="coco: your keypoint names mapped to ours (left_eye right_eye nose left_mouth right_mouth)")
+    det.add_argument("--unannotated", choices=("skip", "negatives"),
+                     help="coco / yolo: images with no face box are left out (skip, the default) or face-free photos (negatives)")
     det.add_argument("--iou", type=finite_float, default=0.5, help="IoU for the second AP / PR curve (AP at 0.5 is always reported)")
     det.add_argument("--wider-gt", help="WIDER eval_tools/ground_truth folder (default under data_root())")
     lm = sub.add_parser("landmarks", parents=[common], help="5-point NME, failure rate, CED")
@@ -41,6 +55,11 @@ def parser() -> argparse.ArgumentParser:
     lm.add_argument("--landmarks", choices=("onet", "cascade"), default="onet",
                     help="cascade: per-level report of the Sun et al. cascade (O-Net, levels 1-3) with the list's boxes and the detector's")
     lm.add_argument("--cascade-weights", help="cascade bundle (default mtcnn/weights/cascade_sun.pt)")
+    lm.add_argument("--split-rule", choices=("name_order", "hashed"), default="name_order",
+                    help="how --split picks: name_order (first 80%% of the sorted names train) or hashed (CRC-32 of "
+                         "the file name, as the training configs' 300-W validation split)")
+    lm.add_argument("--missing-images", choices=("error", "skip"),
+                    help="pts68: a .pts without its image is an error (default) or left out, counted")
     return parser
 
 

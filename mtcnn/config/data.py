@@ -68,6 +68,47 @@ class SourceConfig:
     negatives_per_image: int | None = bounded(None, 0, None, help="override sampling.negatives_per_image")
     near_negatives_per_face: int | None = bounded(None, 0, None, help="override sampling.near_negatives_per_face")
     max_images: int | None = bounded(None, 0, None, help="use only the first N records (after the split)")
+    # How ``split`` picks the validation images. name_order: the first train_fraction of the file
+    # names are train (the data README's rule). hashed: an image is validation when the CRC-32 of
+    # its file name falls in the last (1 - train_fraction) of the range, so the split of a photo
+    # does not depend on which other photos are present (a partial copy of WIDER FACE, say) and
+    # every event keeps about the same share.
+    split_rule: Literal["name_order", "hashed"] = "name_order"
+    # flat: the images lie in images_root under their file name only, whatever folders the
+    # annotation names (the WIDER photos of the Crowd-Counting snapshot drop the event folders).
+    images_layout: Literal["as_listed", "flat"] = "as_listed"
+    # skip: annotated images that are absent are left out (counted in the log), for a partial copy of
+    # a set whose annotation file lists every image; error (the default) treats a missing image as a mistake.
+    missing_images: Literal["error", "skip"] = "error"
+    # Labelling tools' exports (format coco / yolo; mtcnn.data.annotation_formats.read_coco / read_yolo):
+    # classes: the category names (or ids) that are faces, null: every box; keypoints (coco): your
+    # keypoint name -> ours (left_eye, right_eye, nose, left_mouth, right_mouth; "left" = the image's
+    # left); unannotated: an image with no face box is left out (skip) or a face-free photo (negatives).
+    classes: list[str] | None = None
+    keypoints: dict[str, str] | None = None
+    unannotated: Literal["skip", "negatives"] = "skip"
+    sample_images: int | None = bounded(
+        None, 0, None, help="use a random N of the records (after the split; seeded by the source's name): fine-tuning's replay")
+    # five: the project's 5 points from any source: 68 iBUG points (csv68, dlib, pts68) reduced by
+    # landmarks_68_to_5 (eye centres = means of 36-41 / 42-47, nose tip 30, mouth corners 48 / 54),
+    # WebFaces' 4 points as 5 with NaN mouth corners (a missing point); as_is: the source's points.
+    points: Literal["as_is", "five"] = "as_is"
+    # from_points: each face with all 5 points gets the CNN_FacePoint-style tight box derived from them
+    # (mtcnn.data.webfaces.boxes_from_five_points), for point-only sets whose boxes are the points'
+    # extent (300-W, udacity68: a different framing); needs 5 points (points: five). as_is: the reader's.
+    boxes: Literal["as_is", "from_points"] = "as_is"
+
+    def reader_options(self) -> dict:
+        """The reader keyword options this source sets (none for the formats that take none)."""
+        options = {"classes": self.classes, "keypoints": self.keypoints}
+        out = {k: v for k, v in options.items() if v is not None}
+        if self.unannotated != "skip":
+            out["unannotated"] = self.unannotated
+        if self.format == "pts68":  # the reader itself skips (and counts) a .pts without its image
+            out["missing_images"] = self.missing_images
+        if self.format == "webfaces" and self.points == "five":
+            out["five_points"] = True
+        return out
 
 
 @dataclass

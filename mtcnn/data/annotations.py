@@ -25,6 +25,9 @@ Formats (quirks checked against the real files in ``data_root()``, see its READM
 ``voc``                   PASCAL VOC, one XML per image (the face_mask set)
 ``csv68``                 header row, then ``name,x0,y0,...,x67,y67`` (udacity68)
 ``list``                  the project's own list: ``path x1 y1 x2 y2 [x y]*K``
+``coco``                  COCO JSON (COCO, CVAT, Label Studio exports): boxes, named keypoints
+``yolo``                  a folder with ``images/`` and ``labels/``: ``class cx cy w h`` normalised
+``pts68``                 a folder of images + iBUG 68-point ``.pts`` (300-W), 1-based -> 0-based
 ========================  =========================================================================
 """
 
@@ -34,6 +37,7 @@ import importlib
 import itertools
 import math
 import os
+import zlib
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -52,6 +56,11 @@ __all__ = [
     "ellipses_to_boxes",
     "landmarks_68_to_5",
     "read_68pt_csv",
+    "read_pts",
+    "read_pts68_dir",
+    "five_point_record",
+    "read_coco",
+    "read_yolo",
     "read_annotations",
     "read_box_list",
     "read_cnn_facepoint",
@@ -60,6 +69,7 @@ __all__ = [
     "read_voc_dir",
     "read_voc_xml",
     "read_wider",
+    "split_by_hash",
     "split_by_name",
     "write_landmark_sidefile",
     "write_wider",
@@ -336,17 +346,25 @@ def _fmt(value: float) -> str:
 # dispatch and splits
 # --------------------------------------------------------------------------------------------
 
-ANNOTATION_FORMATS = ("wider", "cnn_facepoint", "fddb", "dlib", "voc", "csv68", "list", "webfaces")
-AnnotationFormat = Literal["wider", "cnn_facepoint", "fddb", "dlib", "voc", "csv68", "list", "webfaces"]
+ANNOTATION_FORMATS = ("wider", "cnn_facepoint", "fddb", "dlib", "voc", "csv68", "list", "webfaces", "coco", "yolo", "pts68")
+AnnotationFormat = Literal["wider", "cnn_facepoint", "fddb", "dlib", "voc", "csv68", "list", "webfaces", "coco", "yolo", "pts68"]
+#: The reader options each format takes (labelling tools' exports: class filter, keypoint names,
+#: what an image without a face box is).
+FORMAT_OPTIONS = {"coco": ("classes", "keypoints", "unannotated"), "yolo": ("classes", "unannotated")}
+# pts68: what a .pts without its image means; webfaces: 5-point records with NaN mouth corners.
+FORMAT_OPTIONS.update({"pts68": ("missing_images",), "webfaces": ("five_points",)})
 
 
 def read_annotations(
-    path: PathLike, format: AnnotationFormat | str, images_root: PathLike | None = None
+    path: PathLike, format: AnnotationFormat | str, images_root: PathLike | None = None, **options: Any
 ) -> list[ImageAnnotation]:
     """Read ``path`` in the named format (one of :data:`ANNOTATION_FORMATS`).
 
     ``voc`` takes a folder of XML files (a single ``.xml`` file also works); ``fddb`` a folds
-    folder or one ellipse list. images_root: see each reader for its default.
+    folder or one ellipse list; ``yolo`` a dataset folder. images_root: see each reader for its
+    default. ``options``: the reader's keyword options (:data:`FORMAT_OPTIONS`: ``classes``,
+    ``keypoints``, ``unannotated`` for coco, see :func:`read_coco` / :func:`read_yolo`;
+    ``missing_images`` for pts68, :func:`read_pts68_dir`; ``five_points`` for webfaces).
     """
     readers = {
         "wider": "read_wider",
@@ -357,12 +375,20 @@ def read_annotations(
         "csv68": "read_68pt_csv",
         "list": "read_box_list",
         "webfaces": "read_webfaces",
+        "coco": "read_coco",
+        "yolo": "read_yolo",
+        "pts68": "read_pts68_dir",
     }
     reader = readers.get(str(format))
     if reader is None:
         choices = ", ".join(ANNOTATION_FORMATS)
         raise AnnotationError(path, f"unknown annotation format {format!r}; choose one of {choices}")
-    return __getattr__(reader)(path, images_root)
+    allowed = FORMAT_OPTIONS.get(str(format), ())
+    unknown = [k for k in options if k not in allowed]
+    if unknown:
+        takes = f"it takes {', '.join(allowed)}" if allowed else f"formats with options: {', '.join(FORMAT_OPTIONS)}"
+        raise AnnotationError(path, f"format {format!r} has no option {', '.join(unknown)} ({takes})")
+    return __getattr__(reader)(path, images_root, **options)
 
 
 def split_by_name(
@@ -383,13 +409,32 @@ def split_by_name(
     return ordered[:n_train] if part == "train" else ordered[n_train:]
 
 
+def split_by_hash(
+    records: Sequence[ImageAnnotation], part: Literal["train", "val"], train_fraction: float = 0.8
+) -> list[ImageAnnotation]:
+    """A split that depends on each image's file name alone: ``val`` when
+    ``crc32(file name) / 2**32 >= train_fraction``, else ``train``; records keep their order.
+
+    Unlike :func:`split_by_name`, adding or removing other images never moves an image from one
+    side to the other, and a set sorted by event (WIDER FACE) keeps every event on both sides.
+    """
+    if part not in ("train", "val"):
+        raise ValueError(f"part must be 'train' or 'val', got {part!r}")
+    if not 0.0 <= train_fraction <= 1.0:
+        raise ValueError(f"train_fraction must be within [0, 1], got {train_fraction}")
+    cut = train_fraction * 2**32
+    is_val = [zlib.crc32(r.path.name.encode("utf-8")) >= cut for r in records]
+    return [r for r, v in zip(records, is_val) if v == (part == "val")]
+
+
 # The readers live in mtcnn.data.wider and mtcnn.data.annotation_formats (they build on the
 # records and parsing helpers above); they stay importable from here, resolved on first use.
 _READER_MODULES = {
     **dict.fromkeys(("read_wider", "write_wider", "write_landmark_sidefile"), "mtcnn.data.wider"),
     **dict.fromkeys(("ellipses_to_boxes", "landmarks_68_to_5", "read_68pt_csv", "read_box_list",
                      "read_cnn_facepoint", "read_dlib_xml", "read_fddb", "read_voc_any", "read_voc_dir",
-                     "read_voc_xml"), "mtcnn.data.annotation_formats"),
+                     "read_voc_xml", "read_coco", "read_yolo", "read_pts", "read_pts68_dir",
+                     "five_point_record"), "mtcnn.data.annotation_formats"),
     "read_webfaces": "mtcnn.data.webfaces",
 }
 

@@ -18,9 +18,11 @@ the pool helper the scene generator shares.
 
 from __future__ import annotations
 
+import dataclasses
 import multiprocessing as mp
 import sys
 import time
+import zlib
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -31,7 +33,8 @@ import yaml
 
 from mtcnn.errors import DataError, OutputExistsError
 from mtcnn.config import save_resolved, to_dict
-from mtcnn.data.annotations import AnnotationError, ImageAnnotation, read_annotations, read_wider, split_by_name
+from mtcnn.data.annotations import AnnotationError, ImageAnnotation, read_annotations, read_wider, split_by_hash, split_by_name
+from mtcnn.data.annotation_formats import five_point_record
 from mtcnn.config.data import (
     LandmarkAugConfig,
     LandmarkDataConfig,
@@ -87,24 +90,53 @@ class WorkItem:
 
 
 def load_source(src: SourceConfig) -> list[ImageAnnotation]:
-    """Read one configured source, apply its split and ``max_images``."""
+    """Read one configured source, apply its ``points``, ``boxes``, split, ``sample_images`` and ``max_images``."""
     path = resolve_path(src.path)
     label = src.name or src.format
     if not path.exists():
         hint = " (generate it first: prepare_data/gen_scenes.py)" if "scenes" in str(path) else data_hint(path)
         if src.format == "webfaces":
             hint = " (Caltech WebFaces is not in the shared data: see the README, or set MTCNN_WEBFACES)"
+        if src.format == "pts68" or "{w300}" in src.path:
+            hint = " (the 300-W training sets are not in the shared data: see its README, or set MTCNN_300W)"
         raise GenerationError(f"source '{label}': {path} not found{hint}")
     root = resolve_path(src.images_root) if src.images_root else None
     try:
         if src.format == "wider" and src.landmarks_path:
             records = read_wider(path, root, landmarks_path=resolve_path(src.landmarks_path))
         else:
-            records = read_annotations(path, src.format, root)
+            records = read_annotations(path, src.format, root, **src.reader_options())
     except AnnotationError as e:
         raise GenerationError(f"source '{label}': {e}") from None
+    if src.points == "five":
+        try:
+            records = [five_point_record(r) for r in records]
+        except ValueError as e:
+            raise GenerationError(f"source '{label}' (points: five): {e}") from None
+    if src.boxes == "from_points":
+        from mtcnn.data.webfaces import boxes_from_five_points
+
+        try:
+            records = [boxes_from_five_points(r) for r in records]
+        except ValueError as e:
+            raise GenerationError(f"source '{label}' (boxes: from_points): {e}") from None
+    if src.images_layout == "flat":
+        flat_root = root if root is not None else path.parent
+        records = [dataclasses.replace(r, path=flat_root / r.path.name) for r in records]
+    if src.missing_images == "skip":
+        present = [r for r in records if r.path.is_file()]
+        if len(present) < len(records):
+            print(f"source '{label}': {len(records) - len(present)} of {len(records)} annotated images are absent "
+                  "and left out (missing_images: skip)", file=sys.stderr)
+        records = present
     if src.split != "all":
-        records = split_by_name(records, src.split, src.train_fraction)
+        splitter = split_by_hash if src.split_rule == "hashed" else split_by_name
+        records = splitter(records, src.split, src.train_fraction)
+    if src.sample_images is not None and src.sample_images < len(records):
+        # Seeded by the source's name: the same source gives the same images in every step.
+        rng = np.random.default_rng(zlib.crc32(label.encode("utf-8")))
+        keep = np.sort(rng.choice(len(records), src.sample_images, replace=False))
+        records = [records[int(k)] for k in keep]
     if src.max_images is not None:
         records = records[: src.max_images]
     return records

@@ -9,7 +9,8 @@ Two tasks, each a function returning an :class:`EvalOutcome` (report dict, error
   continuous ROC and TPR at 2,000 false positives (``roc.png``).
 * :func:`evaluate_landmark_set`: each annotated face is matched to the detection of highest IoU
   (one-to-one, IoU ≥ ``match_iou``); NME by inter-ocular distance and by box width, per point
-  and mean, failure rate at 0.10, unmatched faces reported separately; ``ced.png``.
+  and mean, failure rate at 0.10, unmatched faces reported separately; ``ced.png``; the NME by
+  head pose (|roll| and |yaw proxy| bins of the annotation) and ``ced_pose.png``.
 
 Detections come from a :class:`DetectorSource` (an :class:`~mtcnn.detector.MTCNN`, images read
 and detected in batches, written to ``detections.jsonl`` beside the report) or a
@@ -48,6 +49,7 @@ from mtcnn.data.annotations import (
     AnnotationError,
     ImageAnnotation,
     read_annotations,
+    split_by_hash,
     split_by_name,
 )
 from mtcnn.eval.detection import (
@@ -60,6 +62,7 @@ from mtcnn.eval.detection import (
     load_wider_ground_truth,
     wider_predictions_from_list,
 )
+from mtcnn.eval.wider import HEIGHT_SETTINGS, wider_ground_truth_from_records
 
 __all__ = [
     "DETECTION_FORMATS",
@@ -77,8 +80,8 @@ __all__ = [
     "load_annotation_records",
 ]
 
-DETECTION_FORMATS = ("wider", "fddb", "list", "dlib", "voc", "cnn_facepoint", "csv68")
-LANDMARK_FORMATS = ("cnn_facepoint", "csv68", "dlib", "list")
+DETECTION_FORMATS = ("wider", "fddb", "list", "dlib", "voc", "cnn_facepoint", "csv68", "coco", "yolo")
+LANDMARK_FORMATS = ("cnn_facepoint", "csv68", "dlib", "list", "pts68")
 #: recall / TPR is reported at these false-positive counts
 FP_POINTS: tuple[int, ...] = (0, 1, 10, 50, 100, 500, 1000, 2000)
 LANDMARK_NAMES = ("left_eye", "right_eye", "nose", "left_mouth", "right_mouth")
@@ -97,23 +100,29 @@ def load_annotation_records(
     errors: Callable[[str], None],
     split: str | None = None,
     limit: int | None = None,
+    reader_options: dict | None = None,
+    split_rule: str = "name_order",
 ) -> list[ImageAnnotation]:
     """Read every annotation file (a bad one is reported and skipped), then split and limit.
 
+    ``reader_options``: keyword options of the format's reader (coco / yolo: ``classes``,
+    ``keypoints``, ``unannotated``; :data:`mtcnn.data.annotations.FORMAT_OPTIONS`).
+
     ``split``: ``"train"`` / ``"val"`` applies the project's rule (:func:`split_by_name`: sort by
-    file name, first 80 % train); ``None`` / ``"all"`` keeps everything. ``limit`` keeps the
-    first N records after the split.
+    file name, first 80 % train; with ``split_rule="hashed"`` :func:`split_by_hash`: the CRC-32 of
+    the file name, as a source config's ``split_rule: hashed``); ``None`` / ``"all"`` keeps
+    everything. ``limit`` keeps the first N records after the split.
     """
     records: list[ImageAnnotation] = []
     for p in paths:
         try:
-            records.extend(read_annotations(p, fmt, images_root))
+            records.extend(read_annotations(p, fmt, images_root, **(reader_options or {})))
         except AnnotationError as e:
             errors(str(e))
         except (OSError, ValueError) as e:
             errors(f"{p}: {e}")
     if split in ("train", "val"):
-        records = split_by_name(records, split)
+        records = (split_by_hash if split_rule == "hashed" else split_by_name)(records, split)
     if limit is not None and limit >= 0:
         records = records[:limit]
     return records
@@ -285,9 +294,19 @@ def _wider_official(pairs, gt_dir, explicit: bool, errors: ErrorLog, log) -> tup
     gt_keys = {(event, name) for _, _, event, name in gt.iter_images()}
     covered = keys & gt_keys
     if not covered:
-        msg = "WIDER official evaluation skipped: none of the evaluated images is in the validation ground truth"
-        log(msg)
-        return {"skipped": msg}, None
+        # WIDER training photos (a split held out of them): the protocol with keep lists by face height.
+        records = [a for a, _ in pairs]
+        sub = wider_ground_truth_from_records(records)
+        pred = wider_predictions_from_list((a.path, r.boxes, r.scores) for a, r in pairs)
+        curves = evaluate_wider_curves(pred, sub, iou_threshold=0.5)
+        log("WIDER official protocol on images outside the validation ground truth: settings by face height "
+            + ", ".join(f"{s} >= {h:g} px" for s, h in HEIGHT_SETTINGS.items()))
+        out = {"iou_threshold": 0.5, "ground_truth": "annotations, settings by face height",
+               "min_heights": dict(HEIGHT_SETTINGS), "num_images": len(records),
+               "num_images_ground_truth": len(records), "complete": True}
+        out.update({s: float(curves[s].ap) for s in WIDER_SETTINGS})
+        out["num_faces"] = {s: int(curves[s].num_faces) for s in WIDER_SETTINGS}
+        return out, curves
     complete = len(covered) == len(gt_keys)
     sub = gt if complete else _wider_subset(gt, covered)
     pred = wider_predictions_from_list((a.path, r.boxes, r.scores) for a, r in pairs if (a.path.parent.name, a.path.stem) in covered)
@@ -311,13 +330,13 @@ def _wider_official(pairs, gt_dir, explicit: bool, errors: ErrorLog, log) -> tup
 
 
 def _gather_for_task(task, annotations, fmt, images_root, errors, split, limit, detections, detector,
-                     detector_kwargs, batch_size, out, progress, log):
+                     detector_kwargs, batch_size, out, progress, log, reader_options=None, split_rule="name_order"):
     """Shared first half of both evaluations: annotations -> detections per image.
 
     Returns ``(pairs, failed, source, report)`` or, when nothing can be evaluated, the fatal
     :class:`EvalOutcome`.
     """
-    records = load_annotation_records(annotations, fmt, images_root, errors, split, limit)
+    records = load_annotation_records(annotations, fmt, images_root, errors, split, limit, reader_options, split_rule)
     if not records:
         return _fatal("no annotated images to evaluate", errors, out)
     try:
@@ -392,6 +411,7 @@ def evaluate_detection_set(
     progress: bool = True,
     log: Callable[[str], None] = print,
     errors: ErrorLog | None = None,
+    reader_options: dict | None = None,
 ) -> EvalOutcome:
     """Detection accuracy of a detector (or a detections file) on an annotated image set.
 
@@ -408,7 +428,7 @@ def evaluate_detection_set(
     if not 0.0 < iou <= 1.0:
         return _fatal(f"--iou must be within (0, 1], got {iou}", errors, None)
     gathered = _gather_for_task("detection", annotations, fmt, images_root, errors, split, limit, detections,
-                                detector, detector_kwargs, batch_size, out, progress, log)
+                                detector, detector_kwargs, batch_size, out, progress, log, reader_options)
     if isinstance(gathered, EvalOutcome):
         return gathered
     pairs, failed, source, report = gathered
@@ -454,6 +474,21 @@ def evaluate_detection_set(
 # --------------------------------------------------------------------------------------------
 
 
+def reader_options_from_args(args: argparse.Namespace) -> dict:
+    """The annotation reader's options given on the command line (``--classes``, ``--keypoints
+    THEIRS=OURS ...``, ``--unannotated``); none unless given."""
+    options: dict = {}
+    if getattr(args, "classes", None):
+        options["classes"] = list(args.classes)
+    if getattr(args, "keypoints", None):
+        options["keypoints"] = dict(item.split("=", 1) for item in args.keypoints)
+    if getattr(args, "unannotated", None):
+        options["unannotated"] = args.unannotated
+    if getattr(args, "missing_images", None):
+        options["missing_images"] = args.missing_images
+    return options
+
+
 def evaluate_from_args(args: argparse.Namespace) -> int:
     """Run the task of ``tools/evaluate.py``'s parsed arguments; returns the exit code."""
     detector_kwargs = {
@@ -480,10 +515,13 @@ def evaluate_from_args(args: argparse.Namespace) -> int:
 
         return cascade_from_args(args, detector_kwargs)
     if args.task == "detection":
-        outcome = evaluate_detection_set(args.annotations, args.format, args.images, iou=args.iou, wider_gt=args.wider_gt, **common)
+        outcome = evaluate_detection_set(args.annotations, args.format, args.images, iou=args.iou, wider_gt=args.wider_gt,
+                                         reader_options=reader_options_from_args(args), **common)
     else:
         from mtcnn.eval.landmark_set import evaluate_landmark_set
 
-        outcome = evaluate_landmark_set(args.annotations, args.format, args.images, match_iou=args.match_iou, **common)
+        outcome = evaluate_landmark_set(args.annotations, args.format, args.images, match_iou=args.match_iou,
+                                        reader_options=reader_options_from_args(args),
+                                        split_rule=getattr(args, "split_rule", "name_order"), **common)
     return outcome.exit_code
 

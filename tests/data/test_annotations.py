@@ -545,9 +545,9 @@ def test_read_annotations_dispatch(tmp_path):
     g = _write(tmp_path / "gt.txt", WIDER_TEXT)
     assert len(read_annotations(g, "wider", tmp_path)) == 5
     with pytest.raises(AnnotationError) as info:
-        read_annotations(f, "yolo")
+        read_annotations(f, "kitti")
     msg = str(info.value)
-    assert "unknown annotation format 'yolo'" in msg and all(name in msg for name in ANNOTATION_FORMATS)
+    assert "unknown annotation format 'kitti'" in msg and all(name in msg for name in ANNOTATION_FORMATS)
 
 
 def test_split_by_name_sorts_file_names_as_strings():

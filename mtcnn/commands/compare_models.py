@@ -23,13 +23,15 @@ def _labelled(text: str) -> tuple[str, str]:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    from mtcnn.config.paths import data_root, gen_root, webfaces_root
+    from mtcnn.config.paths import data_root, gen_root, webfaces_root, wider_root
 
     p = argparse.ArgumentParser(prog="compare_models.py", description="Detector weights side by side on every validation set.")
     p.add_argument("--model", type=_labelled, action="append", required=True, metavar="LABEL=WEIGHTS")
     p.add_argument("--out", required=True, help="folder for results.json, results.md and the landmark reports")
     p.add_argument("--data", default=None, help="data root (default $MTCNN_DATA or ../shared/data)")
     p.add_argument("--webfaces", default=None, help="Caltech WebFaces folder (default $MTCNN_WEBFACES or ../webfaces)")
+    p.add_argument("--wider", default=None, help="WIDER FACE training photos folder (default $MTCNN_WIDER or ../wider; "
+                   "its held-out split becomes the WIDER rows, at min face 10 and factor 0.79)")
     p.add_argument("--scenes-val", default=str(gen_root() / "pipeline_default" / "scenes" / "val"),
                    help="composite validation scenes (default: the default pipeline's)")
     p.add_argument("--threads", type=int, default=2)
@@ -46,7 +48,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         if len(set(labels)) != len(labels):
             raise UsageError(f"--model labels must differ: {', '.join(labels)}")
         inputs = TableInputs(Path(args.data) if args.data else data_root(), Path(args.webfaces) if args.webfaces else webfaces_root(),
-                             Path(args.scenes_val) if args.scenes_val else None)
+                             Path(args.scenes_val) if args.scenes_val else None,
+                             Path(args.wider) if args.wider else wider_root())
         results = compare_models(dict(args.model), inputs, Path(args.out), threads=args.threads, repeats=args.repeats,
                                  precision=args.precision)
     except MTCNNError as e:

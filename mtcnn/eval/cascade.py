@@ -12,7 +12,9 @@ Two settings, each a table of rows (O-Net's points, then cascade levels 1, 2, 3)
 Each row reports, per point and as a mean over the five: error / face-box width (Sun's measure),
 error / inter-ocular distance, and failure rates (error > 5 % and > 10 % of the box width).
 Ground-truth box widths normalise every row, whichever boxes fed the nets. One CED plot per
-setting, one curve per row. Images are read and refined in batches: one crop call per level.
+setting, one curve per row; each row's error by head pose (``pose``: |roll| and |yaw proxy| bins of
+the annotation, :func:`mtcnn.eval.landmarks.pose_breakdown`) with one pose CED plot per row.
+Images are read and refined in batches: one crop call per level.
 """
 
 from __future__ import annotations
@@ -29,7 +31,7 @@ import torch
 from mtcnn.atomic import atomic_write_text
 from mtcnn.config.paths import portable_config
 from mtcnn.data.annotations import read_cnn_facepoint
-from mtcnn.eval.landmarks import evaluate_landmarks
+from mtcnn.eval.landmarks import evaluate_landmarks, pose_breakdown, pose_markdown
 from mtcnn.io import iter_image_batches
 from mtcnn.ops.coding import decode_landmarks, unflatten_landmarks
 from mtcnn.stages import Candidates, crop_candidates, refine_landmarks
@@ -39,7 +41,9 @@ FAILURE_THRESHOLDS = (0.05, 0.10)
 
 
 def point_table(pred: np.ndarray, gt: np.ndarray, gt_boxes: np.ndarray) -> dict[str, Any]:
-    """One row: per-point and mean error by box width and by inter-ocular distance, failure rates."""
+    """One row: per-point and mean error by box width and by inter-ocular distance, failure rates,
+    and the error / box width by head pose (``pose``: :func:`pose_breakdown`; ``_pose`` keeps the
+    report with its curves for the plot and is not written)."""
     box = evaluate_landmarks(pred, gt, "box-width", boxes=gt_boxes, failure_threshold=FAILURE_THRESHOLDS[0])
     iod = evaluate_landmarks(pred, gt, "inter-ocular")
     row: dict[str, Any] = {
@@ -50,6 +54,8 @@ def point_table(pred: np.ndarray, gt: np.ndarray, gt_boxes: np.ndarray) -> dict[
         "per_point_iod": dict(zip(POINT_NAMES, map(float, iod.per_point_nme))),
         "ced_x": box.ced_x, "ced_y": box.ced_y,
     }  # fmt: skip
+    pose = pose_breakdown(box.sample_errors, gt, "box-width", FAILURE_THRESHOLDS[1])
+    row["pose"], row["_pose"] = pose.to_dict(), pose
     for t in FAILURE_THRESHOLDS:
         fails = box.errors > t
         row[f"failure_{int(round(t * 100))}"] = dict(zip(POINT_NAMES, map(float, fails.mean(axis=0))))
@@ -159,7 +165,7 @@ def evaluate_cascade(cascade, detector, list_file, out_dir, images_root=None, *,
 
     The detector rows use the box adapter and start the bundle holds for ``detector``'s weights
     (:meth:`~mtcnn.cascade.LandmarkCascade.for_detector`), as the detector itself does."""
-    from mtcnn.eval.plots import plot_ced
+    from mtcnn.eval.plots import plot_ced, plot_pose_ced
 
     cascade = cascade.for_detector(detector.weights_info["sha256"])
     out = Path(out_dir)
@@ -177,9 +183,14 @@ def evaluate_cascade(cascade, detector, list_file, out_dir, images_root=None, *,
             continue
         faces = next(iter(rows.values()))["faces"]
         text.append(f"### {setting.replace('_', ' ')} ({faces} faces)\n\n{markdown_table(rows)}\n")
+        pose_rows = {ROW_LABELS.get(k, k): r["_pose"] for k, r in rows.items()}
+        text.append(f"Error / box width by head pose (NME (faces)):\n\n{pose_markdown(pose_rows)}\n")
         curves = {ROW_LABELS[k]: (r["ced_x"], r["ced_y"]) for k, r in rows.items()}
         plot_ced(curves, f"Sun cascade per level, {setting.replace('_', ' ')} ({faces} faces): error / box width",
                  {"list": Path(list_file).name, "cascade": cascade.info.get("sha256")}, out / f"ced_{setting}.png", x_max=0.1)
+        for key, r in rows.items():  # one pose CED plot per row (model or level)
+            plot_pose_ced(r["_pose"], f"{ROW_LABELS.get(key, key)}, {setting.replace('_', ' ')} ({faces} faces): "
+                          "error / box width by head pose", {"list": Path(list_file).name}, out / f"ced_pose_{setting}_{key}.png", x_max=0.1)
     atomic_write_text(out / "report.md", "\n".join(text))
     atomic_write_text(out / "report.json", json.dumps(_jsonable(report), indent=1))
     atomic_write_text(out / "card.json", json.dumps(_jsonable(weight_card(cascade, report)), indent=1))
@@ -245,7 +256,7 @@ def weight_card(cascade, report: dict[str, Any]) -> dict[str, Any]:
 
 def _jsonable(obj: Any) -> Any:
     if isinstance(obj, dict):
-        return {k: _jsonable(v) for k, v in obj.items() if k not in ("ced_x", "ced_y")} | (
+        return {k: _jsonable(v) for k, v in obj.items() if k not in ("ced_x", "ced_y") and not str(k).startswith("_")} | (
             {"ced_y": [round(float(v), 5) for v in obj["ced_y"]]} if "ced_y" in obj else {})
     if isinstance(obj, (list, tuple)):
         return [_jsonable(v) for v in obj]

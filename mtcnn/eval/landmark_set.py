@@ -12,7 +12,7 @@ import numpy as np
 
 from mtcnn.data.annotations import landmarks_68_to_5
 from mtcnn.eval.detection import box_iou
-from mtcnn.eval.landmarks import evaluate_landmarks
+from mtcnn.eval.landmarks import evaluate_landmarks, pose_breakdown
 from mtcnn.eval.results import ErrorLog, EvalOutcome
 from mtcnn.eval.sources import DetectorSource
 from mtcnn.eval.runner import (
@@ -97,9 +97,10 @@ def _match_faces(pairs, match_iou: float, errors: ErrorLog):
 
 
 def _landmark_metrics(pred, gt, gt_boxes, unmatched, num_faces: int, failure_threshold: float, report: dict, log,
-                      name: str, plot_settings: dict, out: Path) -> Path:
-    """NME by inter-ocular distance and by box width into ``report``; returns the CED plot."""
-    from mtcnn.eval.plots import plot_ced
+                      name: str, plot_settings: dict, out: Path) -> list[Path]:
+    """NME by inter-ocular distance and by box width into ``report``, and the inter-ocular NME by
+    head pose (``report["pose"]``, :func:`pose_breakdown`); returns the CED plot and the pose CED plot."""
+    from mtcnn.eval.plots import plot_ced, plot_pose_ced
 
     num_matched = len(pred)
     p, g, b = np.asarray(pred), np.asarray(gt), np.asarray(gt_boxes)
@@ -115,13 +116,17 @@ def _landmark_metrics(pred, gt, gt_boxes, unmatched, num_faces: int, failure_thr
             f"NME ({key.replace('_', '-')}): {block['nme']:.4f}  failure@{failure_threshold:g} {block['failure_rate']:.4f}"
             f" (with unmatched {block['failure_rate_with_unmatched']:.4f})  per point: {per_point}"
         )
-    return plot_ced(
+    pose = pose_breakdown(reps["inter_ocular"].sample_errors, g, "inter-ocular", failure_threshold)
+    report["pose"] = pose.to_dict()
+    log(pose.table())
+    return [plot_ced(
         {"inter-ocular": (reps["inter_ocular"].ced_x, reps["inter_ocular"].ced_y),
          "box width": (reps["box_width"].ced_x, reps["box_width"].ced_y)},
         f"Landmark CED: {name} ({num_matched} matched, {len(unmatched)} unmatched faces)",
         plot_settings,
         out / "ced.png",
-    )  # fmt: skip
+    ), plot_pose_ced(pose, f"Landmark CED by head pose: {name} ({num_matched} matched faces)", plot_settings,
+                     out / "ced_pose.png")]  # fmt: skip
 
 
 def evaluate_landmark_set(
@@ -141,6 +146,8 @@ def evaluate_landmark_set(
     progress: bool = True,
     log: Callable[[str], None] = print,
     errors: ErrorLog | None = None,
+    reader_options: dict | None = None,
+    split_rule: str = "name_order",
 ) -> EvalOutcome:
     """Five-point landmark accuracy of the detector's output on an annotated image set.
 
@@ -148,13 +155,19 @@ def evaluate_landmark_set(
     (one-to-one, highest IoU first, IoU ≥ ``match_iou``); unmatched faces are counted and listed
     separately and count as failures in ``failure_rate_with_unmatched``. 68-point annotations are
     reduced to 5 points with :func:`landmarks_68_to_5`. Errors are normalised by the annotated
-    inter-ocular distance and by the annotated box width. Writes ``report.json`` and ``ced.png``.
+    inter-ocular distance and by the annotated box width; the inter-ocular NME also by the head
+    pose of the annotation (``pose``: |roll| and |yaw proxy| bins, :func:`pose_breakdown`).
+    Writes ``report.json``, ``ced.png`` and ``ced_pose.png`` (CED per pose bin).
+
+    ``reader_options``: the format reader's options (pts68: ``missing_images``); ``split_rule``:
+    ``"hashed"`` splits by the CRC-32 of the file names (:func:`mtcnn.data.annotations.split_by_hash`,
+    the 300-W validation split of the training configs) instead of their order.
     """
     errors = errors if errors is not None else ErrorLog()
     out = Path(out_dir)
     annotations = [annotations] if isinstance(annotations, (str, os.PathLike)) else list(annotations)
     gathered = _gather_for_task("landmarks", annotations, fmt, images_root, errors, split, limit, detections,
-                                detector, detector_kwargs, batch_size, out, progress, log)
+                                detector, detector_kwargs, batch_size, out, progress, log, reader_options, split_rule)
     if isinstance(gathered, EvalOutcome):
         return gathered
     pairs, failed, source, report = gathered
@@ -171,13 +184,15 @@ def evaluate_landmark_set(
         mean_match_iou=float(np.mean(ious)) if ious else None,
         points=list(LANDMARK_NAMES),
     )
+    if split not in (None, "all"):
+        report["split_rule"] = split_rule
     log(
         f"faces: {num_faces} with 5-point annotations in {len(pairs)} images ({skipped} skipped: ignored or "
         f"incomplete); matched {num_matched}, unmatched {len(unmatched)} (IoU < {match_iou:g})"
     )
     files: list[Path] = []
     if num_matched:
-        files.append(_landmark_metrics(pred, gt, gt_boxes, unmatched, num_faces, failure_threshold, report, log,
+        files.extend(_landmark_metrics(pred, gt, gt_boxes, unmatched, num_faces, failure_threshold, report, log,
                                        _set_name(annotations, split), _plot_settings(source.settings), out))
     else:
         errors("no annotated face was matched to a detection: no landmark metrics")

@@ -18,10 +18,18 @@ A sample's error is the mean of its K normalised point errors; it "fails" when t
 exceeds the failure threshold (0.10 by default). The CED curve gives, for thresholds x from 0 to
 0.3, the fraction of samples whose error is ≤ x; its AUC up to 0.1 and 0.3 is normalised by the
 range so that a perfect predictor scores 1.
+
+Error by head pose (:func:`pose_breakdown`, the one function every landmark evaluator uses for its
+``pose`` report section and per-model pose CED plot): the samples are binned by the |roll| of the
+ground-truth eye line (<10, 10-20, 20-30, >=30 degrees) and by the |yaw proxy| (<0.1, 0.1-0.2,
+0.2-0.3, >=0.3), the nose tip's offset from the mid-eye point along the eye line in inter-ocular
+distances (:func:`pose_proxies`).
 """
 
 from __future__ import annotations
 
+import math
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -206,3 +214,175 @@ def evaluate_landmarks(
         auc_0_1=ced_auc(x, y, 0.1) if ced_max >= 0.1 else float("nan"),
         auc_0_3=ced_auc(x, y, 0.3) if ced_max >= 0.3 - 1e-12 else float("nan"),
     )
+
+
+# --------------------------------------------------------------------------------------------
+# error by head pose (roll and a yaw proxy measured on the ground truth)
+# --------------------------------------------------------------------------------------------
+
+#: Lower edges of the |roll| bins, degrees: <10, 10-20, 20-30, >=30.
+ROLL_EDGES = (0.0, 10.0, 20.0, 30.0)
+#: Lower edges of the |yaw proxy| bins, inter-ocular distances: <0.1, 0.1-0.2, 0.2-0.3, >=0.3.
+YAW_EDGES = (0.0, 0.1, 0.2, 0.3)
+
+
+def pose_proxies(gt: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Roll [N] (degrees) and yaw proxy [N] of each face, from its ground-truth points.
+
+    Eye centres and nose tip: points 0, 1, 2 of the 5-point order; for 68 points the means of
+    36-41 and 42-47 and point 30. ``roll = atan2(dy, dx)`` of the eye line from the image-left eye
+    to the image-right one (y down: positive when the image-right eye is lower, a clockwise tilt
+    on screen). ``yaw proxy = (nose_x - mid-eye_x) / inter-ocular distance`` after rotating the
+    face by -roll about the mid-eye point, i.e. the nose's offset along the eye line: 0 for a
+    frontal face, positive when the nose is to the image's right of the eyes' midpoint (the face
+    turned towards the image's right), about ±0.5 near profile. Faces whose eyes or nose are
+    missing (NaN) or whose eyes coincide get NaN for both.
+    """
+    g = _as_points(gt, "gt")
+    k = g.shape[1]
+    if k == 5:
+        left, right, nose = g[:, 0], g[:, 1], g[:, 2]
+    elif k == 68:
+        left, right, nose = g[:, 36:42].mean(axis=1), g[:, 42:48].mean(axis=1), g[:, 30]
+    else:
+        raise ValueError(f"pose proxies are defined for 5 or 68 points, not {k}")
+    d = right - left
+    iod = np.hypot(d[:, 0], d[:, 1])
+    with np.errstate(invalid="ignore", divide="ignore"):
+        roll = np.degrees(np.arctan2(d[:, 1], d[:, 0]))
+        offset = nose - (left + right) / 2
+        yaw = (offset * d).sum(axis=1) / (iod * iod)
+    bad = ~(np.isfinite(roll) & np.isfinite(yaw) & (iod > 0))
+    roll[bad] = np.nan
+    yaw[bad] = np.nan
+    return roll, yaw
+
+
+def _bin_labels(edges: Sequence[float], unit: str) -> list[str]:
+    if len(edges) == 1:
+        return [f">={edges[0]:g}{unit}"]
+    labels = [f"<{edges[1]:g}{unit}"]
+    labels += [f"{lo:g}-{hi:g}{unit}" for lo, hi in zip(edges[1:-1], edges[2:])]
+    return labels + [f">={edges[-1]:g}{unit}"]
+
+
+@dataclass
+class PoseBin:
+    """The samples whose |pose value| lies in [low, high): their count, NME (mean of the samples'
+    mean normalised errors), failure rate, CED and its AUC up to 0.1."""
+
+    label: str
+    low: float
+    high: float
+    count: int
+    nme: float
+    failure_rate: float
+    auc_0_1: float
+    ced_x: np.ndarray
+    ced_y: np.ndarray
+
+    def to_dict(self) -> dict:
+        def value(v: float) -> float | None:  # an empty bin has no figures (null, not NaN, in JSON)
+            return None if not self.count or math.isnan(v) else float(v)
+
+        return {"bin": self.label, "low": self.low, "high": None if math.isinf(self.high) else self.high,
+                "faces": self.count, "nme": value(self.nme), "failure_rate": value(self.failure_rate),
+                "auc_0_1": value(self.auc_0_1)}
+
+
+@dataclass
+class PoseReport:
+    """Landmark error by |roll| and by |yaw proxy| bins (:func:`pose_breakdown`)."""
+
+    normaliser: str
+    failure_threshold: float
+    roll: list[PoseBin]
+    yaw: list[PoseBin]
+    unknown: int  # samples whose pose cannot be measured (missing eyes or nose)
+
+    def to_dict(self) -> dict:
+        """The ``pose`` section of a report (no curves)."""
+        return {
+            "definition": "roll = angle of the ground-truth eye line (degrees); yaw proxy = (nose_x - mid-eye_x) / "
+                          "inter-ocular distance after removing the roll; bins on the absolute values",
+            "normaliser": self.normaliser,
+            "failure_threshold": self.failure_threshold,
+            "roll_degrees": [b.to_dict() for b in self.roll],
+            "yaw_proxy": [b.to_dict() for b in self.yaw],
+            "faces_without_pose": self.unknown,
+        }  # fmt: skip
+
+    def curves(self) -> dict[str, dict[str, tuple[np.ndarray, np.ndarray]]]:
+        """``{"roll": {label: (x, y)}, "yaw": {...}}`` for the non-empty bins, labels with counts."""
+        return {name: {f"{b.label} (n={b.count}, NME {b.nme:.4f})": (b.ced_x, b.ced_y) for b in bins if b.count}
+                for name, bins in (("roll", self.roll), ("yaw", self.yaw))}
+
+    def table(self) -> str:
+        """Two short lines for a log: NME (faces) per roll bin and per yaw bin."""
+        def line(name: str, bins: list[PoseBin]) -> str:
+            return f"{name}: " + "  ".join(f"{b.label} {b.nme:.4f} ({b.count})" if b.count else f"{b.label} - (0)" for b in bins)
+        return line("NME by |roll|", self.roll) + "\n" + line("NME by |yaw proxy|", self.yaw)
+
+
+def _pose_bins(values: np.ndarray, edges: Sequence[float], unit: str, sample: np.ndarray, failure_threshold: float,
+               ced_max: float, ced_steps: int) -> list[PoseBin]:
+    bins = []
+    uppers = list(edges[1:]) + [math.inf]
+    for label, low, high in zip(_bin_labels(edges, unit), edges, uppers):
+        member = (values >= low) & (values < high)
+        e = sample[member]
+        x, y = ced_curve(e, ced_max, ced_steps)
+        bins.append(PoseBin(
+            label=label, low=float(low), high=float(high), count=int(member.sum()),
+            nme=float(e.mean()) if e.size else float("nan"),
+            failure_rate=float((e > failure_threshold).mean()) if e.size else float("nan"),
+            auc_0_1=ced_auc(x, y, 0.1) if e.size and ced_max >= 0.1 else float("nan"),
+            ced_x=x, ced_y=y,
+        ))  # fmt: skip
+    return bins
+
+
+def pose_breakdown(
+    sample_errors: np.ndarray,
+    gt: np.ndarray,
+    normaliser: str = "inter-ocular",
+    failure_threshold: float = 0.10,
+    roll_edges: Sequence[float] = ROLL_EDGES,
+    yaw_edges: Sequence[float] = YAW_EDGES,
+    ced_max: float = 0.3,
+    ced_steps: int = 301,
+) -> PoseReport:
+    """Per-sample errors [N] grouped by the head pose of the ground truth ``gt`` [N, 5 or 68, 2].
+
+    The one place every landmark evaluator bins its errors by pose: |roll| bins <10, 10-20, 20-30,
+    >=30 degrees and |yaw proxy| bins <0.1, 0.1-0.2, 0.2-0.3, >=0.3 (defaults; each bin holds its
+    lower edge), with the proxies of :func:`pose_proxies`. ``normaliser`` only names how the
+    errors were normalised, for the report.
+    """
+    sample = np.asarray(sample_errors, np.float64).reshape(-1)
+    roll, yaw = pose_proxies(gt)
+    if roll.shape[0] != sample.shape[0]:
+        raise ValueError(f"{sample.shape[0]} sample errors for {roll.shape[0]} ground-truth faces")
+    for name, edges in (("roll_edges", roll_edges), ("yaw_edges", yaw_edges)):
+        if len(edges) < 1 or edges[0] != 0 or any(b <= a for a, b in zip(edges, edges[1:])):
+            raise ValueError(f"{name} must start at 0 and increase, got {tuple(edges)}")
+    return PoseReport(
+        normaliser=normaliser,
+        failure_threshold=float(failure_threshold),
+        roll=_pose_bins(np.abs(roll), roll_edges, " deg", sample, failure_threshold, ced_max, ced_steps),
+        yaw=_pose_bins(np.abs(yaw), yaw_edges, "", sample, failure_threshold, ced_max, ced_steps),
+        unknown=int(np.isnan(roll).sum()),
+    )
+
+
+def pose_markdown(reports: Mapping[str, PoseReport]) -> str:
+    """A markdown table, one row per model: NME (faces) in each |roll| and |yaw proxy| bin."""
+    if not reports:
+        return ""
+    first = next(iter(reports.values()))
+    head = ["model"] + [f"roll {b.label}" for b in first.roll] + [f"yaw {b.label}" for b in first.yaw]
+    lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
+    for name, rep in reports.items():
+        cells = [f"{b.nme:.4f} ({b.count})" if b.count else "- (0)" for b in (*rep.roll, *rep.yaw)]
+        lines.append("| " + " | ".join([name, *cells]) + " |")
+    return "\n".join(lines)

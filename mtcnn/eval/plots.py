@@ -1,4 +1,5 @@
-"""Evaluation plots: precision-recall, ROC (TPR against false positives) and CED curves.
+"""Evaluation plots: precision-recall, ROC (TPR against false positives) and CED curves (also by
+head pose: :func:`plot_pose_ced`).
 
 Each function draws on a private ``matplotlib.figure.Figure`` attached to the Agg canvas (chosen
 inside the function; pyplot and the global backend are never touched, so importing this module
@@ -180,4 +181,40 @@ def plot_ced(
     ax.set_xlim(0.0, x_max)
     ax.set_ylim(0.0, 1.02)
     _decorate(fig, ax, title, settings, "Normalised error", "Fraction of samples")
+    return _save_atomic(fig, path)
+
+
+def plot_pose_ced(
+    pose: Any,
+    title: str,
+    settings: Mapping[str, Any] | None,
+    path: str | os.PathLike,
+    x_max: float = 0.3,
+) -> Path:
+    """One model's CED by head pose: two panels, one curve per |roll| bin and per |yaw proxy| bin.
+
+    ``pose``: a :class:`mtcnn.eval.landmarks.PoseReport` (:func:`mtcnn.eval.landmarks.pose_breakdown`);
+    legend entries give each bin's face count, NME and AUC up to ``x_max``; empty bins are left out.
+    """
+    from mtcnn.eval.landmarks import ced_auc
+
+    fig = _new_figure(figsize=(12.0, 5.5))
+    panels = (("roll", "|roll| of the eye line"), ("yaw", "|yaw proxy| (nose offset / inter-ocular)"))
+    curves = pose.curves()
+    for k, (key, name) in enumerate(panels, start=1):
+        ax = fig.add_subplot(1, 2, k)
+        for label, (x, y) in curves[key].items():
+            x, y = np.asarray(x, float), np.asarray(y, float)
+            ax.plot(x, y, linewidth=1.6, label=f"{label} (AUC@{x_max:g}={ced_auc(x, y, x_max):.3f})")
+        ax.set_xlim(0.0, x_max)
+        ax.set_ylim(0.0, 1.02)
+        ax.set_xlabel(f"Normalised error ({pose.normaliser})")
+        ax.set_ylabel("Fraction of samples")
+        ax.set_title(name, fontsize=10)
+        ax.grid(True, which="major", linestyle="--", alpha=0.5)
+        if curves[key]:
+            ax.legend(loc="lower right", fontsize=7)
+    subtitle = format_settings(settings, width=160)
+    fig.suptitle(title + (f"\n{subtitle}" if subtitle else ""), fontsize=11)
+    fig.tight_layout(rect=(0, 0, 1, 0.92))
     return _save_atomic(fig, path)

@@ -7,6 +7,8 @@
   (3,466 faces, the annotated boxes): the 5-point table (per-point error / box width, failures,
   inter-ocular NME) for level 1 and level 2, and faces per second on whole images (the
   detector's path: crop + level 1 + crop + level 2).
+* Every model's error also by head pose (``pose``: |roll| and |yaw proxy| bins of the ground truth,
+  :func:`mtcnn.eval.landmarks.pose_breakdown`), with one pose CED plot per model (per level).
 
 Speeds are faces per CPU-second with one thread (process time, so other jobs on a shared machine do
 not distort them); they are indicative, not benchmarks.
@@ -27,7 +29,8 @@ from mtcnn.data.face_crops import FaceCrops, from_reference
 from mtcnn.eval.keypoints import (
     FIVE_POINT_HEADER, best_and_worst, face_mosaic, five_point_row, report_5, report_68, write_png,
 )
-from mtcnn.eval.plots import plot_ced
+from mtcnn.eval.landmarks import pose_breakdown
+from mtcnn.eval.plots import plot_ced, plot_pose_ced
 from mtcnn.io import read_image_rgb
 from mtcnn.landmark_models import KeypointModel, MobileNetCascade, load_landmark_model
 
@@ -66,14 +69,17 @@ def evaluate_kp68(models: Mapping[str, str | os.PathLike], out_dir: str | os.Pat
         pred_ref = model.predict_crops(crops).numpy()
         pred_px, gt_px = crops.image_points(pred_ref), crops.image_points(crops.points.numpy())
         rep = report_68(pred_px, gt_px)
+        pose = pose_breakdown(rep.sample_errors, gt_px, rep.normaliser, rep.failure_threshold)
         batch = crops.subset(np.arange(min(256, len(crops))))
         fps = _faces_per_second(lambda: model.predict_crops(batch), len(batch))
         results[label] = {
             "weights": str(path), "net": model.spec.name, "params": _params(model.net),
             "file_bytes": Path(path).stat().st_size, "faces_per_second_1_thread": round(fps, 1),
-            **rep.to_dict(curves=False),
+            **rep.to_dict(curves=False), "pose": pose.to_dict(),
         }
         curves[f"{label} (NME {rep.nme:.4f})"] = (rep.ced_x, rep.ced_y)
+        plot_pose_ced(pose, f"udacity68 test, {label}: 68-point NME (outer eye corners) by head pose",
+                      {"faces": len(crops)}, out / f"{label}_ced_pose.png")
         if mosaics:
             errors = rep.sample_errors
             best, worst = best_and_worst(errors, 100)
@@ -106,7 +112,10 @@ def evaluate_mobilenet_cascade(path: str | os.PathLike, out_dir: str | os.PathLi
     result, rows, curves = {}, [], {}
     for level, pred in ((1, p1), (2, p2)):
         reps = report_5(from_reference(pred.double().numpy(), boxes), gt, boxes)
-        result[f"level{level}"] = {k: r.to_dict(curves=False) for k, r in reps.items()}
+        pose = pose_breakdown(reps["box_width"].sample_errors, gt, "box-width", reps["box_width"].failure_threshold)
+        result[f"level{level}"] = {**{k: r.to_dict(curves=False) for k, r in reps.items()}, "pose": pose.to_dict()}
+        plot_pose_ced(pose, f"CNN_FacePoint test: MobileNet-V2 cascade level {level}, error / box width by head pose",
+                      {"faces": len(test)}, out / f"ced_pose_mobilenet_level{level}.png", x_max=0.1)
         rows.append(five_point_row(f"MobileNet-V2 cascade, level {level}", reps))
         curves[f"level {level}"] = (reps["box_width"].ced_x, reps["box_width"].ced_y)
     state_bytes = sum(t.numel() * 4 for n in (cascade.level1, cascade.level2) for t in n.state_dict().values()
@@ -151,5 +160,6 @@ def evaluate_kp68_with_detector(model_path: str | os.PathLike, detector, test: F
                 pred[i] = model.predict([tensor], det.boxes[best : best + 1], torch.zeros(1, dtype=torch.long))[0].numpy()
     matched = np.isfinite(pred).all(axis=(1, 2))
     rep = report_68(pred[matched], gt[matched])
+    pose = pose_breakdown(rep.sample_errors, gt[matched], rep.normaliser, rep.failure_threshold)
     return {"weights": str(model_path), "passes": passes, "faces": len(test), "matched": int(matched.sum()),
-            "match_iou": match_iou, **rep.to_dict(curves=False)}
+            "match_iou": match_iou, **rep.to_dict(curves=False), "pose": pose.to_dict()}

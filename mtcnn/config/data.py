@@ -200,6 +200,8 @@ class LandmarkAugConfig:
     flip_prob: float = bounded(0.5, 0.0, 1.0)
     rotate_prob: float = bounded(0.5, 0.0, 1.0, help="probability of each of the +angle / -angle rotations")
     rotate_degrees: float = bounded(5.0, 0.0, 90.0)
+    # fixed: exactly +/- rotate_degrees (SPEC §1); uniform: each rotation's size drawn in (0, rotate_degrees]
+    rotate_mode: Literal["fixed", "uniform"] = "fixed"
     rotate_flip: bool = True  # add the flipped copy of each rotated crop (as SPEC §1)
     box_style: Literal["wider_like", "tight"] = "wider_like"
 

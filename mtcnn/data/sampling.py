@@ -369,13 +369,16 @@ def landmark_samples(
         lm = _normalise_points(points, crop)
         # Draw every decision up front so the stream of random numbers per crop is fixed.
         u_flip, u_plus, u_minus = rng.random(3)
+        # uniform: the angles are drawn in (0, rotate_degrees] (tilted faces of every degree, not
+        # two fixed tilts); drawn only in that mode, so the fixed mode's stream is unchanged.
+        magnitudes = rng.uniform(0.0, cfg.rotate_degrees, 2) if cfg.rotate_mode == "uniform" else (cfg.rotate_degrees,) * 2
         emit(base, lm, crop, False)
         if u_flip < cfg.flip_prob:
             emit(base, lm, crop, True)
-        for u, sign in ((u_plus, 1.0), (u_minus, -1.0)):
+        for u, sign, magnitude in ((u_plus, 1.0, magnitudes[0]), (u_minus, -1.0, magnitudes[1])):
             if cfg.rotate_degrees == 0 or u >= cfg.rotate_prob:
                 continue
-            patch, pts = _rotated_crop(image, crop, points, sign * cfg.rotate_degrees)
+            patch, pts = _rotated_crop(image, crop, points, sign * magnitude)
             lm_r = _normalise_points(pts, crop)
             emit(patch, lm_r, crop, False)
             if cfg.rotate_flip:

@@ -276,6 +276,34 @@ def test_landmark_samples_flip_and_rotation():
     assert plain >= 1 and mirrored == plain and rotated == 4 * plain
 
 
+def test_landmark_samples_uniform_rotation_angles():
+    """rotate_mode uniform: each rotated sample is the face turned by one angle within
+    (0, rotate_degrees] either way (recovered from its decoded points), and the angles vary."""
+    cfg = LandmarkAugConfig(flip_prob=0.0, rotate_prob=1.0, rotate_degrees=30.0, rotate_mode="uniform",
+                            rotate_flip=False, crops_per_face=6, include_gt_crop=True, box_style="tight")
+    b = landmark_samples(noise_image(400, 400, 3), BOX + 60, PTS + 60, cfg, np.random.default_rng(4), 48)
+    angles = []
+    for box, lm in zip(b.box, b.landmark):
+        pts = decode_points(box, lm)
+        if np.allclose(pts, PTS + 60, atol=1e-3):
+            continue
+        c = np.array([(box[0] + box[2]) / 2, (box[1] + box[3]) / 2])
+        a, p = (PTS + 60) - c, pts - c
+        # the rotation that maps a onto p (least squares over the five points), then check it is exact
+        t = math.atan2(float((a[:, 0] * p[:, 1] - a[:, 1] * p[:, 0]).sum()), float((a * p).sum()))
+        rot = np.array([[math.cos(t), -math.sin(t)], [math.sin(t), math.cos(t)]])
+        np.testing.assert_allclose(a @ rot.T, p, atol=1e-3)
+        angles.append(math.degrees(t))
+    assert len(angles) >= 4 and all(0 < abs(x) <= 30 + 1e-6 for x in angles)
+    assert len({round(abs(x), 3) for x in angles}) > 2  # not two fixed tilts
+    # the fixed mode keeps its exact angles and random stream
+    fixed = landmark_samples(noise_image(400, 400, 3), BOX + 60, PTS + 60,
+                             LandmarkAugConfig(rotate_degrees=30.0, box_style="tight"), np.random.default_rng(4), 48)
+    again = landmark_samples(noise_image(400, 400, 3), BOX + 60, PTS + 60,
+                             LandmarkAugConfig(rotate_degrees=30.0, rotate_mode="fixed", box_style="tight"), np.random.default_rng(4), 48)
+    np.testing.assert_array_equal(fixed.images, again.images)
+
+
 def test_landmark_samples_drop_small_faces_and_outside_points():
     cfg = LandmarkAugConfig()
     small = np.array([10.0, 10.0, 40.0, 40.0])

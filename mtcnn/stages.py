@@ -89,6 +89,20 @@ class Candidates:
         return Candidates(self.boxes[index], self.scores[index], self.image_index[index], self.landmarks[index])
 
 
+def top_per_group(scores: torch.Tensor, groups: torch.Tensor, limit: int | None) -> torch.Tensor | None:
+    """Indices (ascending) of the ``limit`` highest-scoring entries of each group (ties by
+    index), or None when no group has more than ``limit``: the caller then keeps everything, in
+    its order. Bounds the work after a stage when its net fires on most of a photo."""
+    if limit is None or scores.numel() <= limit or int(torch.bincount(groups).max()) <= limit:
+        return None
+    by_score = torch.argsort(scores, descending=True, stable=True)
+    order = by_score[torch.argsort(groups[by_score], stable=True)]
+    sizes = torch.bincount(groups[order])
+    first = torch.cumsum(sizes, 0) - sizes
+    place = torch.arange(order.numel(), device=order.device) - torch.repeat_interleave(first, sizes)
+    return order[place < limit].sort().values
+
+
 @torch.inference_mode()
 def run_pnet(
     pnet: nn.Module,
@@ -101,6 +115,7 @@ def run_pnet(
     nms_image: float = 0.7,
     max_canvas_pixels: int = 6_000_000,
     solo_pixels: int | None | str = "auto",
+    max_windows: int | None = None,
 ) -> Candidates:
     """Proposal stage: the pyramid levels of all images on a few canvases, one P-Net pass each
     (on a GPU all levels share packed canvases; on a CPU large levels get a canvas each).
@@ -109,7 +124,8 @@ def run_pnet(
     with scale s is ``(2j/s, 2i/s, (2j+12)/s, (2i+12)/s)``), NMS runs per level (``nms_scale``)
     and then per image (``nms_image``), and boxes are calibrated by the regression offsets.
     ``solo_pixels`` (see :func:`pack_pyramid`): "auto" runs levels of ≥ 16k pixels alone on a
-    CPU and packs everything on a GPU.
+    CPU and packs everything on a GPU. ``max_windows``: at most this many windows per level (of
+    each image) enter NMS, the highest-scoring; None: all.
     """
     device = images[0].device if images else torch.device("cpu")
     if solo_pixels == "auto":
@@ -151,6 +167,9 @@ def run_pnet(
         [PNET_STRIDE * j / sx, PNET_STRIDE * i / sy, (PNET_STRIDE * j + PNET_CELL) / sx, (PNET_STRIDE * i + PNET_CELL) / sy],
         dim=1,
     )
+    top = top_per_group(scores, lvl, max_windows)
+    if top is not None:
+        boxes, scores, reg, lvl = boxes[top], scores[top], reg[top], lvl[top]
     keep = batched_nms(boxes, scores, lvl, nms_scale)
     boxes, scores, reg, lvl = boxes[keep], scores[keep], reg[keep], lvl[keep]
     image_index = level_image[lvl]
@@ -249,6 +268,11 @@ def _score_crops(net: nn.Module, images: list[torch.Tensor], candidates: Candida
     return passed, squares[passed], scores[passed], reg[passed], (marks[passed] if with_landmarks else None)
 
 
+def _limit(candidates: Candidates, max_candidates: int | None) -> Candidates:
+    top = top_per_group(candidates.scores, candidates.image_index, max_candidates)
+    return candidates if top is None else candidates.select(top)
+
+
 @torch.inference_mode()
 def run_rnet(
     rnet: nn.Module,
@@ -259,8 +283,11 @@ def run_rnet(
     nms: float = 0.7,
     chunk_size: int = 32,
     mip_cache: dict | None = None,
+    max_candidates: int | None = None,
 ) -> Candidates:
-    """Refinement stage: score 24×24 crops, keep ≥ threshold, NMS per image, then calibrate."""
+    """Refinement stage: score 24×24 crops, keep ≥ threshold, NMS per image, then calibrate.
+    ``max_candidates``: at most this many candidates of each image are scored, the highest-scoring."""
+    candidates = _limit(candidates, max_candidates)
     if len(candidates) == 0:
         return candidates
     passed, squares, scores, reg, _ = _score_crops(rnet, images, candidates, RNET_SIZE, threshold, chunk_size,
@@ -282,18 +309,40 @@ def run_onet(
     nms_mode: str = "min",
     chunk_size: int = 32,
     mip_cache: dict | None = None,
+    max_candidates: int | None = None,
 ) -> Candidates:
     """Output stage: score 48×48 crops, decode landmarks in the square fed to O-Net, calibrate,
-    then NMS per image (``nms_mode`` "min" as in the original)."""
+    then NMS per image (``nms_mode`` "min" as in the original). ``max_candidates`` as for
+    :func:`run_rnet`."""
+    candidates = _limit(candidates, max_candidates)
     if len(candidates) == 0:
         return candidates
+    _, found = score_onet(onet, images, candidates, threshold=threshold, chunk_size=chunk_size, mip_cache=mip_cache)
+    keep = batched_nms(found.boxes, found.scores, found.image_index, nms, nms_mode)
+    return found.select(keep)
+
+
+@torch.inference_mode()
+def score_onet(
+    onet: nn.Module,
+    images: list[torch.Tensor],
+    candidates: Candidates,
+    *,
+    threshold: float = 0.7,
+    chunk_size: int = 32,
+    mip_cache: dict | None = None,
+) -> tuple[torch.Tensor, Candidates]:
+    """O-Net on given boxes without NMS: ``(passed, found)``, the indices ``[M]`` of the
+    candidates scoring ≥ ``threshold`` and their calibrated boxes, scores and landmarks, in the
+    same order. :func:`run_onet` is this plus NMS; a tracker re-fits its faces with it and keeps
+    each face's identity through ``passed``."""
+    if len(candidates) == 0:
+        return torch.zeros((0,), dtype=torch.long, device=candidates.boxes.device), candidates
     passed, squares, scores, reg, marks = _score_crops(onet, images, candidates, ONET_SIZE, threshold, chunk_size,
                                                        mip_cache, with_landmarks=True)
-    image_index = candidates.image_index[passed]
     landmarks = decode_landmarks(squares, unflatten_landmarks(marks))
     boxes = decode_boxes(squares, reg)
-    keep = batched_nms(boxes, scores, image_index, nms, nms_mode)
-    return Candidates(boxes[keep], scores[keep], image_index[keep], landmarks[keep])
+    return passed, Candidates(boxes, scores, candidates.image_index[passed], landmarks)
 
 
 @dataclass(frozen=True)

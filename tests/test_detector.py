@@ -269,3 +269,46 @@ def test_original_weights_find_the_dlib_faces(shared_data, original_weights):
         found, unmatched = found + f, unmatched + u
     assert found >= 42, f"found {found}/43"
     assert unmatched <= 1, f"{unmatched} detections match no annotated face"
+
+
+def test_top_per_group_keeps_the_best_of_each_group_in_index_order():
+    from mtcnn.stages import top_per_group
+
+    scores = torch.tensor([0.1, 0.9, 0.5, 0.5, 0.7, 0.2, 0.3])
+    groups = torch.tensor([0, 0, 0, 1, 1, 1, 2])
+    assert top_per_group(scores, groups, 2).tolist() == [1, 2, 3, 4, 6]
+    assert top_per_group(scores, groups, 1).tolist() == [1, 4, 6]
+    assert top_per_group(torch.full((3,), 0.5), torch.zeros(3, dtype=torch.long), 2).tolist() == [0, 1]  # ties by index
+    assert top_per_group(scores, groups, 3) is None and top_per_group(scores, groups, None) is None
+
+
+def test_a_flood_of_windows_is_capped_at_every_stage(monkeypatch):
+    # Thresholds at 0 make P-Net fire on every cell: the caps bound what each stage works on (per
+    # level and per image), and caps above the counts change nothing.
+    import mtcnn.stages as stages
+
+    nms_groups, cropped = [], {}
+    nms, score_crops = stages.batched_nms, stages._score_crops
+
+    def spy_nms(boxes, scores, groups, *args, **kw):
+        nms_groups.append(int(torch.bincount(groups).max()))
+        return nms(boxes, scores, groups, *args, **kw)
+
+    def spy_crops(net, images, candidates, size, *args, **kw):
+        cropped[size] = int(torch.bincount(candidates.image_index).max())
+        return score_crops(net, images, candidates, size, *args, **kw)
+
+    monkeypatch.setattr(stages, "batched_nms", spy_nms)
+    monkeypatch.setattr(stages, "_score_crops", spy_crops)
+    rng = np.random.default_rng(5)
+    images = [rng.integers(0, 256, (150, 130, 3), dtype=np.uint8) for _ in range(2)]
+    uncapped = permissive_detector(min_face_size=12, pnet_max_windows=None, rnet_max_candidates=None, onet_max_candidates=None)
+    free = uncapped.detect(images)
+    assert nms_groups[0] > 300 and cropped[24] > 200 and cropped[48] > 50  # the first NMS is P-Net's per level
+    nms_groups.clear()
+    capped = uncapped.with_settings(pnet_max_windows=300, rnet_max_candidates=200, onet_max_candidates=50).detect(images)
+    assert nms_groups[0] == 300 and cropped[24] == 200 and cropped[48] == 50
+    assert all(0 < len(c) <= 50 for c in capped)
+    roomy = uncapped.with_settings(pnet_max_windows=10**6, rnet_max_candidates=10**6, onet_max_candidates=10**6).detect(images)
+    for a, b in zip(free, roomy):
+        assert torch.equal(a.boxes, b.boxes) and torch.equal(a.scores, b.scores)

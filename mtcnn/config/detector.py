@@ -22,6 +22,16 @@ class DetectorConfig:
     nms_onet: float = bounded(0.7, 0.0, 1.0, help="'min' NMS after O-Net")
     onet_nms_mode: typing.Literal["union", "min"] = "min"
     chunk_size: int | None = bounded(None, 1, None, help="R/O-Net crops per forward pass; null: on a CPU as many as keep the first feature maps within ~9 MB (R-Net 168, O-Net 32 or 64 in bfloat16), 1024 on a GPU")
+    # Bounds on the work when P-Net fires on most of a photo (an LED wall at min face 10: 138k
+    # windows on one level, 50k candidates for R-Net). Above every count measured on dlib_faces
+    # and face_mask at both presets with both weight sets (most: 2,060 windows on a level, 4,300
+    # R-Net and 374 O-Net candidates), so those results are unchanged.
+    pnet_max_windows: int | None = bounded(
+        10_000, 1, None, help="at most this many P-Net windows per pyramid level enter NMS, the highest-scoring; null: all")
+    rnet_max_candidates: int | None = bounded(
+        5_000, 1, None, help="at most this many candidates per image enter R-Net, the highest P-Net scores; null: all")
+    onet_max_candidates: int | None = bounded(
+        1_000, 1, None, help="at most this many candidates per image enter O-Net, the highest R-Net scores; null: all")
     max_megapixels: float | None = bounded(
         50.0, 0.01, None,
         help="refuse larger images: memory grows by about 35 MB per megapixel at min_face_size 20, 4x that at 10 "

@@ -54,6 +54,8 @@ def detector_from_args(args: argparse.Namespace):
 
     max_megapixels = getattr(args, "max_megapixels", None)
     options = {} if max_megapixels is None else {"max_megapixels": max_megapixels}
+    if getattr(args, "rotation", None) not in (None, "none"):
+        options["rotation"] = args.rotation
     return build_detector(args.weights, args.min_face, args.factor, args.thresholds, args.device, args.preset,
                           backend=args.backend, precision=getattr(args, "precision", "float32"), landmarks=getattr(args, "landmarks", "onet"),
                           cascade=getattr(args, "cascade_weights", None), **options)

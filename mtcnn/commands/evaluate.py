@@ -15,6 +15,7 @@ def _keypoint_pair(text: str) -> str:
 
 
 def parser() -> argparse.ArgumentParser:
+    from mtcnn.eval.rotate import ROTATE_CHOICES
     from mtcnn.eval.runner import DETECTION_FORMATS, LANDMARK_FORMATS
 
     common = argparse.ArgumentParser(add_help=False)
@@ -31,6 +32,8 @@ def parser() -> argparse.ArgumentParser:
     a("--backend", choices=["torch", "onnxruntime"], default="torch", help='what runs the nets (onnxruntime: pip install -e ".[onnx]")')
     a("--precision", choices=["float32", "bfloat16"], default="float32", help="bfloat16: O-Net in bf16, its decisions checked in float32, and the landmark cascade in bf16 (CPU torch backend)")
     a("--batch-size", type=int, default=8, help="images per detector call (default 8)")
+    a("--rotation", choices=("none", "quarter"), default="none",
+      help="the detector's search: none (default, upright faces) or quarter (the photo's four quarter turns, merged)")
     a("--split", choices=["all", "train", "val"], default="all", help="project split rule: files sorted by name, first 80%% train")
     a("--limit", type=int, help="evaluate only the first N annotated images")
     a("--out", help="output folder for report.json and plots (default eval_<task>)")
@@ -49,6 +52,11 @@ def parser() -> argparse.ArgumentParser:
                      help="coco / yolo: images with no face box are left out (skip, the default) or face-free photos (negatives)")
     det.add_argument("--iou", type=finite_float, default=0.5, help="IoU for the second AP / PR curve (AP at 0.5 is always reported)")
     det.add_argument("--wider-gt", help="WIDER eval_tools/ground_truth folder (default under data_root())")
+    det.add_argument("--rotate", choices=ROTATE_CHOICES,
+                     help="turn every photo (and its boxes and points) before detection: 0/90/180/270 degrees "
+                          "counter-clockwise, random (per photo, uniform in ±180°, from --seed) or all (those five "
+                          "side by side: AP and recall at 100 false positives, pr_curve_rotations.png)")
+    det.add_argument("--seed", type=int, default=0, help="--rotate random: the seed of the photos' angles (default 0)")
     lm = sub.add_parser("landmarks", parents=[common], help="5-point NME, failure rate, CED")
     lm.add_argument("--format", choices=LANDMARK_FORMATS, default="cnn_facepoint", help="annotation format")
     lm.add_argument("--match-iou", type=finite_float, default=0.4, help="IoU for matching a face to a detection (default 0.4)")
@@ -69,5 +77,8 @@ def main(argv: list[str] | None = None) -> int:
     args = parser().parse_args(argv)
     if args.batch_size < 1:
         print("error: --batch-size must be at least 1", file=sys.stderr)
+        return 2
+    if getattr(args, "seed", 0) < 0:
+        print("error: --seed must be at least 0", file=sys.stderr)
         return 2
     return evaluate_from_args(args)

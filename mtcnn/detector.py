@@ -99,10 +99,9 @@ class MTCNN:
         self.source_nets = {k: nets[k] for k in ("pnet", "rnet", "onet")}
         self.precision = precision
         # ``precision`` applies to O-Net, whose windows near its threshold are re-run in float32
-        # (mtcnn.ops.inference.CheckedNet): pass/fail is float32's. R-Net in bf16 ran 2.3×
-        # faster but its box offsets move O-Net's crops: 2 of 729 face_mask validation faces were
-        # lost, with or without the check. P-Net in bf16 gained little (5.3 -> 4.1 ms at 384×288)
-        # with logits off by up to 0.18.
+        # (mtcnn.ops.inference.CheckedNet): pass/fail is float32's. R-Net and P-Net stay float32:
+        # R-Net's bf16 box offsets move O-Net's crops enough to lose faces, and P-Net gained little
+        # speed for logits visibly off (measurements: docs/performance.md).
         self.pnet, self.rnet = backend_nets(nets, ("pnet", "rnet"), backend, self.device)
         (self.onet,) = backend_nets(nets, ("onet",), backend, self.device, precision)
         self._chunk_sizes = (self._crops_per_pass("rnet", self.rnet), self._crops_per_pass("onet", self.onet))
@@ -113,10 +112,9 @@ class MTCNN:
 
     def _crops_per_pass(self, name: str, runner) -> int:
         """R/O-Net crops per forward pass: on a GPU 1024; on a CPU as many as keep the first
-        convolution's output (the largest feature maps) within ~9 MB of cache. Measured on 2
-        threads of an AVX-512 EPYC at the budget's sizes against the neighbours: R-Net float32
-        168 crops 12.1 ms vs 12.5 at 128 and 28.0 at 256, bfloat16 344 6.1 ms vs 10.4 at 64;
-        O-Net float32 32 20.8 ms vs 39.2 at 64, bfloat16 64 8.5 ms vs 10.3 at 32 and 17.2 at 80."""
+        convolution's output (the largest feature maps) within ~9 MB of cache: larger chunks spill
+        out of the cache and run slower per crop, smaller ones pay the per-call overhead more often
+        (the chunk sizes against their neighbours: docs/performance.md)."""
         if self.device.type != "cpu":
             return 1024
         conv = next(m for m in self.source_nets[name].modules() if isinstance(m, nn.Conv2d))

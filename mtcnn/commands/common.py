@@ -34,7 +34,7 @@ def detector_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--weights", help=WEIGHTS_HELP)
     parser.add_argument("--min-face", type=finite_float, help="smallest face side in pixels (default 20; 10 with --preset wider)")
     parser.add_argument("--factor", type=finite_float, help="pyramid scale step (default 0.709)")
-    parser.add_argument("--thresholds", type=finite_float, nargs=3, metavar=("P", "R", "O"), help="stage thresholds (default 0.6 0.7 0.7)")
+    parser.add_argument("--thresholds", type=finite_float, nargs=3, metavar=("P", "R", "O"), help="stage thresholds (default: what the weights carry in their detector.json, e.g. 0.4 0.05 0.15 for the shipped weights; else 0.6 0.7 0.7)")
     parser.add_argument("--preset", choices=["default", "wider"], help="'wider': min face 10, factor 0.79, thresholds 0.5 0.5 0.3")
     parser.add_argument("--device", default=None, help="cpu, cuda or cuda:N (default: cuda if available)")
     parser.add_argument("--backend", choices=["torch", "onnxruntime"], default="torch", help='what runs the nets (default torch; onnxruntime: CPU, needs pip install -e ".[onnx]")')

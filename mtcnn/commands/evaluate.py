@@ -26,7 +26,7 @@ def parser() -> argparse.ArgumentParser:
     a("--weights", help=WEIGHTS_HELP)
     a("--min-face", type=finite_float, help="smallest face in pixels (default 20; 10 with --preset wider)")
     a("--factor", type=finite_float, help="pyramid scale step (default 0.709)")
-    a("--thresholds", type=finite_float, nargs=3, metavar=("P", "R", "O"), help="stage thresholds (default 0.6 0.7 0.7)")
+    a("--thresholds", type=finite_float, nargs=3, metavar=("P", "R", "O"), help="stage thresholds (default: what the weights carry in their detector.json, e.g. 0.4 0.05 0.15 for the shipped weights; else 0.6 0.7 0.7)")
     a("--preset", choices=["default", "wider"], help="'wider': min face 10, factor 0.79, thresholds 0.5 0.5 0.3")
     a("--device", help="cpu, cuda or cuda:N (default: cuda if available)")
     a("--backend", choices=["torch", "onnxruntime"], default="torch", help='what runs the nets (onnxruntime: pip install -e ".[onnx]")')

@@ -27,6 +27,12 @@ def parser() -> argparse.ArgumentParser:
     p.add_argument("--precision", nargs="+", default=["float32"], choices=["float32", "bfloat16"],
                    help="float32 (default) and/or bfloat16 (O-Net in bf16; CPU torch backend)")
     p.add_argument("--mixed", type=int, default=0, metavar="N", help="also time one batch of N (<= 8) differently sized copies of the image")
+    p.add_argument("--memory", choices=["isolated", "off"], default="isolated",
+                   help="isolated (default): each case in its own process, peak RSS seen by the OS (every allocator; "
+                        "about 2 s more per case); off: all cases in this process, no memory figures")
+    p.add_argument("--regression", action="store_true",
+                   help="also run the LED-wall regression photo (data folder's regressions/led_wall_press_photo.jpg) "
+                        "at --preset wider (min face 10, factor 0.79), batch 1; skipped when absent")
     p.add_argument("--quiet", action="store_true", help="no per-case progress lines")
     return p
 
@@ -45,7 +51,8 @@ def main(argv: list[str] | None = None) -> int:
         result = run_benchmark(
             [parse_size(s) for s in a.sizes], a.min_face, a.batch_size, a.device, threads=a.threads,
             repeats=a.repeats, warmup=a.warmup, weights=a.weights, image=a.image, compare_facenet=a.compare_facenet,
-            backends=a.backend, mixed=a.mixed, precisions=a.precision, facenet_thresholds=a.facenet_thresholds, log=None if a.quiet else (lambda msg: print(msg, file=sys.stderr, flush=True)),
+            backends=a.backend, mixed=a.mixed, precisions=a.precision, facenet_thresholds=a.facenet_thresholds,
+            memory=a.memory, regression=a.regression, log=None if a.quiet else (lambda msg: print(msg, file=sys.stderr, flush=True)),
         )  # fmt: skip
     except MTCNNError as e:
         return report(e)

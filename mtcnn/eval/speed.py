@@ -8,15 +8,26 @@ Timing: every case runs ``warmup`` untimed detect calls, then ``repeats`` timed 
 (``time.perf_counter``, CUDA synchronised before and after); a call on a batch of B copies of
 the image counts as B images, so ms per image = call time / B. Reported: median, p10, p90.
 
-Peak memory of a case (warm-up and timed calls together):
+Peak memory of a case (``memory="isolated"``, the default): each case (one size, min face,
+batch size, device, backend, precision) runs in a fresh child process (multiprocessing "spawn"),
+which builds the detector from the PyTorch nets, notes its resident set (``VmRSS``) after imports
+and model load, resets its high-water mark (``5`` to ``/proc/self/clear_refs``), runs the case's
+detect calls and reads ``VmHWM``: the operating system's count, so it sees every allocator
+(PyTorch's, oneDNN's bfloat16 kernels, onnxruntime's arenas, glibc). Reported: ``peak_rss_mb``
+(the child's peak), ``baseline_rss_mb`` and ``peak_mem_mb`` = peak above baseline. Where the mark
+cannot be reset the peak includes loading (``mem_method`` says so); off Linux it is the child's
+``getrusage(RUSAGE_SELF).ru_maxrss``. On a GPU ``gpu_peak_mb`` adds
+``torch.cuda.max_memory_allocated`` above what was allocated before the case (tensors only).
+A child costs about 2 s to start (imports, model build), so ``memory="off"`` runs every case in
+this process with no memory figures. Timings are taken the same way in both modes (the same
+warm-up and timed calls, the same thread count), in the child when isolated, so they compare.
+A process that had run other cases cannot do this: memory freed by an earlier case stays resident
+(glibc arenas, oneDNN and onnxruntime caches), so a later case's growth read near 0.
 
-* CPU: growth of the process's resident set over its size before the case. The peak (VmHWM in
-  ``/proc/self/status``) is reset per case by writing ``5`` to ``/proc/self/clear_refs``
-  (Linux ≥ 4.0); where that is not allowed, the growth of ``getrusage(RUSAGE_SELF).ru_maxrss``
-  is used, which is only a lower bound (it shows growth beyond the run's earlier peak).
-  ``mem_method`` in each result says which.
-* CUDA: ``torch.cuda.max_memory_allocated`` after ``reset_peak_memory_stats`` minus the memory
-  allocated before the case (tensors only, not the caching allocator's reserve).
+With ``regression=True`` the benchmark adds the photo that once flooded P-Net
+(:data:`REGRESSION_CASE`: ``regressions/led_wall_press_photo.jpg`` under the data folder at its
+own size, at the ``wider`` preset: min face 10, factor 0.79, thresholds 0.5/0.5/0.3), batch 1, on
+every device, backend and precision; skipped, with the reason in ``skipped``, when the file is absent.
 
 The default image is a real photo (``data_root()/dlib_faces/bald_guys.jpg``) resized to each
 size, so candidate counts are realistic; without it a synthetic image is used (and recorded).
@@ -25,6 +36,8 @@ size, so candidate counts are realistic; without it a synthetic image is used (a
 from __future__ import annotations
 
 import copy
+import gc
+import multiprocessing
 import os
 import platform
 import re
@@ -38,16 +51,18 @@ from typing import Any
 
 import numpy as np
 
-from mtcnn.errors import UsageError
+from mtcnn.errors import MTCNNError, UsageError
 import torch
 
 __all__ = [
     "BenchmarkResult",
     "CaseResult",
     "Comparison",
-    "PeakMemory",
+    "MEMORY_MODES",
+    "REGRESSION_CASE",
     "default_image",
     "parse_size",
+    "parse_proc_status",
     "run_benchmark",
 ]
 
@@ -75,7 +90,10 @@ def parse_size(text: str) -> tuple[int, int]:
 class CaseResult:
     """One (device, backend, precision, size, min_face, batch size) case. Times are ms per image; ``cpu_ms``
     is the process's CPU time per image (all threads), steadier than wall time on a busy machine.
-    A mixed batch (``--mixed N``) has width = height = 0 and ``label`` "mixed×N"."""
+    A mixed batch (``--mixed N``) has width = height = 0 and ``label`` "mixed×N"; a named case
+    (the regression photo) its own size and its name as ``label``. Memory in MB (module docstring):
+    ``peak_rss_mb`` the case's own process at its peak, ``baseline_rss_mb`` after imports and model
+    load, ``peak_mem_mb`` the difference; None with ``memory="off"``."""
 
     device: str
     width: int
@@ -94,6 +112,9 @@ class CaseResult:
     cpu_ms_median: float | None = None
     label: str = ""
     precision: str = "float32"
+    peak_rss_mb: float | None = None
+    baseline_rss_mb: float | None = None
+    gpu_peak_mb: float | None = None
 
 
 @dataclass
@@ -128,6 +149,10 @@ class Comparison:
     precision: str = "float32"
 
 
+def _mb(value: float | None) -> str:
+    return "n/a" if value is None else f"{value:.1f}"
+
+
 def _variant(case) -> str:
     """The table's backend column: the backend, with "+bf16" when its O-Net ran bfloat16."""
     return case.backend if case.precision == "float32" else f"{case.backend}+bf16"
@@ -153,15 +178,18 @@ class BenchmarkResult:
         lines = [
             f"image: {s['image']}; torch {s['torch']}, {s['threads']} threads; repeats {s['repeats']}, warmup {s['warmup']}; "
             f"weights {s['weights']} ({s['weights_sha256'] or 'n/a'}); factor {s['factor']}, thresholds {'/'.join(map(str, s['thresholds']))}",
-            f"{'device':<8}{'backend':>12}{'size':>11}{'min_face':>9}{'batch':>6}{'median ms':>11}{'p10':>9}{'p90':>9}{'cpu ms':>8}{'faces':>7}{'peak MB':>9}",
+            f"{'device':<8}{'backend':>12}{'size':>15}{'min_face':>9}{'batch':>6}{'median ms':>11}{'p10':>9}{'p90':>9}{'cpu ms':>8}{'faces':>7}"
+            f"{'peak RSS':>10}{'above base':>11}" + (f"{'GPU MB':>8}" if any(c.gpu_peak_mb is not None for c in self.cases) else ""),
         ]
         for c in self.cases:
-            mem = f"{c.peak_mem_mb:.1f}" if c.peak_mem_mb is not None else "n/a"
             cpu = f"{c.cpu_ms_median:.1f}" if c.cpu_ms_median is not None else "n/a"
+            gpu = f"{c.gpu_peak_mb:>8.1f}" if c.gpu_peak_mb is not None else ("     n/a" if "GPU" in lines[1] else "")
             lines.append(
-                f"{c.device:<8}{_variant(c):>12}{c.label or f'{c.width}x{c.height}':>11}{c.min_face:>9g}{c.batch_size:>6}{c.ms_median:>11.1f}"
-                f"{c.ms_p10:>9.1f}{c.ms_p90:>9.1f}{cpu:>8}{c.faces:>7}{mem:>9}"
+                f"{c.device:<8}{_variant(c):>12}{c.label or f'{c.width}x{c.height}':>15}{c.min_face:>9g}{c.batch_size:>6}{c.ms_median:>11.1f}"
+                f"{c.ms_p10:>9.1f}{c.ms_p90:>9.1f}{cpu:>8}{c.faces:>7}{_mb(c.peak_rss_mb):>10}{_mb(c.peak_mem_mb):>11}{gpu}"
             )
+        if s.get("memory", "isolated") == "isolated":
+            lines.append("memory (MB): peak RSS of the case's own process (VmHWM: every allocator); above base: minus its RSS after imports and model load")
         if self.comparisons:
             lines.append("")
             ref_t = "/".join(f"{t:g}" for t in s.get("facenet_thresholds", s["thresholds"]))
@@ -178,7 +206,7 @@ class BenchmarkResult:
                     f"{c.matched_iou50:>9}{c.matched_iou30:>9}"
                 )
         for sk in self.skipped:
-            lines.append(f"skipped {sk.get('device', '')}: {sk.get('reason', '')}")
+            lines.append(f"skipped {sk.get('device') or sk.get('case', '')}: {sk.get('reason', '')}")
         return "\n".join(lines)
 
 
@@ -187,13 +215,20 @@ class BenchmarkResult:
 # --------------------------------------------------------------------------------------------
 
 
-def _proc_status_kb(key: str) -> int | None:
+MEMORY_MODES = ("isolated", "off")
+
+
+def parse_proc_status(text: str) -> dict[str, int]:
+    """The kB lines of a ``/proc/<pid>/status`` text: ``{"VmRSS": 51234, "VmHWM": 60000, ...}`` (kB)."""
+    return {m.group(1): int(m.group(2)) for m in re.finditer(r"^(\w+):\s+(\d+)\s+kB\s*$", text, re.M)}
+
+
+def _proc_status() -> dict[str, int]:
     try:
         with open("/proc/self/status") as f:
-            m = re.search(rf"^{key}:\s+(\d+)\s+kB", f.read(), re.M)
-        return int(m.group(1)) if m else None
+            return parse_proc_status(f.read())
     except OSError:
-        return None
+        return {}
 
 
 def _maxrss_kb() -> int:
@@ -201,43 +236,104 @@ def _maxrss_kb() -> int:
     return r // 1024 if sys.platform == "darwin" else r  # bytes on macOS, kB on Linux
 
 
-class PeakMemory:
-    """Context manager measuring the peak memory growth (MB) of the code it wraps on ``device``."""
+def _reset_peak_rss() -> bool:
+    """Set this process's VmHWM to its current RSS (Linux >= 4.0); False where not allowed."""
+    try:
+        with open("/proc/self/clear_refs", "w") as f:
+            f.write("5")
+        return True
+    except OSError:
+        return False
 
-    def __init__(self, device: torch.device):
-        self.device = torch.device(device)
-        self.peak_mb: float | None = None
-        self.method = ""
 
-    def __enter__(self) -> "PeakMemory":
-        if self.device.type == "cuda":
-            torch.cuda.synchronize(self.device)
-            torch.cuda.reset_peak_memory_stats(self.device)
-            self._base = torch.cuda.memory_allocated(self.device)
-            self.method = "cuda-max-memory-allocated"
-            return self
-        self._base = _proc_status_kb("VmRSS")
+@dataclass
+class _Measured:
+    """What one case's calls gave: times (ms per image), faces found, memory (MB; module docstring)."""
+
+    times: list[float]
+    cpu: list[float]
+    faces: int
+    method: str
+    peak_rss_mb: float | None = None
+    baseline_rss_mb: float | None = None
+    gpu_peak_mb: float | None = None
+
+    @property
+    def above_baseline_mb(self) -> float | None:
+        if self.peak_rss_mb is None or self.baseline_rss_mb is None:
+            return None
+        return max(0.0, self.peak_rss_mb - self.baseline_rss_mb)
+
+
+def _run_case(det, images: list, copies: int, device: torch.device, repeats: int, warmup: int) -> tuple[int, list, list]:
+    """(faces found, wall ms, CPU ms per image): one untimed call for the count, then the timing."""
+    faces = sum(len(d) for d in det.detect(images))
+    batch = images * copies
+    [(times, cpu)] = _time_interleaved([lambda: det.detect(batch)], device, repeats, warmup, [len(batch)])
+    return faces, times, cpu
+
+
+@dataclass
+class _CaseJob:
+    """Everything a child process needs for one case (picklable: the PyTorch nets, not their runners)."""
+
+    nets: dict
+    config: Any
+    weights_info: dict
+    backend: str
+    precision: str
+    device: str
+    images: list
+    copies: int
+    repeats: int
+    warmup: int
+    threads: int
+
+    def __call__(self) -> _Measured:
+        """Run in the child: build the detector, note the baseline, run the case, read the peak."""
+        from mtcnn.detector import MTCNN
+
+        torch.set_num_threads(self.threads)
+        device = torch.device(self.device)
+        det = MTCNN(nets=self.nets, device=device, backend=self.backend, precision=self.precision)
+        det.config, det.weights_info = self.config, self.weights_info
+        gc.collect()
+        base = _proc_status().get("VmRSS")
+        reset = base is not None and _reset_peak_rss()
+        if device.type == "cuda":
+            torch.cuda.synchronize(device)
+            torch.cuda.reset_peak_memory_stats(device)
+            gpu_base = torch.cuda.memory_allocated(device)
+        faces, times, cpu = _run_case(det, self.images, self.copies, device, self.repeats, self.warmup)
+        peak = _proc_status().get("VmHWM") if base is not None else None
+        if peak is not None:
+            method = "vmhwm, own process" + ("" if reset else " (peak includes model load)")
+        else:  # no /proc: the child's own high-water mark, which includes the load
+            base, peak, method = None, _maxrss_kb(), "ru_maxrss, own process (includes load)"
+        out = _Measured(times, cpu, faces, method, peak / 1024, None if base is None else base / 1024)
+        if device.type == "cuda":
+            torch.cuda.synchronize(device)
+            out.gpu_peak_mb = max(0, torch.cuda.max_memory_allocated(device) - gpu_base) / 2**20
+        return out
+
+
+def _call(job: _CaseJob) -> _Measured:
+    return job()
+
+
+def _isolated(det, images: list, copies: int, device: torch.device, repeats: int, warmup: int) -> _Measured:
+    """One case in a fresh "spawn" child process (its memory is its own; module docstring)."""
+    from concurrent.futures import ProcessPoolExecutor
+    from concurrent.futures.process import BrokenProcessPool
+
+    job = _CaseJob(dict(det.source_nets), det.config, det.weights_info, getattr(det, "backend", "torch"),
+                   getattr(det, "precision", "float32"), str(device), list(images), copies, repeats, warmup,
+                   torch.get_num_threads())  # fmt: skip
+    with ProcessPoolExecutor(1, mp_context=multiprocessing.get_context("spawn")) as pool:
         try:
-            with open("/proc/self/clear_refs", "w") as f:
-                f.write("5")  # reset VmHWM to the current RSS
-            ok = self._base is not None and _proc_status_kb("VmHWM") is not None
-        except OSError:
-            ok = False
-        if ok:
-            self.method = "vmhwm-reset"
-        else:
-            self._base = _maxrss_kb()
-            self.method = "ru_maxrss-delta (lower bound)"
-        return self
-
-    def __exit__(self, *exc) -> None:
-        if self.device.type == "cuda":
-            torch.cuda.synchronize(self.device)
-            self.peak_mb = max(0, torch.cuda.max_memory_allocated(self.device) - self._base) / 2**20
-        elif self.method == "vmhwm-reset":
-            self.peak_mb = max(0, (_proc_status_kb("VmHWM") or 0) - self._base) / 1024
-        else:
-            self.peak_mb = max(0, _maxrss_kb() - self._base) / 1024
+            return pool.submit(_call, job).result()
+        except BrokenProcessPool as e:
+            raise MTCNNError(f"a benchmark case's process died (out of memory?): {e}") from e
 
 
 def _sync(device: torch.device) -> None:
@@ -346,8 +442,11 @@ def _agreement(ours, ref_boxes: np.ndarray, iou: float) -> int:
     return int(res.tp.sum())
 
 
-def _check_arguments(repeats: int, warmup: int, batch_sizes: Sequence[int], mixed: int, threads: int | None) -> None:
+def _check_arguments(repeats: int, warmup: int, batch_sizes: Sequence[int], mixed: int, threads: int | None,
+                     memory: str = "isolated") -> None:
     """Refuse counts the benchmark cannot run with; apply ``threads`` to torch."""
+    if memory not in MEMORY_MODES:
+        raise BenchmarkError(f"memory must be one of {', '.join(MEMORY_MODES)}, not {memory!r}")
     if repeats < 1 or warmup < 0:
         raise BenchmarkError("repeats must be >= 1 and warmup >= 0")
     if any(b < 1 for b in batch_sizes):
@@ -384,6 +483,8 @@ class _Grid:
     warmup: int
     log: Callable[[str], None]
     facenet_thresholds: tuple[float, ...]
+    memory: str = "isolated"
+    named: Sequence[tuple[str, np.ndarray, dict]] = ()  # (label, image, detector settings): batch 1, not compared
 
     def time_detector(self, result: BenchmarkResult, det_dev, reference, device: torch.device, dev_name: str,
                       backend: str, precision: str) -> None:
@@ -392,10 +493,42 @@ class _Grid:
             for m in self.min_faces:
                 det = det_dev.with_settings(min_face_size=float(m))
                 run = _Run(det, reference, images, label, device, dev_name, backend, float(m), self.repeats, self.warmup,
-                           self.log, precision, self.facenet_thresholds)
+                           self.log, precision, self.facenet_thresholds, self.memory)
                 result.cases.extend(run.cases([len(images)] if len(images) > 1 else self.batch_sizes))
                 if reference is not None:
                     result.comparisons.append(run.compare())
+        for label, image, changes in self.named:
+            det = det_dev.with_settings(**changes)
+            run = _Run(det, None, [image], label, device, dev_name, backend, float(det.config.min_face_size), self.repeats,
+                       self.warmup, self.log, precision, memory=self.memory, named=True)
+            result.cases.extend(run.cases([1]))
+
+
+# The photo that once flooded P-Net (docs/performance.md, "When P-Net floods"): (label, path under
+# the data folder, detector preset) for ``run_benchmark(regression=True)`` / ``--regression``.
+REGRESSION_CASE = ("led_wall@wider", "regressions/led_wall_press_photo.jpg", "wider")
+
+
+def _named_cases(regression: bool, result: BenchmarkResult, log: Callable[[str], None]) -> list[tuple[str, np.ndarray, dict]]:
+    """The named cases asked for, each (label, RGB image, detector settings); an absent photo is
+    listed in ``result.skipped`` (and logged) instead."""
+    from mtcnn.config import data_root
+    from mtcnn.config.detector import DETECTOR_PRESETS
+    from mtcnn.io import read_image_rgb
+
+    if not regression:
+        return []
+    label, rel, preset = REGRESSION_CASE
+    path = data_root() / rel
+    if not path.is_file():
+        reason = f"regression photo {path} not found (set MTCNN_DATA to the data folder that has {rel})"
+        result.skipped.append({"case": label, "reason": reason})
+        log(f"skipping {label}: {reason}")
+        return []
+    image = read_image_rgb(path)
+    result.settings["regression"] = {"label": label, "image": str(path), "size": [int(image.shape[1]), int(image.shape[0])],
+                                      "preset": preset, "settings": dict(DETECTOR_PRESETS[preset])}  # fmt: skip
+    return [(label, image, dict(DETECTOR_PRESETS[preset]))]
 
 
 # --------------------------------------------------------------------------------------------
@@ -421,6 +554,8 @@ def run_benchmark(
     log: Callable[[str], None] | None = None,
     precisions: Sequence[str] = ("float32",),
     facenet_thresholds: Sequence[float] | None = None,
+    memory: str = "isolated",
+    regression: bool = False,
 ) -> BenchmarkResult:
     """Time the detector on every (device, backend, precision, size, min_face, batch size)
     combination; a precision a backend or device does not run (bfloat16 off the CPU torch
@@ -435,10 +570,11 @@ def run_benchmark(
     original MTCNN weights (the same nets: same settings), else facenet-pytorch's own defaults
     (0.6, 0.7, 0.7: the thresholds its weights were made for; ours were calibrated separately).
     ``mixed``: also one batch of that many differently sized copies of the image
-    (:data:`MIXED_SIZES`, up to 8) in a single detect call.
+    (:data:`MIXED_SIZES`, up to 8) in a single detect call. ``memory``: "isolated" (each case in
+    its own process, peak RSS measured) or "off"; ``regression``: add :data:`REGRESSION_CASE`.
     """
     log = log or (lambda _msg: None)
-    _check_arguments(repeats, warmup, batch_sizes, mixed, threads)
+    _check_arguments(repeats, warmup, batch_sizes, mixed, threads, memory)
     base_image, image_source = _base_image(image)
     if detector is None:
         from mtcnn.detector import MTCNN
@@ -448,12 +584,13 @@ def run_benchmark(
                          compare_facenet, backends, mixed, precisions)
     if compare_facenet:
         settings["facenet_thresholds"] = reference_thresholds(detector, facenet_thresholds)
+    settings["memory"] = memory
     result = BenchmarkResult(settings=settings)
     reference_cls = _load_reference_class() if compare_facenet else None
     if compare_facenet and not Path(compare_facenet).is_file():
         raise BenchmarkError(f"{compare_facenet}: facenet-pytorch wheel not found")
     grid = _Grid(base_image, sizes, min_faces, batch_sizes, mixed, repeats, warmup, log,
-                 tuple(settings.get("facenet_thresholds", ())))
+                 tuple(settings.get("facenet_thresholds", ())), memory, _named_cases(regression, result, log))
     for dev_name in devices:
         device = torch.device(dev_name)
         if device.type == "cuda" and not torch.cuda.is_available():
@@ -559,28 +696,39 @@ class _Run:
     log: Callable[[str], None]
     precision: str = "float32"
     reference_thresholds: tuple[float, ...] = ()
+    memory: str = "isolated"
+    named: bool = False
+
+    @property
+    def case_label(self) -> str:
+        """The table's size column when not WIDTHxHEIGHT: a mixed batch or a named case."""
+        return self.label if self.named or len(self.images) > 1 else ""
 
     def _size(self) -> tuple[int, int]:
         h, w = self.images[0].shape[:2]
         return (int(w), int(h)) if len(self.images) == 1 else (0, 0)
 
     def cases(self, batch_sizes: Sequence[int]) -> list[CaseResult]:
-        found = sum(len(d) for d in self.det.detect(self.images))
         out = []
         for bs in batch_sizes:
-            batch = self.images * int(bs) if len(self.images) == 1 else self.images
-            with PeakMemory(self.device) as mem:
-                [(times, cpu)] = _time_interleaved([lambda: self.det.detect(batch)], self.device, self.repeats, self.warmup, [len(batch)])
-            med, p10, p90, mean = _stats(times)
+            copies = int(bs) if len(self.images) == 1 else 1
+            if self.memory == "isolated":
+                m = _isolated(self.det, self.images, copies, self.device, self.repeats, self.warmup)
+            else:
+                faces, times, cpu = _run_case(self.det, self.images, copies, self.device, self.repeats, self.warmup)
+                m = _Measured(times, cpu, faces, "off (in-process; no memory figures)")
+            med, p10, p90, mean = _stats(m.times)
             width, height = self._size()
             out.append(CaseResult(
-                device=str(self.dev_name), width=width, height=height, min_face=self.min_face, batch_size=len(batch),
-                ms_median=med, ms_p10=p10, ms_p90=p90, ms_mean=mean, times_ms=[float(t) for t in times],
-                faces=found, peak_mem_mb=mem.peak_mb, mem_method=mem.method, backend=self.backend,
-                cpu_ms_median=float(np.median(cpu)), label="" if len(self.images) == 1 else self.label,
-                precision=self.precision,
+                device=str(self.dev_name), width=width, height=height, min_face=self.min_face, batch_size=copies * len(self.images),
+                ms_median=med, ms_p10=p10, ms_p90=p90, ms_mean=mean, times_ms=[float(t) for t in m.times],
+                faces=m.faces, peak_mem_mb=m.above_baseline_mb, mem_method=m.method, backend=self.backend,
+                cpu_ms_median=float(np.median(m.cpu)), label=self.case_label, precision=self.precision,
+                peak_rss_mb=m.peak_rss_mb, baseline_rss_mb=m.baseline_rss_mb, gpu_peak_mb=m.gpu_peak_mb,
             ))  # fmt: skip
-            self.log(f"{self.dev_name} {self.backend} {self.precision} {self.label} min_face {self.min_face:g} batch {len(batch)}: {med:.1f} ms/image (p10 {p10:.1f}, p90 {p90:.1f})")
+            mem = f"; peak RSS {m.peak_rss_mb:.1f} MB, {m.above_baseline_mb:.1f} above base" if m.above_baseline_mb is not None else ""
+            self.log(f"{self.dev_name} {self.backend} {self.precision} {self.label} min_face {self.min_face:g} batch {copies * len(self.images)}: "
+                     f"{med:.1f} ms/image (p10 {p10:.1f}, p90 {p90:.1f}){mem}")  # fmt: skip
         return out
 
     def compare(self) -> Comparison:

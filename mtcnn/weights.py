@@ -125,8 +125,14 @@ def load_net(ckpt: dict, net_name: str, source: str, **build_kwargs) -> nn.Modul
     layers) and load a validated checkpoint into it, with shape checks."""
     validate_checkpoint(ckpt, net_name, source)
     model = build_net(net_name, **build_kwargs)
+    load_state_checked(model, ckpt["state_dict"], net_name, source)
+    return model.eval()
+
+
+def load_state_checked(model: nn.Module, state: dict, net_name: str, source: str) -> None:
+    """Load ``state`` into ``model`` after checking its keys and every tensor's shape (one
+    :class:`WeightsError` line naming ``source`` otherwise); tensors take the model's dtypes."""
     expected = model.state_dict()
-    state = ckpt["state_dict"]
     missing = sorted(set(expected) - set(state))
     unexpected = sorted(set(state) - set(expected))
     if missing or unexpected:
@@ -134,8 +140,8 @@ def load_net(ckpt: dict, net_name: str, source: str, **build_kwargs) -> nn.Modul
     for key, tensor in expected.items():
         if tuple(state[key].shape) != tuple(tensor.shape):
             raise WeightsError(f"{source}: {net_name}.{key} has shape {tuple(state[key].shape)}, expected {tuple(tensor.shape)}")
-    model.load_state_dict(state)
-    return model.eval()
+    with torch.no_grad():
+        model.load_state_dict({k: v.to(expected[k].dtype) for k, v in state.items()})
 
 
 def load_bundle(path: str | os.PathLike) -> tuple[dict[str, nn.Module], dict]:

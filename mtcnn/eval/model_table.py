@@ -136,11 +136,9 @@ def detection_rows(name: str, records: Sequence[ImageAnnotation], detections) ->
 def wider_rows(records: Sequence[ImageAnnotation], detections) -> dict[str, float]:
     """Official-protocol easy / medium / hard AP, the settings by face height (no ``.mat`` keep lists
     exist for training photos: :data:`mtcnn.eval.wider.HEIGHT_SETTINGS`)."""
-    from mtcnn.eval.wider import evaluate_wider_curves, wider_ground_truth_from_records, wider_predictions_from_list
+    from mtcnn.eval.wider import wider_curves_from_records
 
-    gt = wider_ground_truth_from_records(records)
-    pred = wider_predictions_from_list((r.path, b, s) for r, (b, s) in zip(records, detections))
-    curves = evaluate_wider_curves(pred, gt, iou_threshold=0.5)
+    curves = wider_curves_from_records(records, detections)
     row = {f"{s} AP": float(c.ap) for s, c in curves.items()}
     row["faces (hard)"] = int(curves["hard"].num_faces)
     return row

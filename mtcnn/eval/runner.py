@@ -62,7 +62,7 @@ from mtcnn.eval.detection import (
     load_wider_ground_truth,
     wider_predictions_from_list,
 )
-from mtcnn.eval.wider import HEIGHT_SETTINGS, wider_ground_truth_from_records
+from mtcnn.eval.wider import HEIGHT_SETTINGS, wider_curves_from_records
 
 __all__ = [
     "DETECTION_FORMATS",
@@ -297,9 +297,7 @@ def _wider_official(pairs, gt_dir, explicit: bool, errors: ErrorLog, log) -> tup
     if not covered:
         # WIDER training photos (a split held out of them): the protocol with keep lists by face height.
         records = [a for a, _ in pairs]
-        sub = wider_ground_truth_from_records(records)
-        pred = wider_predictions_from_list((a.path, r.boxes, r.scores) for a, r in pairs)
-        curves = evaluate_wider_curves(pred, sub, iou_threshold=0.5)
+        curves = wider_curves_from_records(records, [(r.boxes, r.scores) for _, r in pairs])
         log("WIDER official protocol on images outside the validation ground truth: settings by face height "
             + ", ".join(f"{s} >= {h:g} px" for s, h in HEIGHT_SETTINGS.items()))
         out = {"iou_threshold": 0.5, "ground_truth": "annotations, settings by face height",
@@ -330,6 +328,18 @@ def _wider_official(pairs, gt_dir, explicit: bool, errors: ErrorLog, log) -> tup
 
 
 
+def _records_and_source(annotations, fmt, images_root, errors, split, limit, reader_options, split_rule,
+                        detections, detector, detector_kwargs, batch_size, out):
+    """The annotated records and where their detections come from, or the fatal outcome."""
+    records = load_annotation_records(annotations, fmt, images_root, errors, split, limit, reader_options, split_rule)
+    if not records:
+        return _fatal("no annotated images to evaluate", errors, out)
+    try:
+        return records, _make_source(detections, detector, detector_kwargs, errors, batch_size, out)
+    except FatalError as e:
+        return _fatal(str(e), errors, out)
+
+
 def _gather_for_task(task, annotations, fmt, images_root, errors, split, limit, detections, detector,
                      detector_kwargs, batch_size, out, progress, log, reader_options=None, split_rule="name_order"):
     """Shared first half of both evaluations: annotations -> detections per image.
@@ -337,13 +347,11 @@ def _gather_for_task(task, annotations, fmt, images_root, errors, split, limit, 
     Returns ``(pairs, failed, source, report)`` or, when nothing can be evaluated, the fatal
     :class:`EvalOutcome`.
     """
-    records = load_annotation_records(annotations, fmt, images_root, errors, split, limit, reader_options, split_rule)
-    if not records:
-        return _fatal("no annotated images to evaluate", errors, out)
-    try:
-        source = _make_source(detections, detector, detector_kwargs, errors, batch_size, out)
-    except FatalError as e:
-        return _fatal(str(e), errors, out)
+    prepared = _records_and_source(annotations, fmt, images_root, errors, split, limit, reader_options, split_rule,
+                                   detections, detector, detector_kwargs, batch_size, out)
+    if isinstance(prepared, EvalOutcome):
+        return prepared
+    records, source = prepared
     log(_settings_line(source.settings))
     pairs, failed = _gather(records, source, progress)
     report = _common_report(task, annotations, fmt, images_root, split, limit, source, records, pairs, failed)
@@ -531,13 +539,11 @@ def _rotated_detection_set(annotations, fmt, images_root, out: Path, detections,
     if detections is not None:
         return _fatal("--rotate turns the photos before the detector sees them: it needs the detector, not --detections",
                       errors, out)
-    records = load_annotation_records(annotations, fmt, images_root, errors, split, limit, reader_options)
-    if not records:
-        return _fatal("no annotated images to evaluate", errors, out)
-    try:
-        source = _make_source(None, detector, detector_kwargs, errors, batch_size, out)
-    except FatalError as e:
-        return _fatal(str(e), errors, out)
+    prepared = _records_and_source(annotations, fmt, images_root, errors, split, limit, reader_options, "name_order",
+                                   None, detector, detector_kwargs, batch_size, out)
+    if isinstance(prepared, EvalOutcome):
+        return prepared
+    records, source = prepared
     searched = f", rotation={source.settings['rotation']}" if source.settings.get("rotation") else ""
     log(_settings_line(source.settings) + f"{searched}; photos turned: {rotate} (seed {seed})")
     table, reports = rotated_detection_table(source.detector, records, rotate, seed, iou, batch_size, errors, progress)

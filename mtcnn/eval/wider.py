@@ -156,6 +156,14 @@ def wider_ground_truth_from_records(records, min_heights: Mapping[str, float] = 
     return WiderGroundTruth(events=events, images=images, boxes=boxes, keep=keep)
 
 
+def wider_curves_from_records(records, detections, iou_threshold: float = 0.5) -> "dict[str, WiderCurve]":
+    """The official protocol on annotation records without ``.mat`` keep lists (settings by face
+    height, :func:`wider_ground_truth_from_records`); ``detections``: ``(boxes, scores)`` per record."""
+    gt = wider_ground_truth_from_records(records)
+    pred = wider_predictions_from_list((r.path, b, s) for r, (b, s) in zip(records, detections))
+    return evaluate_wider_curves(pred, gt, iou_threshold=iou_threshold)
+
+
 def wider_predictions_from_list(
     items: Iterable[tuple[str | os.PathLike, np.ndarray, np.ndarray]],
 ) -> dict[str, dict[str, np.ndarray]]:

@@ -40,7 +40,7 @@ from torch import nn
 from mtcnn.config.core import ConfigError
 from mtcnn.nets import MTCNN_NETS, get_net_spec
 from mtcnn.nets.registry import NetSpec
-from mtcnn.weights import FORMAT, FORMAT_VERSION, WeightsError, _load_file, validate_checkpoint
+from mtcnn.weights import FORMAT, FORMAT_VERSION, WeightsError, _load_file, load_state_checked, validate_checkpoint
 
 INIT_NAMES = ("default", "original")
 TRUNK = "trunk"
@@ -181,19 +181,7 @@ def resolve_init(init: str, net: str | NetSpec) -> InitWeights:
 
 def apply_init(model: nn.Module, weights: InitWeights) -> None:
     """Copy ``weights`` into ``model`` after checking the keys and every tensor's shape."""
-    expected = model.state_dict()
-    state = weights.state_dict
-    source = weights.record["source"]
-    missing = sorted(set(expected) - set(state))
-    unexpected = sorted(set(state) - set(expected))
-    if missing or unexpected:
-        raise WeightsError(f"{source}: {weights.record['net']} keys do not match (missing {missing[:3]}, unexpected {unexpected[:3]})")
-    for key, tensor in expected.items():
-        if tuple(state[key].shape) != tuple(tensor.shape):
-            raise WeightsError(f"{source}: {weights.record['net']}.{key} has shape {tuple(state[key].shape)}, "
-                               f"expected {tuple(tensor.shape)}")
-    with torch.no_grad():
-        model.load_state_dict({k: v.to(expected[k].dtype) for k, v in state.items()})
+    load_state_checked(model, weights.state_dict, weights.record["net"], weights.record["source"])
 
 
 def layer_names(model: nn.Module) -> list[str]:

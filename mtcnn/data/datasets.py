@@ -97,6 +97,7 @@ import torch.nn.functional as F
 from torch.utils.data import DataLoader, Dataset
 
 from mtcnn.data.h5 import KINDS, TRAIN_FIELDS, SampleReader
+from mtcnn.data.readers import open_sample_file
 from mtcnn.errors import DataError
 from mtcnn.ops.coding import decode_boxes, flip_box_offsets, flip_landmarks
 from mtcnn.structures import Label
@@ -620,7 +621,7 @@ class MixedBatchLoader:
         oversample: Sequence[tuple[str, int]] = (),
     ):
         self.reader = (reader_or_path if isinstance(reader_or_path, SampleReader)
-                       else SampleReader(reader_or_path, expected_size=expected_size))
+                       else open_sample_file(reader_or_path, expected_size=expected_size))
         if expected_size is not None and self.reader.size != expected_size:
             raise ValueError(f"{self.reader.path} holds {self.reader.size}px samples, expected {expected_size}px")
         unknown = set(composition) - set(KINDS)

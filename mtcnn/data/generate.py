@@ -7,6 +7,11 @@ workers or on scheduling; ``Pool.imap`` returns chunks in order and the main pro
 writes them through :class:`mtcnn.data.h5.SampleWriter` and commits each chunk, so a killed
 run resumes where it stopped (``SampleWriter(resume=True)``) without duplicated samples.
 
+Under ``torchrun`` each rank processes its share of the items (``id % world_size == rank``)
+into its own crash-safe shard beside the usual file, and the finished set is listed in a
+manifest the training readers read as one file (:mod:`mtcnn.data.shards`); since the samples
+depend on ``(seed, item id)`` only, the ranks together make exactly one process's samples.
+
 An unreadable source image is reported as one line naming the file and skipped (not
 committed, so a rerun retries it); the job fails only when more than ``max_bad_fraction`` of
 the images could not be read.
@@ -31,7 +36,7 @@ from typing import Any
 import numpy as np
 import yaml
 
-from mtcnn.errors import DataError, OutputExistsError
+from mtcnn.errors import DataError
 from mtcnn.config import save_resolved, to_dict
 from mtcnn.data.annotations import AnnotationError, ImageAnnotation, read_annotations, read_wider, split_by_hash, split_by_name
 from mtcnn.data.annotation_formats import five_point_record
@@ -44,7 +49,8 @@ from mtcnn.config.data import (
     WiderBoxConfig,
 )
 from mtcnn.config.paths import data_hint, resolve_path
-from mtcnn.data.h5 import KINDS, SampleWriter
+from mtcnn.data.h5 import KINDS, SampleReader, SampleWriter
+from mtcnn.data.shards import Shard, check_shard_settings, finish, refuse_complete_output, set_line, write_manifest
 from mtcnn.data.sampling import SampleBatch, landmark_samples, pnet_samples, tight_to_wider
 from mtcnn.io import ImageReadError, read_image_rgb
 
@@ -305,6 +311,9 @@ class JobSummary:
     processed: int
     skipped: list[str]
     seconds: float
+    shard: Shard = field(default_factory=Shard)
+    final: Path | None = None  # the usual output, when ``path`` is one rank's shard of it
+    manifest: Path | None = None  # the shard list, once every rank has finished
 
     @property
     def images_per_second(self) -> float:
@@ -317,6 +326,8 @@ class JobSummary:
             f"images: {self.items:,} in job, {self.resumed:,} done before, {self.processed:,} processed now, "
             f"{len(self.skipped):,} unreadable skipped; {self.images_per_second:.1f} images/s",
         ]
+        if self.shard.enabled:
+            out.append(set_line(self.shard, self.final or self.path, self.manifest))
         return out
 
 
@@ -340,14 +351,32 @@ def run_sample_job(
     desc: str = "samples",
     progress: bool = True,
     on_start: Callable[[], None] | None = None,
+    shard: Shard | None = None,
 ) -> JobSummary:
     """Process ``items`` into ``out_path`` (resuming a partial file of the same settings;
-    ``overwrite`` starts over). ``on_start`` runs once the output is accepted, before any work."""
+    ``overwrite`` starts over). ``on_start`` runs once the output is accepted, before any work.
+
+    ``shard`` (default: from the torchrun environment, :meth:`Shard.from_env`): a rank of a split
+    job takes its share of ``items`` into its own shard file beside ``out_path`` (a finished one
+    of the same settings is kept as it is) and, when every rank is done, the shard list is
+    written (:mod:`mtcnn.data.shards`)."""
     out_path = Path(out_path)
+    shard = Shard.from_env() if shard is None else shard
     if not items:
         raise GenerationError(f"{out_path.name}: no source images to process (check the sources in the config)")
-    if out_path.exists() and not overwrite:
-        raise OutputExistsError(f"{out_path} already exists (complete); delete it or pass --overwrite to regenerate")
+    final = out_path
+    refuse_complete_output(final, overwrite, shard)
+    if shard.enabled:
+        items = shard.select(items, key=lambda it: it.id)
+        attrs = {**attrs, **shard.attrs()}
+        out_path = shard.path(final)
+        desc = out_path.name
+        if out_path.exists():  # this rank finished before (another rank was stopped): keep it
+            check_shard_settings(out_path, attrs)
+            summary = JobSummary(out_path, SampleReader(out_path).counts(), len(items), len(items), 0, [], 0.0,
+                                 shard, final)
+            summary.manifest = finish(shard, lambda: write_manifest(final, shard.world_size), "the shards")
+            return summary
     try:
         writer = open_writer(out_path, job.size, attrs, overwrite)
         if on_start is not None:
@@ -396,7 +425,10 @@ def run_sample_job(
         if bar is not None:
             bar.close()
         writer.close(complete=ok)
-    return JobSummary(out_path, counts, len(items), resumed, processed, skipped, seconds)
+    summary = JobSummary(out_path, counts, len(items), resumed, processed, skipped, seconds, shard, final)
+    if shard.enabled:
+        summary.manifest = finish(shard, lambda: write_manifest(final, shard.world_size), "the shards")
+    return summary
 
 
 def open_writer(out_path: Path, size: int, attrs: dict[str, Any], overwrite: bool) -> SampleWriter:
@@ -435,8 +467,9 @@ def _check_split(split: str) -> None:
 
 
 def generate_pnet(cfg: PNetDataConfig, split: str = "train", *, overwrite: bool = False,
-                  progress: bool = True) -> JobSummary:
-    """P-Net samples of one split into ``<out>/<name>_<split>.h5`` (+ resolved config beside it).
+                  progress: bool = True, shard: Shard | None = None) -> JobSummary:
+    """P-Net samples of one split into ``<out>/<name>_<split>.h5`` (+ resolved config beside it;
+    under torchrun, or with ``shard``, this rank's shard of it: :func:`run_sample_job`).
 
     Detection crops from ``cfg.sources.<split>`` and, if ``cfg.landmarks.enabled``, landmark
     samples from ``cfg.landmarks.sources.<split>`` in the same file (the mixed-ratio loader
@@ -453,12 +486,14 @@ def generate_pnet(cfg: PNetDataConfig, split: str = "train", *, overwrite: bool 
     job = SampleJob(cfg.seed, cfg.size, cfg.sampling, cfg.landmarks.aug, cfg.wider_box)
     return run_sample_job(items, out_path, job, attrs, workers=cfg.workers, chunk_items=cfg.chunk_images,
                           overwrite=overwrite, max_bad_fraction=cfg.max_bad_fraction, desc=out_path.name,
-                          progress=progress, on_start=lambda: save_resolved(cfg, out_dir, f"{out_path.stem}.config.yaml"))
+                          progress=progress, on_start=lambda: save_resolved(cfg, out_dir, f"{out_path.stem}.config.yaml"),
+                          shard=shard)
 
 
 def generate_landmarks(cfg: LandmarkDataConfig, split: str = "train", *, overwrite: bool = False,
-                       progress: bool = True) -> JobSummary:
-    """Landmark samples of one split into ``<out>/landmark<size>_<split>.h5`` (group ``landmark``)."""
+                       progress: bool = True, shard: Shard | None = None) -> JobSummary:
+    """Landmark samples of one split into ``<out>/landmark<size>_<split>.h5`` (group ``landmark``;
+    under torchrun, or with ``shard``, this rank's shard of it: :func:`run_sample_job`)."""
     _check_split(split)
     out_dir = resolve_path(cfg.out, split)
     out_path = out_dir / f"landmark{cfg.size}_{split}.h5"
@@ -467,4 +502,5 @@ def generate_landmarks(cfg: LandmarkDataConfig, split: str = "train", *, overwri
     job = SampleJob(cfg.seed, cfg.size, PNetSamplingConfig(), cfg.aug, cfg.wider_box)
     return run_sample_job(items, out_path, job, attrs, workers=cfg.workers, chunk_items=cfg.chunk_images,
                           overwrite=overwrite, max_bad_fraction=cfg.max_bad_fraction, desc=out_path.name,
-                          progress=progress, on_start=lambda: save_resolved(cfg, out_dir, f"{out_path.stem}.config.yaml"))
+                          progress=progress, on_start=lambda: save_resolved(cfg, out_dir, f"{out_path.stem}.config.yaml"),
+                          shard=shard)

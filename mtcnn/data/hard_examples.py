@@ -27,7 +27,6 @@ import numpy as np
 import torch
 import yaml
 
-from mtcnn.errors import OutputExistsError
 from mtcnn.atomic import atomic_write_text
 from mtcnn.config import ConfigError, bounded, save_resolved, to_dict
 from mtcnn.config.data import LandmarkAugConfig, SourceConfig, SplitSources, WiderBoxConfig
@@ -43,7 +42,8 @@ from mtcnn.data.generate import (
     parallel_chunks,
     write_item,
 )
-from mtcnn.data.h5 import KINDS, SampleWriter
+from mtcnn.data.h5 import KINDS, SampleReader, SampleWriter
+from mtcnn.data.shards import Shard, check_shard_settings, finish, refuse_complete_output, set_line, write_manifest
 from mtcnn.device import resolve_device
 from mtcnn.io import ImageReadError, file_sha256, read_image_rgb
 from mtcnn.nets.registry import get_net_spec
@@ -148,6 +148,11 @@ class RecallCounter:
         self.windows += row[3]
         self.images += 1
 
+    def totals(self) -> dict:
+        """The raw counts (sums over images), which shards' reports add up."""
+        return {"faces": self.faces, "covered_065": self.covered_065, "covered_040": self.covered_040,
+                "windows": self.windows, "images": self.images}
+
     def as_dict(self) -> dict:
         f = max(self.faces, 1)
         return {
@@ -165,9 +170,13 @@ class MiningSummary:
     seconds: float
     processed: int
     skipped: list[str]
+    shard: Shard = field(default_factory=Shard)
+    final: Path | None = None  # the usual output, when ``path`` is one rank's shard of it
+    manifest: Path | None = None  # the shard list, once every rank has finished
 
     def lines(self) -> list[str]:
         r = self.recall
+        shard = [set_line(self.shard, self.final or self.path, self.manifest)] if self.shard.enabled else []
         return [
             f"{self.path.name}: " + "  ".join(f"{k} {self.counts.get(k, 0):,}" for k in KINDS),
             f"recall on {r['faces']:,} ground-truth faces in {r['images']:,} images: "
@@ -175,6 +184,7 @@ class MiningSummary:
             f"({r['windows_per_image']} windows per image)",
             f"{self.processed:,} images mined in {self.seconds:.1f} s ({self.processed / max(self.seconds, 1e-9):.1f} images/s), "
             f"{len(self.skipped)} unreadable skipped",
+            *shard,
         ]
 
 
@@ -252,24 +262,31 @@ def _stage_checkpoints(cfg: MiningConfig) -> dict[str, Path]:
     return checkpoints
 
 
-def mine_hard_examples(cfg: MiningConfig, split: str = "train", *, overwrite: bool = False, progress: bool = True) -> MiningSummary:
-    """Mine one split into ``<out>/<stage>_<split>.h5`` and write ``<stage>_<split>.recall.json``."""
+def mine_hard_examples(cfg: MiningConfig, split: str = "train", *, overwrite: bool = False, progress: bool = True,
+                       shard: Shard | None = None) -> MiningSummary:
+    """Mine one split into ``<out>/<stage>_<split>.h5`` and write ``<stage>_<split>.recall.json``.
+
+    ``shard`` (default: from the torchrun environment): a rank of a split job mines its share
+    of the images (whole ``batch_images`` blocks, so every stage call sees the images it sees in
+    one process) into its own shard ``<stage>_<split>.rankRR-of-WW.h5`` with its own recall
+    report; when every rank is done the shard list and the combined report are written
+    (:mod:`mtcnn.data.shards`)."""
     from tqdm import tqdm
 
     if split not in ("train", "val"):
         raise GenerationError(f"split must be 'train' or 'val', got {split!r}")
     check_config(cfg)
+    shard = Shard.from_env() if shard is None else shard
     stage, size = STAGE_OF_MODE[cfg.test_mode]
     if cfg.threads:
         torch.set_num_threads(cfg.threads)
-    device = resolve_device(cfg.device)
+    device = resolve_device(shard.device(cfg.device))
     checkpoints = _stage_checkpoints(cfg)
     nets = {name: prepare_for_inference(load_stage_net(path, name), device) for name, path in checkpoints.items()}
 
     out_dir = _expand(cfg.out, stage)
-    out_path = out_dir / f"{stage}_{split}.h5"
-    if out_path.exists() and not overwrite:
-        raise OutputExistsError(f"{out_path} already exists (complete); delete it or pass --overwrite to regenerate")
+    final = out_path = out_dir / f"{stage}_{split}.h5"
+    refuse_complete_output(final, overwrite, shard)
     items = detection_items(getattr(cfg.sources, split), cfg.wider_box)
     landmark_work = landmark_items(getattr(cfg.landmark_sources, split), start_id=len(items)) if cfg.landmarks else []
     if not items:
@@ -281,11 +298,26 @@ def mine_hard_examples(cfg: MiningConfig, split: str = "train", *, overwrite: bo
         "checkpoint_sha256": json.dumps({k: file_sha256(v)[:16] for k, v in checkpoints.items()}),
         "config": yaml.safe_dump(to_dict(cfg), sort_keys=True),
     }  # fmt: skip
+
+    def complete():
+        return write_manifest(final, shard.world_size, lambda shards: _combine_recall(final, shards))
+
+    if shard.enabled:
+        items = shard.select(items, key=lambda it: it.id, block=cfg.batch_images)
+        landmark_work = shard.select(landmark_work, key=lambda it: it.id)
+        attrs.update(shard.attrs())
+        out_path = shard.path(final)
+        if out_path.exists():  # this rank finished before (another rank was stopped): keep it
+            check_shard_settings(out_path, attrs)
+            recall = _recall_report(out_dir / f"{out_path.stem}.recall.json")
+            summary = MiningSummary(out_path, SampleReader(out_path).counts(), recall, 0.0, 0, [], shard, final)
+            summary.manifest = finish(shard, complete, "the shards")
+            return summary
     try:
         writer = open_writer(out_path, size, attrs, overwrite)
     except (ValueError, OSError) as e:
         raise GenerationError(" ".join(str(e).split())) from None
-    save_resolved(cfg, out_dir, f"{out_path.stem}.config.yaml")  # only once the run is accepted
+    save_resolved(cfg, out_dir, f"{final.stem}.config.yaml")  # only once the run is accepted
 
     recall_path = out_dir / f"{out_path.stem}.recall.json"
     per_item = _load_recall_rows(recall_path, writer.done_items)
@@ -317,18 +349,55 @@ def mine_hard_examples(cfg: MiningConfig, split: str = "train", *, overwrite: bo
         if landmark_work:
             _add_landmarks(landmark_work, writer, cfg, size, bar, skipped)
         counts = writer.lengths()
+        recall = RecallCounter()
+        for row in per_item.values():
+            recall.update(row)
+        report = {"stage": cfg.test_mode, "output": str(out_path), "counts": counts, "recall": recall.as_dict(),
+                  "totals": recall.totals(), "checkpoints": {k: str(v) for k, v in checkpoints.items()}}
+        # Before the file is finished: a kill in between resumes an all-committed journal and writes both again.
+        atomic_write_text(recall_path, json.dumps(report, indent=2))
         ok = True
     finally:
         bar.close()
         writer.close(complete=ok)
-    recall = RecallCounter()
-    for row in per_item.values():
-        recall.update(row)
-    report = {"stage": cfg.test_mode, "output": str(out_path), "counts": counts, "recall": recall.as_dict(),
-              "checkpoints": {k: str(v) for k, v in checkpoints.items()}}
-    atomic_write_text(recall_path, json.dumps(report, indent=2))
     recall_path.with_suffix(".rows.json").unlink(missing_ok=True)
-    return MiningSummary(out_path, counts, recall.as_dict(), time.perf_counter() - t0, processed, skipped)
+    summary = MiningSummary(out_path, counts, recall.as_dict(), time.perf_counter() - t0, processed, skipped, shard, final)
+    if shard.enabled:
+        summary.manifest = finish(shard, complete, "the shards")
+    return summary
+
+
+def _recall_report(path: Path) -> dict:
+    """A finished shard's recall (zeros when its report is gone)."""
+    try:
+        return json.loads(path.read_text())["recall"]
+    except (OSError, ValueError, KeyError):
+        return RecallCounter().as_dict()
+
+
+def _combine_recall(final: Path, shards: list[Path]) -> None:
+    """``<stage>_<split>.recall.json`` of a shard set: the shards' reports added up."""
+    total, counts, reports = RecallCounter(), {k: 0 for k in KINDS}, []
+    for p in shards:
+        path = p.with_name(f"{p.stem}.recall.json")
+        try:
+            report = json.loads(path.read_text())
+            totals = report["totals"]
+        except (OSError, ValueError, KeyError):
+            print(f"warning: {path} is missing or unreadable; the combined recall report leaves that shard out",
+                  file=sys.stderr)
+            continue
+        for key, value in totals.items():
+            setattr(total, key, getattr(total, key) + int(value))
+        for k in KINDS:
+            counts[k] += int(report["counts"].get(k, 0))
+        reports.append(report)
+    if not reports:
+        return
+    combined = {"stage": reports[0]["stage"], "output": str(final), "counts": counts, "recall": total.as_dict(),
+                "totals": total.totals(), "checkpoints": reports[0]["checkpoints"],
+                "shards": [str(p) for p in shards]}
+    atomic_write_text(final.with_name(f"{final.stem}.recall.json"), json.dumps(combined, indent=2))
 
 
 def _mine_batch(good, nets, cfg: MiningConfig, size: int, writer: SampleWriter, per_item: dict, device) -> None:

@@ -3,6 +3,7 @@ one-line-error opener every training task uses (moved here from ``mtcnn/train.py
 
 from __future__ import annotations
 
+import os
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
@@ -12,8 +13,8 @@ import torch
 
 from mtcnn.config.paths import resolve_path
 from mtcnn.data.h5 import KINDS, TRAIN_FIELDS, SampleFileError, SampleReader
+from mtcnn.data.shards import sample_files
 from mtcnn.errors import DataError
-
 
 
 class MultiFileReader(SampleReader):
@@ -146,23 +147,39 @@ def _file_list(value: str | Sequence[str] | None) -> list[Path]:
     return [resolve_path(v) for v in items]
 
 
+def open_sample_file(path: str | os.PathLike, expected_size: int | None = None) -> SampleReader:
+    """A reader over one sample file, or over the shards a split generator wrote in its place
+    (:func:`mtcnn.data.shards.sample_files`: read as one dataset, each kind's rows in rank order)."""
+    files = sample_files(path)
+    readers = [SampleReader(f, expected_size=expected_size) for f in files]
+    if len(readers) == 1:
+        return readers[0]
+    return MultiFileReader({k: readers for k in KINDS})
+
+
 def open_samples(files: str | Sequence[str] | None, by_kind: Any = None, expected_size: int | None = None,
                  what: str = "training") -> SampleReader:
     """One reader over ``files`` (every kind) with per-kind replacements ``by_kind`` (a
-    :class:`mtcnn.config.train.KindFiles` or mapping kind -> files). Fails with a one-line
-    :class:`mtcnn.errors.DataError` naming a missing or wrong file."""
+    :class:`mtcnn.config.train.KindFiles` or mapping kind -> files). A file that a split
+    generator wrote as shards (``pnet_train.h5`` -> ``pnet_train.shards.json``) counts as its
+    shards, in rank order. Fails with a one-line :class:`mtcnn.errors.DataError` naming a
+    missing or wrong file."""
     main = _file_list(files)
     per_kind: dict[str, list[Path]] = {}
     for kind in KINDS:
         override = getattr(by_kind, kind, None) if not isinstance(by_kind, Mapping) else by_kind.get(kind)
         per_kind[kind] = _file_list(override) if override is not None else main
+    expanded: dict[Path, list[Path]] = {}
     cache: dict[Path, SampleReader] = {}
     for kind, paths in per_kind.items():
-        for p in paths:
-            if p in cache:
+        for given in paths:
+            if given in expanded:
                 continue
             try:
-                cache[p] = SampleReader(p, expected_size=expected_size)
+                expanded[given] = sample_files(given)
+                for p in expanded[given]:
+                    if p not in cache:
+                        cache[p] = SampleReader(p, expected_size=expected_size)
             except FileNotFoundError as e:
                 raise DataError(f"{what} data: {e} (set data.train / data.val, or generate it first)") from None
             except SampleFileError as e:
@@ -171,7 +188,7 @@ def open_samples(files: str | Sequence[str] | None, by_kind: Any = None, expecte
         raise DataError(f"no {what} sample files given")
     if len(cache) == 1:
         return next(iter(cache.values()))
-    return MultiFileReader({k: [cache[p] for p in paths] for k, paths in per_kind.items()})
+    return MultiFileReader({k: [cache[p] for given in paths for p in expanded[given]] for k, paths in per_kind.items()})
 
 
 def normalise_images(images: np.ndarray | torch.Tensor, mean: float = 127.5, scale: float = 0.0078125) -> torch.Tensor:

@@ -43,6 +43,12 @@ Layout of an output folder (``<out>``, default ``{gen}/scenes/<split>``)::
 
 Resuming: a scene whose image and manifest line exist is not made again; the annotation files
 are rewritten atomically at the end from the manifest.
+
+Under ``torchrun`` (:mod:`mtcnn.data.shards`) rank ``r`` of ``w`` makes the scenes ``i % w == r``
+into the same folder and records them in ``scenes_manifest.rankRR-of-WW.jsonl`` (its resume
+record) with ``scenes_manifest.rankRR-of-WW.done`` once its share is made; when every rank is
+done the records are merged into ``scenes_manifest.jsonl`` and the annotation files are written,
+the same bytes one process writes.
 """
 
 from __future__ import annotations
@@ -52,7 +58,7 @@ import math
 import os
 import sys
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -60,6 +66,7 @@ import cv2
 import numpy as np
 import yaml
 
+from mtcnn.atomic import atomic_write_text
 from mtcnn.config import save_resolved, to_dict
 from mtcnn.data.annotations import (
     AnnotationError,
@@ -73,6 +80,7 @@ from mtcnn.config.data import SceneConfig, WiderBoxConfig
 from mtcnn.config.paths import data_hint, resolve_path
 from mtcnn.data.generate import GenerationError, parallel_chunks
 from mtcnn.data.sampling import tight_to_wider
+from mtcnn.data.shards import Shard, finish
 from mtcnn.ops.conventions import FLIP_POINT_ORDER
 from mtcnn.ops.np_boxes import box_iou
 from mtcnn.io import ImageReadError, list_images, read_image_rgb, write_image_rgb
@@ -415,11 +423,19 @@ class SceneSummary:
     failed: list[str]
     seconds: float
     preview: Path | None = None
+    shard: Shard = field(default_factory=Shard)
+    complete: bool = True  # False: a rank whose share is done while others still run (no annotation files yet)
 
     def lines(self) -> list[str]:
         rate = self.made / self.seconds if self.seconds > 0 else float("inf")
+        who = f"{self.shard}: " if self.shard.enabled else ""
+        if not self.complete:
+            who2 = "rank 0 writes" if self.shard.launched else "the last rank to finish writes"
+            return [f"{who}{self.made:,} scenes made now, {self.resumed:,} done before, {len(self.failed):,} failed; "
+                    f"{rate:.1f} scenes/s",
+                    f"{who2} {self.annotation.name} and {self.landmarks.name} once every rank has finished"]
         return [
-            f"scenes: {self.scenes:,} ({self.made:,} made now, {self.resumed:,} done before, "
+            f"{who}scenes: {self.scenes:,} ({self.made:,} made now, {self.resumed:,} done before, "
             f"{len(self.failed):,} failed), faces: {self.faces:,}; {rate:.1f} scenes/s",
             f"wrote {self.annotation} and {self.landmarks.name}" + (f"; preview {self.preview}" if self.preview else ""),
         ]
@@ -443,9 +459,9 @@ def _check_settings(out_dir: Path, cfg: SceneConfig) -> None:
                 f"{out_dir} holds scenes made with other settings ({', '.join(diff)} differ); "
                 "use another --out or delete that folder"
             )
-    else:
+    else:  # atomic: ranks of a split job start together and read what the first one wrote
         out_dir.mkdir(parents=True, exist_ok=True)
-        path.write_text(yaml.safe_dump(now, sort_keys=True))
+        atomic_write_text(path, yaml.safe_dump(now, sort_keys=True))
 
 
 def _read_manifest(path: Path, out_dir: Path) -> dict[int, dict[str, Any]]:
@@ -474,8 +490,16 @@ def _record(entry: dict[str, Any], out_dir: Path) -> ImageAnnotation:
     )
 
 
-def generate_scenes(cfg: SceneConfig, *, preview: bool = False, progress: bool = True) -> SceneSummary:
-    """Make ``cfg.scenes_for_split()`` scenes of ``cfg.split`` into the output folder."""
+def generate_scenes(cfg: SceneConfig, *, preview: bool = False, progress: bool = True,
+                    shard: Shard | None = None) -> SceneSummary:
+    """Make ``cfg.scenes_for_split()`` scenes of ``cfg.split`` into the output folder.
+
+    ``shard`` (default: from the torchrun environment): a rank of a split job makes the scenes
+    ``i`` with ``i % world_size == rank`` into the same folder, recording them in its own
+    ``scenes_manifest.rankRR-of-WW.jsonl`` and, when its share is done, a ``.done`` marker beside
+    it; when every rank is done the manifests are merged in index order and the annotation files
+    written, byte for byte what one process writes (:mod:`mtcnn.data.shards`)."""
+    shard = Shard.from_env() if shard is None else shard
     split = cfg.split
     out_dir = resolve_path(cfg.out, split)
     n = cfg.scenes_for_split()
@@ -489,8 +513,14 @@ def generate_scenes(cfg: SceneConfig, *, preview: bool = False, progress: bool =
     save_resolved(cfg, out_dir)
     manifest = out_dir / MANIFEST_NAME
     done = _read_manifest(manifest, out_dir)
-    todo = [i for i in range(n) if i not in done]
-    resumed = n - len(todo)
+    record_to = manifest
+    if shard.enabled:
+        record_to = shard.path(manifest)
+        _done_marker(record_to).unlink(missing_ok=True)
+        done.update(_read_manifest(record_to, out_dir))
+    mine = [i for i in range(n) if shard.owns(i)]
+    todo = [i for i in mine if i not in done]
+    resumed = len(mine) - len(todo)
     chunks = [todo[i:i + 4] for i in range(0, len(todo), 4)]
     task = _SceneTask(cfg, split, out_dir, backgrounds, pool)
     failed: list[str] = []
@@ -498,12 +528,13 @@ def generate_scenes(cfg: SceneConfig, *, preview: bool = False, progress: bool =
     if progress:
         from tqdm import tqdm
 
-        bar = tqdm(total=n, initial=resumed, desc=f"scenes {split}", unit="scene", mininterval=1.0,
+        desc = f"scenes {split}" + (f" rank {shard.rank}/{shard.world_size}" if shard.enabled else "")
+        bar = tqdm(total=len(mine), initial=resumed, desc=desc, unit="scene", mininterval=1.0,
                    file=sys.stderr, dynamic_ncols=True)
     t0 = time.perf_counter()
     made = 0
     try:
-        with open(manifest, "a", encoding="utf-8") as mf:
+        with open(record_to, "a", encoding="utf-8") as mf:
             for results in parallel_chunks(task, chunks, cfg.workers):
                 for r in results:
                     if "error" in r:
@@ -526,20 +557,53 @@ def generate_scenes(cfg: SceneConfig, *, preview: bool = False, progress: bool =
     seconds = time.perf_counter() - t0
     if todo and made == 0:
         raise GenerationError(f"no scene could be made ({failed[0] if failed else 'unknown error'})")
-    entries = [done[i] for i in sorted(done) if i < n]
-    # The manifest is rewritten in index order (atomic), dropping duplicates and cut lines.
-    _atomic_text(manifest, "".join(json.dumps(e) + "\n" for e in sorted(done.values(), key=lambda e: e["index"])))
-    records = [_record(e, out_dir) for e in entries]
     annotation = out_dir / ANNOTATION_NAME
     landmarks = out_dir / LANDMARKS_NAME
+    if shard.enabled:
+        atomic_write_text(_done_marker(record_to), json.dumps({"scenes": n, "rank": shard.rank}))
+        merged = finish(shard, lambda: _merge_shards(out_dir, n, shard), "the scene manifests")
+        if merged is None:
+            return SceneSummary(out_dir, annotation, landmarks, len(mine), 0, made, resumed, failed, seconds,
+                                shard=shard, complete=False)
+        done = merged
+    else:
+        # The manifest is rewritten in index order (atomic), dropping duplicates and cut lines.
+        _atomic_text(manifest, "".join(json.dumps(e) + "\n" for e in sorted(done.values(), key=lambda e: e["index"])))
+    entries = [done[i] for i in sorted(done) if i < n]
+    records = [_record(e, out_dir) for e in entries]
     write_wider(annotation, records, out_dir)
     write_landmark_sidefile(landmarks, records, out_dir)
     summary = SceneSummary(out_dir, annotation, landmarks, len(records), sum(r.num_faces for r in records),
-                           made, resumed, failed, seconds)
-    if preview and records:
+                           made, resumed, failed, seconds, shard=shard)
+    if preview and records and shard.rank == 0:
         summary.preview = out_dir / "preview.png"
         write_image_rgb(summary.preview, draw_preview(records[: cfg.preview_scenes]))
     return summary
+
+
+def _done_marker(part: Path) -> Path:
+    """``scenes_manifest.rank00-of02.jsonl`` -> ``scenes_manifest.rank00-of02.done``: that rank's share is made."""
+    return part.with_suffix(".done")
+
+
+def _merge_shards(out_dir: Path, n: int, shard: Shard) -> dict[int, dict[str, Any]] | None:
+    """Every scene made so far (the main manifest and every rank's), once every rank's share of
+    ``n`` scenes is done (None before); the main manifest is rewritten with them in index order.
+    Idempotent (ranks that finish together may both call it)."""
+    manifest = out_dir / MANIFEST_NAME
+    parts = shard.paths(manifest)
+    for part in parts:
+        try:
+            marker = json.loads(_done_marker(part).read_text())
+        except (OSError, ValueError):
+            return None
+        if marker.get("scenes") != n:
+            return None
+    done = _read_manifest(manifest, out_dir)
+    for part in parts:
+        done.update(_read_manifest(part, out_dir))
+    atomic_write_text(manifest, "".join(json.dumps(e) + "\n" for e in sorted(done.values(), key=lambda e: e["index"])))
+    return done
 
 
 def _atomic_text(path: Path, text: str) -> None:

@@ -399,7 +399,7 @@ def run_pipeline(cfg: PipelineConfig, *, stop_after: str | None = None) -> Path:
                 return steps["bundle"]
     bundle = steps["bundle"]
     if not done("bundle", bundle):
-        _write_bundle(steps, bundle)
+        _write_bundle(steps, bundle, operating_point(cfg.evaluate))
         stamp("bundle")
     if cfg.evaluate.enabled and not done("evaluate", steps["eval_dir"] / "report.json"):
         report = evaluate_on_val_scenes(bundle, steps, cfg.evaluate)
@@ -413,7 +413,14 @@ def run_pipeline(cfg: PipelineConfig, *, stop_after: str | None = None) -> Path:
     return bundle
 
 
-def _write_bundle(steps: dict, bundle: Path) -> None:
+def operating_point(ecfg: PipelineEval) -> dict:
+    """The detector settings the bundle carries (its ``detector`` entry): the ``evaluate:``
+    section's, so ``tools/detect.py --weights`` and every comparison run the trained weights at
+    the operating point they were evaluated at, unless told otherwise."""
+    return {"thresholds": list(ecfg.thresholds), "min_face_size": ecfg.min_face_size, "factor": ecfg.factor}
+
+
+def _write_bundle(steps: dict, bundle: Path, detector: dict | None = None) -> None:
     from mtcnn.config import to_dict
     from mtcnn.weights import _load_file, load_stage_net, save_bundle
 
@@ -425,7 +432,7 @@ def _write_bundle(steps: dict, bundle: Path) -> None:
         started_from = (_load_file(path).get("meta") or {}).get("init")
         if started_from:
             meta[net]["init"] = started_from  # fine-tuning: the weights the stage started from
-    save_bundle(nets, bundle, meta=meta)
+    save_bundle(nets, bundle, meta=meta, detector=detector)
 
 
 def _validation_records(steps: dict, ecfg: PipelineEval) -> list:
@@ -441,13 +448,14 @@ def _validation_records(steps: dict, ecfg: PipelineEval) -> list:
     return records[: ecfg.max_images] if ecfg.max_images else records
 
 
-def _detect_and_score(weights, records: list, ecfg: PipelineEval, device: str | None) -> tuple[dict, Any, dict]:
+def _detect_and_score(weights, records: list, ecfg: PipelineEval | None, device: str | None) -> tuple[dict, Any, dict]:
+    """``ecfg`` None: at the operating point the weights carry (a baseline at its own settings)."""
     from mtcnn.detector import MTCNN
     from mtcnn.eval.detection import evaluate_detections
     from mtcnn.io import read_image_rgb
 
-    detector = MTCNN(weights=weights, min_face_size=ecfg.min_face_size, factor=ecfg.factor, thresholds=ecfg.thresholds,
-                     device=device)
+    chosen = operating_point(ecfg) if ecfg is not None else {}
+    detector = MTCNN(weights=weights, device=device, **chosen)
     detections, truth = [], []
     for rec in records:
         faces = detector.detect(read_image_rgb(rec.path))[0]
@@ -478,8 +486,9 @@ def evaluate_on_val_scenes(bundle: Path, steps: dict, ecfg: PipelineEval) -> dic
     where = "validation photos" if steps.get("eval_sources") is not None else "validation scenes"
     curves = {where: (report.recall, report.precision)}
     if ecfg.baseline:
-        base, base_report, _ = _detect_and_score(ecfg.baseline, records, ecfg, device)
-        summary["baseline"] = {"weights": ecfg.baseline, **base}
+        # The baseline at its own operating point: what the user had before fine-tuning.
+        base, base_report, base_settings = _detect_and_score(ecfg.baseline, records, None, device)
+        summary["baseline"] = {"weights": ecfg.baseline, **base, "settings": base_settings}
         curves[f"{ecfg.baseline} weights"] = (base_report.recall, base_report.precision)
     out = steps["eval_dir"]
     out.mkdir(parents=True, exist_ok=True)

@@ -289,6 +289,16 @@ def test_finetune_recipe_end_to_end(shared_data, tmp_path):
         assert raw["nets"][net]["meta"]["init"]["source"] == f"mtcnn/weights/{net}.pt"
     report = json.loads((work / "eval" / "report.json").read_text())
     assert report["images"] == 2 and report["baseline"]["weights"] == "default" and 0 <= report["ap"] <= 1
+    # The bundle carries the operating point it was evaluated at; the baseline ran at its own.
+    from mtcnn.detector import MTCNN
+    from mtcnn.pipeline import PipelineConfig
+
+    evaluated = load_config(PipelineConfig, FINETUNE, _tiny_overrides(work, coco, images)).evaluate
+    assert raw["detector"] == {"thresholds": list(evaluated.thresholds), "min_face_size": evaluated.min_face_size,
+                               "factor": evaluated.factor}
+    assert tuple(MTCNN(weights=bundle).config.thresholds) == tuple(evaluated.thresholds)
+    assert report["settings"]["min_face_size"] == evaluated.min_face_size
+    assert tuple(report["baseline"]["settings"]["thresholds"]) == tuple(MTCNN().config.thresholds)
     # the mining used the shipped nets, and the samples hold the user's photos and the replayed ones
     from mtcnn.data.h5 import SampleReader
 

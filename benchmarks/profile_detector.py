@@ -5,7 +5,7 @@ Each variant (weights × precision) is timed by :func:`mtcnn.eval.time_breakdown
 in ``--rounds`` interleaved rounds (this machine's speed drifts by 10-30 % between minutes, so
 variants are compared within rounds); the table shows each part's median over the rounds.
 
-    python benchmarks/profile_detector.py --threads 2 --weights default original --precision float32 bfloat16
+    python benchmarks/profile_detector.py --threads 2 --weights default original --precision float32 bfloat16 --lanes off on
 """
 
 from __future__ import annotations
@@ -33,6 +33,8 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--size", default="640x480", help="WIDTHxHEIGHT the photo is resized to (default 640x480)")
     p.add_argument("--weights", nargs="+", default=["default", "original"])
     p.add_argument("--precision", nargs="+", default=["float32", "bfloat16"], choices=["float32", "bfloat16"])
+    p.add_argument("--lanes", nargs="+", default=["off", "on"], choices=["off", "on"],
+                   help="the detector's two lanes (mtcnn.ops.lanes); with them a part's time is summed over both lanes")
     p.add_argument("--rounds", type=int, default=3)
     p.add_argument("--repeats", type=int, default=15, help="timed calls per variant and round")
     p.add_argument("--json", dest="json_path", help="also write every round's figures here")
@@ -42,7 +44,8 @@ def main(argv: list[str] | None = None) -> int:
     width, height = parse_size(args.size)
     photo, source = default_image()
     image = _resize(photo, width, height)
-    variants = {f"{w} {prec}": MTCNN(weights=w, precision=prec) for w in args.weights for prec in args.precision}
+    variants = {f"{w} {prec}" + (f" lanes {lanes}" if len(args.lanes) > 1 else ""): MTCNN(weights=w, precision=prec, lanes=lanes == "on")
+                for w in args.weights for prec in args.precision for lanes in args.lanes}
     rounds: dict[str, list] = {name: [] for name in variants}
     for r in range(args.rounds):
         for name, detector in variants.items():

@@ -52,6 +52,18 @@ def check_backend(backend: str, device: torch.device) -> None:
 PRECISIONS = {"float32": torch.float32, "bfloat16": torch.bfloat16}
 
 
+def resolve_precision(precision: str | None, device: torch.device | str, backend: str = "torch") -> str:
+    """``"auto"`` (or None): ``"bfloat16"`` for the torch backend on a CPU that computes bf16
+    natively (:func:`mtcnn.device.native_bfloat16`, with PyTorch's oneDNN), else ``"float32"``.
+    An explicit ``"float32"`` or ``"bfloat16"`` is returned as it is."""
+    if precision is None or precision == "auto":
+        from mtcnn.device import native_bfloat16
+
+        native = torch.device(device).type == "cpu" and backend == "torch" and torch.backends.mkldnn.is_available() and native_bfloat16()
+        return "bfloat16" if native else "float32"
+    return precision
+
+
 def backend_nets(nets: dict[str, nn.Module], names: tuple[str, ...], backend: str, device: torch.device,
                  precision: str = "float32") -> list:
     """The nets ``names`` ready to run on ``backend`` (callables with the PyTorch net's

@@ -27,7 +27,7 @@ def build_detector(
     backend: str = "torch",
     landmarks: str = "onet",
     cascade: str | os.PathLike | None = None,
-    precision: str = "float32",
+    precision: str = "auto",
     **options,
 ):
     """An :class:`~mtcnn.detector.MTCNN`: the preset's (or the default) settings, then every

@@ -9,7 +9,7 @@ import numpy as np
 import torch
 from torch import nn
 
-from mtcnn.backends import backend_nets
+from mtcnn.backends import backend_nets, resolve_precision
 from mtcnn.config import DETECTOR_PRESETS, DetectorConfig, from_dict, to_dict
 from mtcnn.device import resolve_device
 from mtcnn.io import to_rgb_uint8
@@ -36,8 +36,10 @@ class MTCNN:
     ``backend``: "torch" (default) or "onnxruntime" (CPU; ``pip install -e ".[onnx]"``): what
     runs the nets; pyramid, crops and NMS are the same code for both.
 
-    ``precision``: "float32" (default) or "bfloat16" (torch backend on a CPU; worth it where
-    the CPU has AVX-512 BF16 or AMX; elsewhere oneDNN emulates bf16, slower). O-Net runs its
+    ``precision``: "auto" (default: "bfloat16" for the torch backend on a CPU with native bf16,
+    AVX-512 BF16 or AMX, else "float32"; :func:`mtcnn.backends.resolve_precision`), "float32" or
+    "bfloat16" (torch backend on a CPU; elsewhere oneDNN emulates bf16, slower); ``settings``
+    reports the precision it resolved to. In bfloat16 O-Net runs its
     convolutions in bfloat16; windows it scores within 0.08 of its threshold are re-run in
     float32, so the same faces pass as in float32 (:class:`mtcnn.ops.inference.CheckedNet`);
     their scores and boxes may differ from float32's in the third decimal. With
@@ -72,7 +74,7 @@ class MTCNN:
         preset: str | None = None,
         nets: dict[str, nn.Module] | None = None,
         backend: str = "torch",
-        precision: str = "float32",
+        precision: str = "auto",
         landmarks: "str | os.PathLike | LandmarkModel" = "onet",
         cascade=None,
         rotation: str | None = None,
@@ -97,13 +99,13 @@ class MTCNN:
         self.backend = backend
         # The PyTorch nets themselves, whatever runs them (export, copies to other devices).
         self.source_nets = {k: nets[k] for k in ("pnet", "rnet", "onet")}
-        self.precision = precision
+        self.precision = resolve_precision(precision, self.device, backend)
         # ``precision`` applies to O-Net, whose windows near its threshold are re-run in float32
         # (mtcnn.ops.inference.CheckedNet): pass/fail is float32's. R-Net and P-Net stay float32:
         # R-Net's bf16 box offsets move O-Net's crops enough to lose faces, and P-Net gained little
         # speed for logits visibly off (measurements: docs/performance.md).
         self.pnet, self.rnet = backend_nets(nets, ("pnet", "rnet"), backend, self.device)
-        (self.onet,) = backend_nets(nets, ("onet",), backend, self.device, precision)
+        (self.onet,) = backend_nets(nets, ("onet",), backend, self.device, self.precision)
         self._chunk_sizes = (self._crops_per_pass("rnet", self.rnet), self._crops_per_pass("onet", self.onet))
         self._set_landmarks(landmarks, cascade)
         if rotation not in (None, "quarter"):
@@ -209,17 +211,20 @@ class MTCNN:
         """Run the three stages on ``[3,H,W]`` RGB tensors (uint8, or float 0..255)."""
         cfg = self.config
         t1, t2, t3 = cfg.thresholds
+        # The onnxruntime backend has its own threads; the lanes are for PyTorch's.
+        lanes = cfg.lanes and self.backend == "torch"
         cands = run_pnet(
             self.pnet, tensors, min_face_size=cfg.min_face_size, factor=cfg.factor,
             threshold=t1, nms_scale=cfg.nms_pnet_scale, nms_image=cfg.nms_pnet, max_windows=cfg.pnet_max_windows,
+            lanes=lanes,
         )  # fmt: skip
         mips: dict = {}
         chunk_r, chunk_o = (cfg.chunk_size, cfg.chunk_size) if cfg.chunk_size else self._chunk_sizes
         cands = run_rnet(self.rnet, tensors, cands, threshold=t2, nms=cfg.nms_rnet, chunk_size=chunk_r, mip_cache=mips,
-                         max_candidates=cfg.rnet_max_candidates)
+                         max_candidates=cfg.rnet_max_candidates, lanes=lanes)
         cands = run_onet(
             self.onet, tensors, cands, threshold=t3, nms=cfg.nms_onet, nms_mode=cfg.onet_nms_mode,
-            chunk_size=chunk_o, mip_cache=mips, max_candidates=cfg.onet_max_candidates,
+            chunk_size=chunk_o, mip_cache=mips, max_candidates=cfg.onet_max_candidates, lanes=lanes,
         )  # fmt: skip
         if len(cands) == 0 or self.landmark_model is None:
             return cands

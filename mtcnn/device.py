@@ -3,6 +3,9 @@ or one clear line saying why it is not usable here."""
 
 from __future__ import annotations
 
+import functools
+import os
+
 import torch
 
 from mtcnn.errors import DeviceError
@@ -29,4 +32,28 @@ def resolve_device(spec: str | torch.device | None) -> torch.device:
     return device
 
 
-__all__ = ["DeviceError", "resolve_device"]
+def native_bfloat16() -> bool:
+    """Whether this CPU computes bfloat16 natively: AVX-512 BF16 or AMX-BF16 (x86 Linux, read
+    from /proc/cpuinfo; False where that cannot be read). Elsewhere oneDNN emulates bf16, slower
+    than float32. ``MTCNN_NATIVE_BF16=0`` (or ``1``) in the environment overrides the check (the
+    test suite sets 0: its results then do not depend on the CPU running it)."""
+    forced = os.environ.get("MTCNN_NATIVE_BF16", "").strip()
+    if forced in ("0", "1"):
+        return forced == "1"
+    return _cpu_has_bfloat16()
+
+
+@functools.cache
+def _cpu_has_bfloat16() -> bool:
+    try:
+        with open("/proc/cpuinfo", encoding="utf-8", errors="replace") as f:
+            for line in f:
+                if line.startswith("flags"):
+                    flags = set(line.split(":", 1)[-1].split())
+                    return bool({"avx512_bf16", "amx_bf16"} & flags)
+    except OSError:
+        pass
+    return False
+
+
+__all__ = ["DeviceError", "native_bfloat16", "resolve_device"]

@@ -11,6 +11,7 @@ shared ``mip_cache`` dict so both read crops from the same per-image mip chains.
 from __future__ import annotations
 
 import copy
+import functools
 import math
 from dataclasses import dataclass
 
@@ -24,6 +25,7 @@ from mtcnn.nets.cascade import CASCADE_NETS, PATCH_SIZE, STANDARDISE_EPS, nets_o
 from mtcnn.ops.coding import decode_boxes, decode_landmarks, unflatten_landmarks
 from mtcnn.ops.crops import crop_resize
 from mtcnn.ops.inference import CheckedNet, one_dnn_net, speed_up_layers
+from mtcnn.ops.lanes import lane_safe_batch, lanes_available, run_in_lanes
 from mtcnn.ops.landmark_crops import crop_resize_atlas, from_crop, patch_boxes, region_boxes, square_grid_box, to_grey
 from mtcnn.ops.pyramid import PNET_CELL, PNET_STRIDE, cell_level_map, pack_pyramid
 
@@ -116,6 +118,7 @@ def run_pnet(
     max_canvas_pixels: int = 6_000_000,
     solo_pixels: int | None | str = "auto",
     max_windows: int | None = None,
+    lanes: bool = False,
 ) -> Candidates:
     """Proposal stage: the pyramid levels of all images on a few canvases, one P-Net pass each
     (on a GPU all levels share packed canvases; on a CPU large levels get a canvas each).
@@ -125,7 +128,8 @@ def run_pnet(
     and then per image (``nms_image``), and boxes are calibrated by the regression offsets.
     ``solo_pixels`` (see :func:`pack_pyramid`): "auto" runs levels of ≥ 16k pixels alone on a
     CPU and packs everything on a GPU. ``max_windows``: at most this many windows per level (of
-    each image) enter NMS, the highest-scoring; None: all.
+    each image) enter NMS, the highest-scoring; None: all. ``lanes``: on a CPU at 2 intra-op
+    threads, the canvases run in two lanes (:mod:`mtcnn.ops.lanes`), the same results.
     """
     device = images[0].device if images else torch.device("cpu")
     if solo_pixels == "auto":
@@ -141,8 +145,7 @@ def run_pnet(
     level_cell_x = torch.tensor([lv.x0 // PNET_STRIDE for lv in levels], device=device)
     level_cell_y = torch.tensor([lv.y0 // PNET_STRIDE for lv in levels], device=device)
 
-    found_level, found_i, found_j, found_score, found_reg = [], [], [], [], []
-    for canvas_id, (height, width) in enumerate(packing.canvas_sizes):
+    def scan(canvas_id: int, height: int, width: int):
         canvas = _paint_canvas(images, packing, canvas_id, height, width)
         logits, reg, _ = pnet(canvas, with_landmarks=False)
         prob = torch.softmax(logits[0], dim=0)[1]
@@ -150,11 +153,16 @@ def run_pnet(
         hit = (prob >= threshold) & (cell_map >= 0)
         ci, cj = torch.nonzero(hit, as_tuple=True)
         lvl = cell_map[ci, cj]
-        found_level.append(lvl)
-        found_i.append(ci - level_cell_y[lvl])
-        found_j.append(cj - level_cell_x[lvl])
-        found_score.append(prob[ci, cj])
-        found_reg.append(reg[0][:, ci, cj].T)
+        return lvl, ci - level_cell_y[lvl], cj - level_cell_x[lvl], prob[ci, cj], reg[0][:, ci, cj].T
+
+    scans = [functools.partial(scan, k, h, w) for k, (h, w) in enumerate(packing.canvas_sizes)]
+    if lanes and lanes_available(device):
+        # Canvases are independent: two lanes, split by pixels (results in canvas order). NMS
+        # stays one call over all levels: per canvas it cost more than the lanes saved.
+        found = run_in_lanes(scans, costs=[h * w for h, w in packing.canvas_sizes])
+    else:
+        found = [piece() for piece in scans]
+    found_level, found_i, found_j, found_score, found_reg = zip(*found)
     lvl = torch.cat(found_level)
     if lvl.numel() == 0:
         return Candidates.empty(device)
@@ -248,17 +256,66 @@ def crop_candidates(
     return normalise(crops), squares
 
 
+def chunk_bounds(n: int, chunk_size: int, split_from: int | None = None) -> list[tuple[int, int]]:
+    """``(start, end)`` of the forward passes over ``n`` crops: ``ceil(n / chunk_size)`` passes,
+    rounded up to an even count when there is more than one (two lanes get equal shares), of
+    sizes differing by at most one; ``split_from``: ``n`` of at least this many that fit one
+    pass still get two. The sequential and the two-lane paths use the same passes: a crop's
+    outputs can depend on the size of the batch it runs in (by ~1e-7)."""
+    count = -(-n // max(1, chunk_size))
+    count += count > 1 and count & 1
+    if count == 1 and split_from is not None and n >= split_from:
+        count = 2
+    if count <= 1:
+        return [(0, n)] if n else []
+    edges = [n * k // count for k in range(count + 1)]
+    return list(zip(edges[:-1], edges[1:]))
+
+
+# Below this many crops per pass two lanes gain less than they cost (a thread hand-off, a second crop call).
+_LANE_MIN_CHUNK = 16
+
+
+def _cat_outputs(parts: list, with_landmarks: bool):
+    logits, regs, marks = zip(*parts)
+    return torch.cat(logits), torch.cat(regs), (torch.cat(marks) if with_landmarks else None)
+
+
 def _score_crops(net: nn.Module, images: list[torch.Tensor], candidates: Candidates, size: int, threshold: float,
-                 chunk_size: int, mip_cache: dict | None, with_landmarks: bool):
+                 chunk_size: int, mip_cache: dict | None, with_landmarks: bool, lanes: bool = False):
     """Crop, run ``net`` and keep the crops whose face probability is ≥ ``threshold``: returns
-    (indices of the kept candidates, their squares, scores, box offsets, landmark outputs or None)."""
-    crops, squares = crop_candidates(images, candidates, size, mip_cache)
-    logits, reg, marks = _forward_chunks(net, crops, chunk_size, with_landmarks=with_landmarks)
+    (indices of the kept candidates, their squares, scores, box offsets, landmark outputs or None).
+    ``lanes``: on a CPU at 2 intra-op threads the passes (:func:`chunk_bounds`) run in two
+    lanes, each cutting its own crops (:mod:`mtcnn.ops.lanes`); the same results."""
+    device = candidates.boxes.device
+    # On a CPU a single pass of ≥ 2×16 crops is split in two, lanes or not (the same passes
+    # either way); on a GPU a pass is cheap and lanes are off.
+    bounds = chunk_bounds(len(candidates), chunk_size, 2 * _LANE_MIN_CHUNK if device.type == "cpu" else None)
+    if lanes and len(bounds) >= 2 and lanes_available(device) and all(lane_safe_batch(e - b) for b, e in bounds):
+        half = len(bounds) // 2
+
+        def share(group: list[tuple[int, int]]):
+            start, end = group[0][0], group[-1][1]
+            crops, squares = crop_candidates(images, candidates.select(slice(start, end)), size, mip_cache)
+            outs = [_forward_chunks(net, crops[b - start : e - start], e - b, with_landmarks) for b, e in group]
+            return crops, squares, _cat_outputs(outs, with_landmarks)
+
+        shares = run_in_lanes([functools.partial(share, bounds[:half]), functools.partial(share, bounds[half:])])
+        crops = None
+        squares = torch.cat([sq for _, sq, _ in shares])
+        logits, reg, marks = _cat_outputs([out for _, _, out in shares], with_landmarks)
+        crop_parts = [c for c, _, _ in shares]
+    else:
+        crops, squares = crop_candidates(images, candidates, size, mip_cache)
+        outs = [_forward_chunks(net, crops[b:e], e - b, with_landmarks) for b, e in bounds]
+        logits, reg, marks = _cat_outputs(outs, with_landmarks)
     scores = torch.softmax(logits, dim=1)[:, 1]
     if isinstance(net, CheckedNet):
         # Windows the reduced-precision net scores near the threshold are decided in float32.
         kept = torch.nonzero((scores - threshold).abs() < net.margin, as_tuple=True)[0]
         if kept.numel():
+            if crops is None:
+                crops = torch.cat(crop_parts)
             exact_chunk = max(1, int(chunk_size * net.exact_chunk_scale))
             lg, rg, lm = _forward_chunks(net.exact, crops[kept], exact_chunk, with_landmarks=with_landmarks)
             scores[kept], reg[kept] = torch.softmax(lg, dim=1)[:, 1], rg
@@ -284,14 +341,16 @@ def run_rnet(
     chunk_size: int = 32,
     mip_cache: dict | None = None,
     max_candidates: int | None = None,
+    lanes: bool = False,
 ) -> Candidates:
     """Refinement stage: score 24×24 crops, keep ≥ threshold, NMS per image, then calibrate.
-    ``max_candidates``: at most this many candidates of each image are scored, the highest-scoring."""
+    ``max_candidates``: at most this many candidates of each image are scored, the highest-scoring.
+    ``lanes``: see :func:`_score_crops`."""
     candidates = _limit(candidates, max_candidates)
     if len(candidates) == 0:
         return candidates
     passed, squares, scores, reg, _ = _score_crops(rnet, images, candidates, RNET_SIZE, threshold, chunk_size,
-                                                   mip_cache, with_landmarks=False)
+                                                   mip_cache, with_landmarks=False, lanes=lanes)
     image_index = candidates.image_index[passed]
     keep = batched_nms(squares, scores, image_index, nms)
     boxes = decode_boxes(squares[keep], reg[keep])
@@ -310,6 +369,7 @@ def run_onet(
     chunk_size: int = 32,
     mip_cache: dict | None = None,
     max_candidates: int | None = None,
+    lanes: bool = False,
 ) -> Candidates:
     """Output stage: score 48×48 crops, decode landmarks in the square fed to O-Net, calibrate,
     then NMS per image (``nms_mode`` "min" as in the original). ``max_candidates`` as for
@@ -317,7 +377,8 @@ def run_onet(
     candidates = _limit(candidates, max_candidates)
     if len(candidates) == 0:
         return candidates
-    _, found = score_onet(onet, images, candidates, threshold=threshold, chunk_size=chunk_size, mip_cache=mip_cache)
+    _, found = score_onet(onet, images, candidates, threshold=threshold, chunk_size=chunk_size, mip_cache=mip_cache,
+                          lanes=lanes)
     keep = batched_nms(found.boxes, found.scores, found.image_index, nms, nms_mode)
     return found.select(keep)
 
@@ -331,6 +392,7 @@ def score_onet(
     threshold: float = 0.7,
     chunk_size: int = 32,
     mip_cache: dict | None = None,
+    lanes: bool = False,
 ) -> tuple[torch.Tensor, Candidates]:
     """O-Net on given boxes without NMS: ``(passed, found)``, the indices ``[M]`` of the
     candidates scoring ≥ ``threshold`` and their calibrated boxes, scores and landmarks, in the
@@ -339,7 +401,7 @@ def score_onet(
     if len(candidates) == 0:
         return torch.zeros((0,), dtype=torch.long, device=candidates.boxes.device), candidates
     passed, squares, scores, reg, marks = _score_crops(onet, images, candidates, ONET_SIZE, threshold, chunk_size,
-                                                       mip_cache, with_landmarks=True)
+                                                       mip_cache, with_landmarks=True, lanes=lanes)
     landmarks = decode_landmarks(squares, unflatten_landmarks(marks))
     boxes = decode_boxes(squares, reg)
     return passed, Candidates(boxes, scores, candidates.image_index[passed], landmarks)

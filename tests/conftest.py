@@ -11,6 +11,11 @@ from mtcnn.config import data_root
 
 from tests_helpers import PROJECT_ROOT
 
+# ``precision="auto"`` (the detector's default) resolves to float32 in the whole suite, its
+# subprocesses included, whatever the CPU: results then do not depend on the machine running it.
+# Tests of bfloat16 ask for it; tests of "auto" set this variable themselves.
+os.environ.setdefault("MTCNN_NATIVE_BF16", "0")
+
 
 def original_weights_path() -> Path:
     """Converted original MTCNN weights: $MTCNN_ORIGINAL_WEIGHTS or third_party/mtcnn_original.pt."""

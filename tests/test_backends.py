@@ -87,3 +87,33 @@ def test_bfloat16_onet_keeps_the_dlib_detections(original_weights, shared_data):
     parity = compare_detections(reference, got, iou=0.9, score_tol=0.01)
     assert parity.reference_faces > 30 and parity.same, parity.line()
     assert not compare_detections(reference, got, iou=0.999, score_tol=1e-6).same  # bf16 really ran
+
+
+def test_precision_auto_is_bfloat16_only_where_the_cpu_has_it(monkeypatch):
+    """The default ``precision="auto"``: bfloat16 for the torch backend on a CPU with native bf16
+    (AVX-512 BF16 / AMX), float32 elsewhere; an explicit precision always wins."""
+    from mtcnn.backends import resolve_precision
+    from mtcnn.ops.inference import CheckedNet
+
+    monkeypatch.setenv("MTCNN_NATIVE_BF16", "1")
+    assert resolve_precision("auto", "cpu") == "bfloat16" and resolve_precision(None, "cpu") == "bfloat16"
+    assert resolve_precision("auto", "cpu", "onnxruntime") == "float32"
+    assert resolve_precision("auto", "cuda") == "float32"
+    assert resolve_precision("float32", "cpu") == "float32"
+    det = MTCNN(nets=random_nets(), device="cpu")
+    assert det.settings["precision"] == "bfloat16" and isinstance(det.onet, CheckedNet)
+    assert MTCNN(nets=random_nets(), device="cpu", precision="float32").settings["precision"] == "float32"
+    monkeypatch.setenv("MTCNN_NATIVE_BF16", "0")
+    det = MTCNN(nets=random_nets(), device="cpu")
+    assert det.settings["precision"] == "float32" and not isinstance(det.onet, CheckedNet)
+    assert MTCNN(nets=random_nets(), device="cpu", precision="bfloat16").settings["precision"] == "bfloat16"
+
+
+def test_native_bfloat16_reads_the_cpu_flags(monkeypatch):
+    monkeypatch.delenv("MTCNN_NATIVE_BF16")  # the real check, not the suite's float32 default (tests/conftest.py)
+    from mtcnn.device import native_bfloat16
+    try:
+        flags = open("/proc/cpuinfo").read() if sys.platform.startswith("linux") else ""
+    except OSError:
+        flags = ""
+    assert native_bfloat16() == ("avx512_bf16" in flags.split() or "amx_bf16" in flags.split())

@@ -24,8 +24,8 @@ def parser() -> argparse.ArgumentParser:
     p.add_argument("--facenet-thresholds", nargs=3, type=float, metavar=("P", "R", "O"),
                    help="facenet-pytorch's stage thresholds (default: ours with --weights original, else its own 0.6 0.7 0.7)")
     p.add_argument("--backend", nargs="+", default=["torch"], choices=["torch", "onnxruntime"], help="what runs the nets (default torch)")
-    p.add_argument("--precision", nargs="+", default=["float32"], choices=["float32", "bfloat16"],
-                   help="float32 (default) and/or bfloat16 (O-Net in bf16; CPU torch backend)")
+    p.add_argument("--precision", nargs="+", default=["auto"], choices=["auto", "float32", "bfloat16"],
+                   help="auto (default: what MTCNN() runs, bfloat16 on a CPU with native bf16, else float32), float32 and/or bfloat16 (O-Net in bf16; CPU torch backend)")
     p.add_argument("--mixed", type=int, default=0, metavar="N", help="also time one batch of N (<= 8) differently sized copies of the image")
     p.add_argument("--memory", choices=["isolated", "off"], default="isolated",
                    help="isolated (default): each case in its own process, peak RSS seen by the OS (every allocator; "

@@ -38,8 +38,8 @@ def detector_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--preset", choices=["default", "wider"], help="'wider': min face 10, factor 0.79, thresholds 0.5 0.5 0.3")
     parser.add_argument("--device", default=None, help="cpu, cuda or cuda:N (default: cuda if available)")
     parser.add_argument("--backend", choices=["torch", "onnxruntime"], default="torch", help='what runs the nets (default torch; onnxruntime: CPU, needs pip install -e ".[onnx]")')
-    parser.add_argument("--precision", choices=["float32", "bfloat16"], default="float32",
-                        help="float32 (default) or bfloat16: O-Net (its decisions checked in float32) and the landmark cascade in bf16 (CPU torch backend; faster where the CPU has AVX-512 BF16)")
+    parser.add_argument("--precision", choices=["auto", "float32", "bfloat16"], default="auto",
+                        help="auto (default: bfloat16 on a CPU with native bf16, AVX-512 BF16 or AMX, else float32), float32, or bfloat16: O-Net (its decisions checked in float32) and the landmark cascade in bf16 (CPU torch backend)")
     parser.add_argument("--crops", metavar="DIR", help="write one aligned face crop per face into DIR (5-point similarity to the face-recognition template)")
     parser.add_argument("--crop-size", default="112", help="aligned crop size: 112 (ArcFace template), 96x112, or any N / WxH (default 112)")
     parser.add_argument("--landmarks", default="onet", metavar="MODEL",
@@ -57,7 +57,7 @@ def detector_from_args(args: argparse.Namespace):
     if getattr(args, "rotation", None) not in (None, "none"):
         options["rotation"] = args.rotation
     return build_detector(args.weights, args.min_face, args.factor, args.thresholds, args.device, args.preset,
-                          backend=args.backend, precision=getattr(args, "precision", "float32"), landmarks=getattr(args, "landmarks", "onet"),
+                          backend=args.backend, precision=getattr(args, "precision", "auto"), landmarks=getattr(args, "landmarks", "onet"),
                           cascade=getattr(args, "cascade_weights", None), **options)
 
 

@@ -35,7 +35,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     p.add_argument("--scenes-val", default=str(gen_root() / "pipeline_default" / "scenes" / "val"),
                    help="composite validation scenes (default: the default pipeline's)")
     p.add_argument("--threads", type=int, default=2)
-    p.add_argument("--precision", choices=["float32", "bfloat16"], default="float32", help="every model's O-Net precision (default float32)")
+    p.add_argument("--precision", choices=["auto", "float32", "bfloat16"], default="auto", help="every model's O-Net precision (default auto: bfloat16 on a CPU with native bf16, else float32)")
     p.add_argument("--repeats", type=int, default=5, help="timed calls per speed case")
     args = p.parse_args(argv)
     from mtcnn.eval.model_table import TableInputs, compare_models

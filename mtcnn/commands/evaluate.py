@@ -30,7 +30,7 @@ def parser() -> argparse.ArgumentParser:
     a("--preset", choices=["default", "wider"], help="'wider': min face 10, factor 0.79, thresholds 0.5 0.5 0.3")
     a("--device", help="cpu, cuda or cuda:N (default: cuda if available)")
     a("--backend", choices=["torch", "onnxruntime"], default="torch", help='what runs the nets (onnxruntime: pip install -e ".[onnx]")')
-    a("--precision", choices=["float32", "bfloat16"], default="float32", help="bfloat16: O-Net in bf16, its decisions checked in float32, and the landmark cascade in bf16 (CPU torch backend)")
+    a("--precision", choices=["auto", "float32", "bfloat16"], default="auto", help="bfloat16: O-Net in bf16, its decisions checked in float32, and the landmark cascade in bf16 (CPU torch backend); auto (default): bfloat16 on a CPU with native bf16 (AVX-512 BF16, AMX), else float32")
     a("--batch-size", type=int, default=8, help="images per detector call (default 8)")
     a("--rotation", choices=("none", "quarter"), default="none",
       help="the detector's search: none (default, upright faces) or quarter (the photo's four quarter turns, merged)")

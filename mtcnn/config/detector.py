@@ -22,6 +22,9 @@ class DetectorConfig:
     nms_onet: float = bounded(0.7, 0.0, 1.0, help="'min' NMS after O-Net")
     onet_nms_mode: typing.Literal["union", "min"] = "min"
     chunk_size: int | None = bounded(None, 1, None, help="R/O-Net crops per forward pass; null: on a CPU as many as keep the first feature maps within ~9 MB (R-Net 168, O-Net 32 or 64 in bfloat16), 1024 on a GPU")
+    # Off by default: on an idle 2-core machine the lanes were slower in bfloat16 and within the
+    # noise in float32 (docs/performance.md); they held up far better on a contended machine.
+    lanes: bool = bounded(False, help="on a CPU at 2 intra-op threads, run P-Net's canvases and R/O-Net's chunks in two lanes (two threads, one intra-op thread each; mtcnn.ops.lanes): the same results; helps when other jobs share the cores")
     # Bounds on the work when P-Net fires on most of a photo (an LED wall at min face 10: 138k
     # windows on one level, 50k candidates for R-Net). Above every count measured on dlib_faces
     # and face_mask at both presets with both weight sets (most: 2,060 windows on a level, 4,300

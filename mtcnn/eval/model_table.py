@@ -162,7 +162,7 @@ def speed_row(detector, image: np.ndarray | None, threads: int, repeats: int) ->
 
 
 def compare_models(weights: dict[str, str], inputs: TableInputs, out: Path, *, threads: int = 2, repeats: int = 5,
-                   log: Callable[[str], None] = print, precision: str = "float32") -> dict:
+                   log: Callable[[str], None] = print, precision: str = "auto") -> dict:
     """Every row for every weights label; writes ``results.json`` and ``results.md`` under ``out``."""
     from mtcnn.detect import build_detector
 
@@ -183,7 +183,7 @@ def compare_models(weights: dict[str, str], inputs: TableInputs, out: Path, *, t
         log(f"{label}: landmarks: {rows['CNN_FacePoint test landmarks']}")
         rows["speed"] = speed_row(detector, None, threads, repeats)
         log(f"{label}: speed: {rows['speed']}")
-        results[label] = {"weights": str(path), "sha256": detector.weights_info.get("sha256"), "precision": precision,
+        results[label] = {"weights": str(path), "sha256": detector.weights_info.get("sha256"), "precision": detector.precision,
                           "thresholds": [float(t) for t in detector.config.thresholds], "rows": rows}
     out.mkdir(parents=True, exist_ok=True)
     atomic_write_text(out / "results.json", json.dumps(results, indent=2))

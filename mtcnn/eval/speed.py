@@ -552,14 +552,15 @@ def run_benchmark(
     backends: Sequence[str] = ("torch",),
     mixed: int = 0,
     log: Callable[[str], None] | None = None,
-    precisions: Sequence[str] = ("float32",),
+    precisions: Sequence[str] = ("auto",),
     facenet_thresholds: Sequence[float] | None = None,
     memory: str = "isolated",
     regression: bool = False,
 ) -> BenchmarkResult:
     """Time the detector on every (device, backend, precision, size, min_face, batch size)
     combination; a precision a backend or device does not run (bfloat16 off the CPU torch
-    backend) is skipped and listed in ``skipped``.
+    backend) is skipped and listed in ``skipped``; "auto" is the detector's own precision (on
+    another device or backend: what ``MTCNN()`` resolves there).
 
     ``detector``: a ready :class:`~mtcnn.detector.MTCNN` (its factor and thresholds are used; its
     nets are copied to other devices), else one is loaded from ``weights``. ``image``: an RGB
@@ -604,7 +605,17 @@ def run_benchmark(
             if backend != "torch" and device.type != "cpu":
                 result.skipped.append({"device": dev_name, "reason": f"backend {backend} runs on the CPU only"})
                 continue
+            from mtcnn.backends import resolve_precision
+
+            done: set[str] = set()
             for precision in precisions:
+                if precision == "auto":
+                    # What the detector runs here (its own precision on its own device and backend).
+                    same = torch.device(detector.device) == device and getattr(detector, "backend", "torch") == backend
+                    precision = getattr(detector, "precision", "float32") if same else resolve_precision("auto", device, backend)
+                if precision in done:
+                    continue
+                done.add(precision)
                 if precision != "float32" and (backend != "torch" or device.type != "cpu"):
                     result.skipped.append({"device": dev_name, "reason": f"{precision} runs on the CPU torch backend only, not {backend}"})
                     continue
@@ -633,7 +644,7 @@ def reference_thresholds(detector, given: Sequence[float] | None = None) -> list
 
 
 def _settings(detector, base_image, image_source, sizes, min_faces, batch_sizes, devices, repeats, warmup,
-              compare_facenet, backends=("torch",), mixed=0, precisions=("float32",)) -> dict[str, Any]:
+              compare_facenet, backends=("torch",), mixed=0, precisions=("auto",)) -> dict[str, Any]:
     """Everything a benchmark result must say about how it was measured."""
     from mtcnn.config import to_dict
 

@@ -13,11 +13,16 @@ parts: cell decoding, softmax, NMS, box calibration, Python):
 * R-Net and O-Net: ``crops`` (square, cut, resize, normalise), ``forward`` (all chunks, including
   :class:`~mtcnn.ops.inference.CheckedNet`'s float32 re-runs), ``rest``;
 * ``outside stages``: image conversion, the optional landmark model, splitting per image.
+
+With the detector's two lanes (``lanes``, :mod:`mtcnn.ops.lanes`) a part's time is summed over
+both lanes, so the parts of a stage can add up to more than its wall time ("rest" then reads
+negative); run a detector with ``lanes=False`` to see where the work goes, and compare totals.
 """
 
 from __future__ import annotations
 
 import statistics
+import threading
 import time
 from collections import defaultdict
 from collections.abc import Callable, Sequence
@@ -51,6 +56,7 @@ class _Clock:
     def __init__(self):
         self.spent: dict[str, float] = defaultdict(float)
         self.windows: dict[str, int] = {}
+        self._lock = threading.Lock()  # parts run in two lanes add up from two threads
 
     def wrap(self, key: str, fn: Callable, count_arg: int | None = None) -> Callable:
         def timed(*args, **kwargs):
@@ -58,7 +64,8 @@ class _Clock:
             try:
                 return fn(*args, **kwargs)
             finally:
-                self.spent[key] += time.perf_counter() - start
+                with self._lock:
+                    self.spent[key] += time.perf_counter() - start
                 if count_arg is not None:
                     self.windows[key] = len(args[count_arg])
 

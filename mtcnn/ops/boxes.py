@@ -63,6 +63,7 @@ _SIZE_CLASSES = 24  # classes more than 2^24 below the boxes' extent merge into 
 _BAND_STRIPS = 8  # a window over more strips of a class is read as one band of whole strips
 _SLACK = 1e-3  # every window is widened by this fraction: overlaps computed in float32 are inexact
 NMS_BLOCK_SIZE = 4096
+NMS_SMALL = 256  # up to this many boxes batched_nms compares every pair (a 256 × 256 matrix)
 NMS_MAX_PAIRS = 1 << 20
 
 
@@ -262,7 +263,8 @@ def batched_nms(
     (:class:`_NmsGrid`), ``max_pairs`` at a time. Kept boxes overlap each other by at most the
     threshold, so under the union overlap each box meets few of them, and time grows about
     linearly with the boxes (the 214k windows: about 0.6 s of one CPU thread;
-    ``benchmarks/bench_nms.py``).
+    ``benchmarks/bench_nms.py``). Up to :data:`NMS_SMALL` boxes every pair is compared at once
+    instead (the grid's set-up costs more there); the kept set is the same.
     """
     n = boxes.shape[0]
     device = boxes.device
@@ -284,6 +286,12 @@ def batched_nms(
     valid = finite & (b[:, 2] > b[:, 0]) & (b[:, 3] > b[:, 1])
     if not threshold == threshold or not bool(valid.any()):  # NaN threshold: nothing exceeds it
         return by_score
+    if n <= min(NMS_SMALL, block_size):
+        # Few boxes (R- and O-Net's NMS on a photo): every pair at once costs less than the grid's
+        # set-up. The same pairs and the same greedy rounds, so the same boxes are kept.
+        over = (box_iou(b, b, mode) > threshold) & (group[:, None] == group[None, :]) & valid[:, None] & valid[None, :]
+        suppressor, victim = torch.nonzero(torch.triu(over, diagonal=1), as_tuple=True)
+        return by_score[~valid | _greedy_within(valid, suppressor, victim)]
     grid = _NmsGrid(b, group, valid, threshold, mode)
     keep = ~valid  # boxes that overlap nothing are kept; the others once they win below
     kept = _Table(grid.key[:0], torch.arange(0, device=device))

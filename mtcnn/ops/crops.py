@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import threading
+
 import cv2
 import numpy as np
 import torch
@@ -48,9 +50,10 @@ def crop_resize(
         rest, k = divmod(key, 4)
         b, m = divmod(rest, 64)
         sel = torch.nonzero(keys == key, as_tuple=True)[0]
-        if b not in chains:
-            chains[b] = MipChain(images[b])
-        chain = chains[b]
+        with _CHAINS_LOCK:  # two lanes (mtcnn.ops.lanes) may share one cache
+            chain = chains.get(b)
+            if chain is None:
+                chain = chains[b] = MipChain(images[b])
         level_boxes = boxes[sel] * (1.0 / (1 << m))
         if chain.fast:
             out[sel] = _sample_cv2(chain.level_hwc(m), level_boxes, size, k)
@@ -73,6 +76,8 @@ def _sample_torch(source: torch.Tensor, boxes: torch.Tensor, size: int, k: int) 
         sampled = F.avg_pool2d(sampled[None], k)[0]
     return sampled.reshape(channels, count, size, size).permute(1, 2, 3, 0)
 
+
+_CHAINS_LOCK = threading.Lock()
 
 # OpenCV's remap refuses maps of 32,767 rows or more (SHRT_MAX): a crowd photo easily has more
 # candidate windows than fit in one stacked map, so boxes go through in chunks that do.
@@ -121,6 +126,8 @@ class MipChain:
     """
 
     def __init__(self, image: torch.Tensor):
+        # Levels are made on first use; threads cropping from one chain wait for each other here.
+        self._lock = threading.RLock()
         self.fast = image.dtype == torch.uint8 and image.device.type == "cpu" and image.shape[0] in (1, 3, 4)
         self._raw = [hwc_array(image) if self.fast else image.float()]
         self._float: dict[int, torch.Tensor] = {}
@@ -128,14 +135,16 @@ class MipChain:
 
     def level_hwc(self, m: int) -> np.ndarray:
         """Level m as a float32 ``[h, w, C]`` array (fast chains only), made once."""
-        if m not in self._hwc:
-            self._hwc[m] = np.ascontiguousarray(self._build(m), dtype=np.float32)
-        return self._hwc[m]
+        with self._lock:
+            if m not in self._hwc:
+                self._hwc[m] = np.ascontiguousarray(self._build(m), dtype=np.float32)
+            return self._hwc[m]
 
     def _build(self, m: int):
-        while len(self._raw) <= m:
-            self._raw.append(self._halve(self._raw[-1]))
-        return self._raw[m]
+        with self._lock:
+            while len(self._raw) <= m:
+                self._raw.append(self._halve(self._raw[-1]))
+            return self._raw[m]
 
     def level_source(self, m: int) -> "np.ndarray | torch.Tensor":
         """Level m as ``[C, h, w]`` in the image's own dtype, no float copy made or kept: a NumPy
@@ -144,11 +153,12 @@ class MipChain:
         return raw.transpose(2, 0, 1) if self.fast else raw
 
     def level(self, m: int) -> torch.Tensor:
-        self._build(m)
-        if m not in self._float:
-            raw = self._raw[m]
-            self._float[m] = torch.from_numpy(raw).permute(2, 0, 1).float() if self.fast else raw
-        return self._float[m]
+        with self._lock:
+            self._build(m)
+            if m not in self._float:
+                raw = self._raw[m]
+                self._float[m] = torch.from_numpy(raw).permute(2, 0, 1).float() if self.fast else raw
+            return self._float[m]
 
     def _halve(self, top):
         if self.fast:

@@ -57,6 +57,23 @@ def test_batched_nms_matches_oracle_per_group(seed):
     assert torch.all(scores[keep][:-1] >= scores[keep][1:])
 
 
+@pytest.mark.parametrize("seed", range(6))
+@pytest.mark.parametrize("mode,threshold", [("union", 0.5), ("union", 0.7), ("union", 0.0), ("min", 0.7)])
+def test_small_inputs_keep_what_the_grid_keeps(seed, mode, threshold, monkeypatch):
+    """Up to NMS_SMALL boxes every pair is compared at once; the grid path keeps the same boxes."""
+    import mtcnn.ops.boxes as ops_boxes
+
+    n = [3, 40, 120, 200, 256, 90][seed]
+    boxes, scores = random_boxes(n, seed, max_coord=120)
+    boxes[::17, 2] = boxes[::17, 0]  # some empty boxes: kept, overlapping nothing
+    groups = torch.randint(0, 3, (n,), generator=torch.Generator().manual_seed(seed))
+    small = batched_nms(boxes, scores, groups, threshold, mode)
+    monkeypatch.setattr(ops_boxes, "NMS_SMALL", 0)
+    grid = batched_nms(boxes, scores, groups, threshold, mode)
+    assert small.tolist() == grid.tolist()
+    assert small.tolist() == oracle_nms(boxes.tolist(), scores.tolist(), groups.tolist(), threshold, mode)
+
+
 def test_batched_nms_groups_with_large_coordinates_stay_exact():
     # Far-apart images of a big batch must not bleed into each other or lose precision.
     a = torch.tensor([[10000.0, 10000.0, 10010.0, 10010.0], [10000.0, 10000.0, 10010.0, 10005.0]])

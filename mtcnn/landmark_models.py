@@ -34,6 +34,17 @@ WEIGHTS_DIR = Path(__file__).resolve().parent / "weights"
 LANDMARK_MODELS = {"mobilenet": WEIGHTS_DIR / "mobilenet_cascade.pt", "68": WEIGHTS_DIR / "kp68_compact.pt"}
 LANDMARK_BUNDLE_FORMAT = FORMAT + "-landmarks"
 MIN_LEVEL2_HALF = 0.05  # of the reference box: a degenerate level-1 guess still gets a window
+#: level-2 window rules: ``"nose"`` — SPEC §8's ``nose ± scale·|nose − left eye|`` (scale 2); ``"extent"`` —
+#: the square around the level-1 points' extent, its half-side ``scale`` × half the extent's larger side;
+#: ``"radius"`` — centred on the points' mean, half-side ``scale`` × the largest point distance from it
+#: (unchanged by in-plane rotation, so a tilted face gets the window an upright one would)
+LEVEL2_WINDOWS = ("nose", "extent", "radius")
+#: the rule of weights that record none (trained before the rule was a setting): SPEC §8's
+SPEC_LEVEL2_WINDOW = ("nose", 2.0)
+#: the rule training uses by default: SPEC §8's window is 1.5 face boxes wide around a face-box level 1
+#: (a zoom-out, see ``docs/landmark_zoo.md``); 1.1 × the points' radius is ~0.8 of the box, and a
+#: tilted face gets the same window as an upright one
+DEFAULT_LEVEL2_WINDOW = ("radius", 1.1)
 
 
 class LandmarkModel(Protocol):
@@ -86,27 +97,48 @@ class MobileNetCascade:
 
     num_landmarks = 5
 
-    def __init__(self, level1: nn.Module, level2: nn.Module, box_expand: float = 0.0):
+    def __init__(self, level1: nn.Module, level2: nn.Module, box_expand: float = 0.0,
+                 level2_window: tuple[str, float] = SPEC_LEVEL2_WINDOW):
         self.level1, self.level2 = level1.eval(), level2.eval()
         self.spec1, self.spec2 = get_net_spec("mobilenet_l1"), get_net_spec("mobilenet_l2")
         self.box_expand = box_expand
+        rule, scale = level2_window
+        if rule not in LEVEL2_WINDOWS or not float(scale) > 0:
+            raise ValueError(f"level2_window={level2_window!r}: the rule is one of {LEVEL2_WINDOWS}, the scale > 0")
+        self.level2_window = (str(rule), float(scale))  # must be the rule level 2 was trained with
 
     def to(self, device) -> "MobileNetCascade":
         self.level1.to(device), self.level2.to(device)
         return self
 
     @staticmethod
-    def level2_windows(level1_points: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        """``(centre [N,2], half [N])``: the nose, and twice its distance to the left eye."""
-        nose = level1_points[:, 2]
-        half = 2 * (nose - level1_points[:, 0]).norm(dim=1)
-        return nose, half.clamp(min=MIN_LEVEL2_HALF)
+    def level2_windows(level1_points: torch.Tensor, rule: str = SPEC_LEVEL2_WINDOW[0],
+                       scale: float = SPEC_LEVEL2_WINDOW[1]) -> tuple[torch.Tensor, torch.Tensor]:
+        """``(centre [N,2], half [N])`` of level 2's windows around level 1's points (reference frame).
+
+        ``"nose"``: the nose, and ``scale`` × its distance to the left eye (SPEC §8: scale 2);
+        ``"extent"``: the centre of the points' extent, and ``scale`` × half its larger side;
+        ``"radius"``: the points' mean, and ``scale`` × the largest distance of a point from it."""
+        if rule == "nose":
+            nose = level1_points[:, 2]
+            return nose, (scale * (nose - level1_points[:, 0]).norm(dim=1)).clamp(min=MIN_LEVEL2_HALF)
+        if rule == "extent":
+            lo, hi = level1_points.amin(dim=1), level1_points.amax(dim=1)
+            return (lo + hi) / 2, (scale * (hi - lo).amax(dim=1) / 2).clamp(min=MIN_LEVEL2_HALF)
+        if rule == "radius":
+            centre = level1_points.mean(dim=1)
+            return centre, (scale * (level1_points - centre[:, None]).norm(dim=2).amax(dim=1)).clamp(min=MIN_LEVEL2_HALF)
+        raise ValueError(f"level-2 window rule {rule!r}: one of {LEVEL2_WINDOWS}")
+
+    def windows(self, level1_points: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """This cascade's level-2 windows (its recorded rule) around ``level1_points``."""
+        return self.level2_windows(level1_points, *self.level2_window)
 
     def predict_crops(self, crops: FaceCrops) -> tuple[torch.Tensor, torch.Tensor]:
         """Level-1 and level-2 points ``[N,5,2]`` in the reference frame of stored crops."""
         size = self.spec1.input_size[0]
         p1 = run_net(self.level1, self.spec1, plain_windows(crops, size))
-        centre, half = self.level2_windows(p1)
+        centre, half = self.windows(p1)
         p2 = run_net(self.level2, self.spec2, plain_windows(crops, size, centre, half))
         return p1, centre[:, None, :] + half[:, None, None] * p2
 
@@ -118,7 +150,7 @@ class MobileNetCascade:
             return (empty, empty) if return_levels else empty
         image_index = image_index.cpu()
         p1 = run_net(self.level1, self.spec1, _crop_windows(images, ref, image_index, size)).double()
-        centre, half = self.level2_windows(p1)
+        centre, half = self.windows(p1)
         w2 = _window_boxes(ref, centre, half)
         p2 = run_net(self.level2, self.spec2, _crop_windows(images, w2, image_index, size)).double()
         final = from_reference(centre[:, None, :] + half[:, None, None] * p2, ref).float()
@@ -170,17 +202,30 @@ def save_landmark_weights(path: str | os.PathLike, nets: dict[str, nn.Module], k
     atomic_torch_save({"format": LANDMARK_BUNDLE_FORMAT, "version": FORMAT_VERSION, "kind": kind, "nets": ckpts}, path)
 
 
-def _load_nets(path: Path) -> tuple[str, dict[str, nn.Module]]:
+def level2_window_of(config: dict | None) -> tuple[str, float]:
+    """The level-2 window rule a level-2 checkpoint's config records (its training run's
+    ``data.level2_window`` / ``data.level2_scale``; a packed bundle nests each net's config under
+    its name); weights that record none were trained with SPEC §8's rule."""
+    config = config or {}
+    config = config.get("mobilenet_l2", config)
+    data = config.get("data", {}) if isinstance(config, dict) else {}
+    if "level2_window" not in data:
+        return SPEC_LEVEL2_WINDOW
+    return str(data["level2_window"]), float(data.get("level2_scale", SPEC_LEVEL2_WINDOW[1]))
+
+
+def _load_nets(path: Path) -> tuple[str, dict[str, nn.Module], dict[str, dict]]:
     raw = _load_file(path)
     if not isinstance(raw, dict) or raw.get("format") not in (LANDMARK_BUNDLE_FORMAT, FORMAT):
         raise WeightsError(f"{path}: not a landmark model file")
     if raw["format"] == FORMAT:  # a single trained net (the training loop's <net>.pt)
-        return "single", {raw["net"]: load_net(raw, raw["net"], str(path))}
-    nets = {}
+        return "single", {raw["net"]: load_net(raw, raw["net"], str(path))}, {raw["net"]: raw.get("config") or {}}
+    nets, configs = {}, {}
     for name, ck in raw["nets"].items():
         ck = dict(ck, state_dict={k: v.float() if v.is_floating_point() else v for k, v in ck["state_dict"].items()})
         nets[name] = load_net(ck, name, f"{path}[{name}]")
-    return raw.get("kind", "single"), nets
+        configs[name] = ck.get("config") or {}
+    return raw.get("kind", "single"), nets, configs
 
 
 def load_landmark_model(name_or_path: str | os.PathLike, passes: int = 2) -> LandmarkModel:
@@ -192,11 +237,15 @@ def load_landmark_model(name_or_path: str | os.PathLike, passes: int = 2) -> Lan
         raise WeightsError(
             f"landmarks={str(name_or_path)!r}: {path}: landmark weights not found (give a weights file, or one of: onet, cascade, {shipped})"
         )
-    kind, nets = _load_nets(path)
+    kind, nets, configs = _load_nets(path)
     if kind == "mobilenet_cascade":
         if set(nets) != {"mobilenet_l1", "mobilenet_l2"}:
             raise WeightsError(f"{path}: a MobileNet cascade needs mobilenet_l1 and mobilenet_l2, has {sorted(nets)}")
-        return MobileNetCascade(nets["mobilenet_l1"], nets["mobilenet_l2"])
+        try:
+            return MobileNetCascade(nets["mobilenet_l1"], nets["mobilenet_l2"],
+                                    level2_window=level2_window_of(configs["mobilenet_l2"]))
+        except ValueError as e:
+            raise WeightsError(f"{path}: {e}") from None
     if len(nets) != 1:
         raise WeightsError(f"{path}: expected one net, found {sorted(nets)}")
     (name, net), = nets.items()
@@ -204,6 +253,6 @@ def load_landmark_model(name_or_path: str | os.PathLike, passes: int = 2) -> Lan
 
 
 __all__ = [
-    "LANDMARK_MODELS", "KeypointModel", "LandmarkModel", "MobileNetCascade", "load_landmark_model",
-    "run_net", "save_landmark_weights",
+    "DEFAULT_LEVEL2_WINDOW", "LANDMARK_MODELS", "LEVEL2_WINDOWS", "SPEC_LEVEL2_WINDOW", "KeypointModel", "LandmarkModel",
+    "MobileNetCascade", "level2_window_of", "load_landmark_model", "run_net", "save_landmark_weights",
 ]

@@ -8,9 +8,17 @@ the loss is :func:`mtcnn.losses.landmark_regression_loss` (L1 / L2 / wing / adap
 the errors times ``loss.coordinate_scale`` (null: the net's input half-side, i.e. input pixels;
 0.5: fractions of the window, the seed's unit for wing w 0.5, ε 2).
 
-Level 2 of the MobileNet-V2 cascade trains on the windows ``nose ± 2·|nose − left eye|`` around
-level 1's predictions (``data.level1_weights``), keeping the faces whose level-1 mean error is
-below ``data.level2_max_error`` of the face box (SPEC §8).
+Level 2 of the MobileNet-V2 cascade trains on windows around level 1's predictions
+(``data.level1_weights``), keeping the faces whose level-1 mean error is below
+``data.level2_max_error`` of the face box (SPEC §8). The window is ``data.level2_window``:
+``radius`` (default) — centred on the five points' mean, its half-side ``data.level2_scale``
+(1.1) × the largest point distance from it, about 0.8 of the face box: a zoom-in on level 1's
+input, the same for a tilted face; ``extent`` — the square around the points' extent, scale ×
+its half-side; ``nose`` — SPEC §8's
+``nose ± level2_scale·|nose − left eye|`` (scale 2), which around a face-box level 1 is 1.5
+boxes wide, a zoom-out, and the reason a level 2 trained that way is worse than its level 1.
+The rule is saved with the weights and :func:`mtcnn.landmark_models.load_landmark_model` crops
+with it.
 
 Validation (``val``) predicts the plain windows of the test split: ``nme`` (68 points: outer eye
 corners; 5 points: face-box width), ``failure_rate`` (sample NME > ``val.failure_nme``).
@@ -34,7 +42,7 @@ from mtcnn.config.train import LandmarkLossSection, LogSection, OptimSection, Ru
 from mtcnn.data.face_crops import FaceCrops, cnn_facepoint_crops, udacity68_crops
 from mtcnn.data.keypoint_aug import AugmentSettings, KeypointBatchLoader
 from mtcnn.errors import DataError
-from mtcnn.landmark_models import MobileNetCascade, load_landmark_model, plain_windows, run_net
+from mtcnn.landmark_models import DEFAULT_LEVEL2_WINDOW, MobileNetCascade, load_landmark_model, plain_windows, run_net
 from mtcnn.losses import landmark_regression_loss
 from mtcnn.nets import build_net, get_net_spec
 from mtcnn.training.landmark_task import point_error_stats
@@ -53,6 +61,10 @@ class KeypointDataSection:
     level: Literal[1, 2] = 1
     level1_weights: str | None = None  # level 2: the cascade or level-1 weights that place the windows
     level2_max_error: float = bounded(0.1, 0.0, None, help="level 2 keeps faces whose level-1 error is below this")
+    # level 2's window around level 1's points; recorded in the weights, so the cascade crops as trained
+    level2_window: Literal["nose", "extent", "radius"] = DEFAULT_LEVEL2_WINDOW[0]
+    level2_scale: float = bounded(DEFAULT_LEVEL2_WINDOW[1], 0.1, 10.0,
+                                  help="nose: half-side / |nose - left eye| (SPEC: 2); extent: / half the points' extent; radius: / max point distance from their mean")
     rotation_deg: float = bounded(45.0, 0.0, 180.0)
     rotation_prob: float = bounded(0.5, 0.0, 1.0, help="fraction of samples rotated (the rest upright)")
     scale: float = bounded(0.1, 0.0, 0.5)
@@ -146,7 +158,7 @@ class KeypointTask:
         if len(keep) == 0:
             raise DataError(f"{d.level1_weights}: level 1's error is at least data.level2_max_error="
                             f"{d.level2_max_error} on all {len(crops)} training faces (is level 1 trained?)")
-        centre, half = MobileNetCascade.level2_windows(p1)
+        centre, half = MobileNetCascade.level2_windows(p1, d.level2_window, d.level2_scale)
         t = torch.from_numpy(keep)
         return crops.subset(keep), (centre[t], half[t])
 
@@ -238,6 +250,7 @@ class KeypointTask:
 
     def settings(self) -> str:
         d, c = self.cfg.data, self.cfg.loss
-        return (f"{d.dataset} level {d.level}, {self.spec.input_size[0]} px {self.spec.channels}, context {d.context}, "
+        window = f" (window {d.level2_window} ×{d.level2_scale:g})" if d.level == 2 else ""
+        return (f"{d.dataset} level {d.level}{window}, {self.spec.input_size[0]} px {self.spec.channels}, context {d.context}, "
                 f"rotation ±{d.rotation_deg}° (p {d.rotation_prob}), scale ±{d.scale}, shift ±{d.shift}, "
                 f"flip {d.flip_prob}; loss {c.kind} (coordinate scale {self.coordinate_scale:g})")

@@ -41,7 +41,7 @@ from mtcnn.errors import DataError, OutputExistsError
 from mtcnn.io import write_image_rgb
 from mtcnn.nets import build_net
 from mtcnn.weights import NET_NAMES, save_bundle
-from tests_helpers import PROJECT_ROOT
+from tests_helpers import PROJECT_ROOT, bright_face_photo
 
 
 @pytest.fixture(scope="module")
@@ -52,15 +52,8 @@ def world(tmp_path_factory) -> Path:
     rng = np.random.default_rng(0)
     records = []
     for k in range(9):
-        image = rng.integers(0, 80, (120, 160, 3), dtype=np.uint8)
-        boxes = np.array([[10 + 3 * k, 20, 60 + 3 * k, 70], [90, 40, 140, 95]], np.float32)
-        for x1, y1, x2, y2 in boxes.astype(int):
-            image[y1:y2, x1:x2] = 200 + 4 * k
-        path = root / "images" / f"img{k}.jpg"
-        path.parent.mkdir(parents=True, exist_ok=True)
-        cv2.imwrite(str(path), image)
-        records.append(ImageAnnotation(path=path, boxes=boxes, landmarks=np.zeros((2, 0, 2), np.float32),
-                                       ignore=np.zeros(2, bool)))
+        boxes = [[10 + 3 * k, 20, 60 + 3 * k, 70], [90, 40, 140, 95]]
+        records.append(bright_face_photo(root / "images" / f"img{k}.jpg", (120, 160), boxes, 200 + 4 * k, rng))
     (root / "images" / "broken.jpg").write_bytes(b"broken")
     records.insert(4, ImageAnnotation(path=root / "images" / "broken.jpg", boxes=np.zeros((0, 4), np.float32),
                                       landmarks=np.zeros((0, 0, 2), np.float32), ignore=np.zeros(0, bool)))
@@ -363,15 +356,8 @@ def test_torchrun_sigkill_of_one_rank_then_a_rerun_gives_the_same_samples(tmp_pa
     rng = np.random.default_rng(1)
     records = []
     for k in range(100):
-        image = rng.integers(0, 80, (480, 640, 3), dtype=np.uint8)
-        boxes = np.array([[50 + k % 50, 60, 200 + k % 50, 230], [300, 100, 420, 240]], np.float32)
-        for x1, y1, x2, y2 in boxes.astype(int):
-            image[y1:y2, x1:x2] = 150 + k
-        path = tmp_path / "images" / f"img{k}.jpg"
-        path.parent.mkdir(parents=True, exist_ok=True)
-        cv2.imwrite(str(path), image)
-        records.append(ImageAnnotation(path=path, boxes=boxes, landmarks=np.zeros((2, 0, 2), np.float32),
-                                       ignore=np.zeros(2, bool)))
+        boxes = [[50 + k % 50, 60, 200 + k % 50, 230], [300, 100, 420, 240]]
+        records.append(bright_face_photo(tmp_path / "images" / f"img{k}.jpg", (480, 640), boxes, 150 + k, rng))
     write_wider(tmp_path / "gt.txt", records, tmp_path / "images")
     cfg = from_dict(PNetDataConfig, {"workers": 1, "chunk_images": 2, "seed": 3, "out": str(tmp_path / "one"),
                                      "sources": {"train": [photos(tmp_path)], "val": []}, "landmarks": {"enabled": False}})

@@ -14,7 +14,7 @@ from mtcnn.data.hard_examples import MiningConfig, label_windows, mine_hard_exam
 from mtcnn.nets import build_net
 from mtcnn.ops.coding import decode_boxes
 from mtcnn.weights import NET_NAMES, save_bundle
-from tests_helpers import PROJECT_ROOT
+from tests_helpers import PROJECT_ROOT, bright_face_photo
 
 
 def test_label_windows_rules():
@@ -57,14 +57,8 @@ def tiny_world(tmp_path_factory):
     rng = np.random.default_rng(0)
     records = []
     for k in range(3):
-        image = rng.integers(0, 80, (160, 200, 3), dtype=np.uint8)
-        boxes = np.array([[20 + 30 * k, 30, 80 + 30 * k, 90], [120, 60, 170, 110]], np.float32)
-        for x1, y1, x2, y2 in boxes.astype(int):
-            image[y1:y2, x1:x2] = 220
-        path = root / "images" / f"img{k}.jpg"
-        path.parent.mkdir(exist_ok=True)
-        cv2.imwrite(str(path), image)
-        records.append(ImageAnnotation(path=path, boxes=boxes, landmarks=np.zeros((2, 0, 2), np.float32), ignore=np.zeros(2, bool)))
+        boxes = [[20 + 30 * k, 30, 80 + 30 * k, 90], [120, 60, 170, 110]]
+        records.append(bright_face_photo(root / "images" / f"img{k}.jpg", (160, 200), boxes, 220, rng))
     (root / "images" / "broken.jpg").write_bytes(b"broken")
     records.append(ImageAnnotation(path=root / "images" / "broken.jpg", boxes=np.zeros((0, 4), np.float32),
                                    landmarks=np.zeros((0, 0, 2), np.float32), ignore=np.zeros(0, bool)))

@@ -312,3 +312,34 @@ def test_finetune_recipe_end_to_end(shared_data, tmp_path):
     out = tmp_path / "dets.jsonl"
     assert detect_main([str(images / "maksssksksss0.jpg"), "--weights", str(bundle), "--json", str(out)]) == 0
     assert json.loads(out.read_text().splitlines()[0])["faces"] is not None
+
+
+def test_face_mask_demonstration_is_the_recipe_with_its_stated_changes():
+    """pipeline_finetune_face_mask.yaml (the README's worked example) differs from
+    pipeline_finetune.yaml only where its header says: WebFaces replayed, replay 0.5, mining down
+    to 12 px faces, longer schedules, its operating point and its work_dir."""
+    from mtcnn.config import to_dict
+    from mtcnn.pipeline import PipelineConfig
+
+    base = to_dict(load_config(PipelineConfig, FINETUNE))
+    demo = to_dict(load_config(PipelineConfig, default_config("pipeline_finetune_face_mask.yaml")))
+    changed = set()
+
+    def walk(a, b, path):
+        if isinstance(a, dict) and isinstance(b, dict):
+            for k in set(a) | set(b):
+                walk(a.get(k), b.get(k), f"{path}.{k}" if path else k)
+        elif a != b:
+            changed.add(path)
+
+    walk(base, demo, "")
+    assert changed == {
+        "work_dir", "finetune.replay", "evaluate.min_face_size",
+        "pnet_data.sources.train", "pnet_data.sources.val",
+        "mine_pnet.sources.train", "mine_pnet.sources.val", "mine_rnet.sources.train", "mine_rnet.sources.val",
+        "mine_pnet.detector.min_face_size", "mine_rnet.detector.min_face_size", "mine_pnet.min_box_size", "mine_rnet.min_box_size",
+        "train_pnet.epochs", "train_pnet.optim.lr_boundaries", "train_rnet.epochs", "train_rnet.optim.lr_boundaries",
+        "train_onet.epochs", "train_onet.optim.lr_boundaries",
+    }, sorted(changed)
+    webfaces = [s["name"] for s in demo["mine_rnet"]["sources"]["train"]]
+    assert webfaces == ["scenes", "cnn_facepoint", "webfaces"]

@@ -358,14 +358,8 @@ class FaceTracker:
             offset = len(others)
             pool_boxes = torch.cat([others.to(found.boxes.device), found.boxes])
             pool_scores = torch.cat([torch.full((offset,), 2.0, device=found.boxes.device), found.scores])
-        keep = torch.arange(len(pool_boxes), device=pool_boxes.device)
-        if len(pool_boxes) > 1:
-            # NMS only where two boxes overlap that much (rare among tracked faces; a general
-            # NMS call costs far more than this check on a handful of boxes).
-            overlap = box_iou(pool_boxes, pool_boxes, cfg.onet_nms_mode).fill_diagonal_(0)
-            if bool((overlap > cfg.nms_onet).any()):
-                groups = torch.zeros(len(pool_boxes), dtype=torch.long, device=pool_boxes.device)
-                keep = batched_nms(pool_boxes, pool_scores, groups, cfg.nms_onet, cfg.onet_nms_mode)
+        groups = torch.zeros(len(pool_boxes), dtype=torch.long, device=pool_boxes.device)
+        keep = batched_nms(pool_boxes, pool_scores, groups, cfg.nms_onet, cfg.onet_nms_mode)
         keep = torch.sort(keep[keep >= offset] - offset).values
         found, rows = found.select(keep), passed[keep]
         model = self.detector.landmark_model

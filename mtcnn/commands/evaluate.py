@@ -63,11 +63,15 @@ def parser() -> argparse.ArgumentParser:
     lm.add_argument("--landmarks", choices=("onet", "cascade"), default="onet",
                     help="cascade: per-level report of the Sun et al. cascade (O-Net, levels 1-3) with the list's boxes and the detector's")
     lm.add_argument("--cascade-weights", help="cascade bundle (default mtcnn/weights/cascade_sun.pt)")
-    lm.add_argument("--split-rule", choices=("name_order", "hashed"), default="name_order",
-                    help="how --split picks: name_order (first 80%% of the sorted names train) or hashed (CRC-32 of "
-                         "the file name, as the training configs' 300-W validation split)")
-    lm.add_argument("--missing-images", choices=("error", "skip"),
-                    help="pts68: a .pts without its image is an error (default) or left out, counted")
+    for sp in (det, lm):
+        sp.add_argument("--split-rule", choices=("name_order", "hashed"), default="name_order",
+                        help="how --split picks: name_order (first 80%% of the sorted names train) or hashed (CRC-32 of "
+                             "the file name, as the training configs' WIDER and 300-W validation splits)")
+        sp.add_argument("--missing-images", choices=("error", "skip"),
+                        help="an annotated image that is absent is an error (default) or left out, counted")
+    det.add_argument("--images-layout", choices=("tree", "flat"), default="tree",
+                     help="flat: every image directly in --images under its file name (e.g. WIDER FACE photos "
+                          "copied without their event folders)")
     return parser
 
 

@@ -31,8 +31,10 @@ be evaluated (no annotations, weights that do not load, an unreadable detections
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import json
 import os
+import sys
 from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
@@ -114,14 +116,28 @@ def load_annotation_records(
     the file name, as a source config's ``split_rule: hashed``); ``None`` / ``"all"`` keeps
     everything. ``limit`` keeps the first N records after the split.
     """
+    options = dict(reader_options or {})
+    # Photos kept in one folder (e.g. a subset of WIDER FACE copied flat) and sets with photos
+    # absent: handled here for every format; pts68's reader counts its missing images itself.
+    layout = options.pop("images_layout", "tree")
+    missing = options.get("missing_images") if fmt == "pts68" else options.pop("missing_images", None)
     records: list[ImageAnnotation] = []
     for p in paths:
         try:
-            records.extend(read_annotations(p, fmt, images_root, **(reader_options or {})))
+            records.extend(read_annotations(p, fmt, images_root, **options))
         except AnnotationError as e:
             errors(str(e))
         except (OSError, ValueError) as e:
             errors(f"{p}: {e}")
+    if layout == "flat":
+        records = [dataclasses.replace(r, path=(Path(images_root) if images_root else r.path.parent.parent) / r.path.name)
+                   for r in records]
+    if missing == "skip" and fmt != "pts68":
+        present = [r for r in records if r.path.is_file()]
+        if len(present) < len(records):
+            print(f"{len(records) - len(present)} of {len(records)} annotated images are absent and left out "
+                  "(--missing-images skip)", file=sys.stderr)
+        records = present
     if split in ("train", "val"):
         records = (split_by_hash if split_rule == "hashed" else split_by_name)(records, split)
     if limit is not None and limit >= 0:
@@ -423,6 +439,7 @@ def evaluate_detection_set(
     reader_options: dict | None = None,
     rotate: str | None = None,
     seed: int = 0,
+    split_rule: str = "name_order",
 ) -> EvalOutcome:
     """Detection accuracy of a detector (or a detections file) on an annotated image set.
 
@@ -446,9 +463,10 @@ def evaluate_detection_set(
         return _fatal(f"--iou must be within (0, 1], got {iou}", errors, None)
     if rotate is not None:
         return _rotated_detection_set(annotations, fmt, images_root, out, detections, detector, detector_kwargs, iou,
-                                      split, limit, batch_size, progress, log, errors, reader_options, rotate, seed)
+                                      split, limit, batch_size, progress, log, errors, reader_options, rotate, seed,
+                                      split_rule)
     gathered = _gather_for_task("detection", annotations, fmt, images_root, errors, split, limit, detections,
-                                detector, detector_kwargs, batch_size, out, progress, log, reader_options)
+                                detector, detector_kwargs, batch_size, out, progress, log, reader_options, split_rule)
     if isinstance(gathered, EvalOutcome):
         return gathered
     pairs, failed, source, report = gathered
@@ -525,7 +543,7 @@ def rotated_detection_table(detector, records: Sequence[ImageAnnotation], rotate
 
 def _rotated_detection_set(annotations, fmt, images_root, out: Path, detections, detector, detector_kwargs, iou: float,
                            split, limit, batch_size: int, progress: bool, log, errors: ErrorLog, reader_options,
-                           rotate: str, seed: int) -> EvalOutcome:
+                           rotate: str, seed: int, split_rule: str = "name_order") -> EvalOutcome:
     """:func:`evaluate_detection_set` with ``rotate`` (:func:`rotated_detection_table`)."""
     from mtcnn.eval.plots import plot_pr_curves
     from mtcnn.eval.rotate import rotation_settings
@@ -539,7 +557,7 @@ def _rotated_detection_set(annotations, fmt, images_root, out: Path, detections,
     if detections is not None:
         return _fatal("--rotate turns the photos before the detector sees them: it needs the detector, not --detections",
                       errors, out)
-    prepared = _records_and_source(annotations, fmt, images_root, errors, split, limit, reader_options, "name_order",
+    prepared = _records_and_source(annotations, fmt, images_root, errors, split, limit, reader_options, split_rule,
                                    None, detector, detector_kwargs, batch_size, out)
     if isinstance(prepared, EvalOutcome):
         return prepared
@@ -610,6 +628,8 @@ def reader_options_from_args(args: argparse.Namespace) -> dict:
         options["unannotated"] = args.unannotated
     if getattr(args, "missing_images", None):
         options["missing_images"] = args.missing_images
+    if getattr(args, "images_layout", None) not in (None, "tree"):
+        options["images_layout"] = args.images_layout
     return options
 
 
@@ -643,7 +663,8 @@ def evaluate_from_args(args: argparse.Namespace) -> int:
     if args.task == "detection":
         outcome = evaluate_detection_set(args.annotations, args.format, args.images, iou=args.iou, wider_gt=args.wider_gt,
                                          reader_options=reader_options_from_args(args), rotate=getattr(args, "rotate", None),
-                                         seed=getattr(args, "seed", 0), **common)
+                                         seed=getattr(args, "seed", 0), split_rule=getattr(args, "split_rule", "name_order"),
+                                         **common)
     else:
         from mtcnn.eval.landmark_set import evaluate_landmark_set
 

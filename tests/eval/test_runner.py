@@ -301,3 +301,39 @@ def test_error_log_is_one_line(capsys):
     log = ErrorLog()
     log("a.jpg: file\nnot found")
     assert capsys.readouterr().err == "error: a.jpg: file not found\n" and len(log) == 1
+
+
+def test_flat_layout_missing_images_and_hashed_split(tmp_path, capsys):
+    """WIDER-style event paths read from one flat folder, absent photos left out with one counted
+    line, and the hashed split picks the same photos as the training configs' split_rule: hashed."""
+    from mtcnn.data.annotations import split_by_hash
+
+    flat = tmp_path / "flat"
+    flat.mkdir()
+    names = [f"{k}_Parade_photo_{k}" for k in range(12)]
+    lines = []
+    for k, name in enumerate(names):
+        lines += [f"0--Parade/{name}.jpg", "1", f"{4 + k} 6 20 24 0 0 0 0 0 0"]
+        if k % 4 != 3:  # every fourth photo is absent
+            cv2.imwrite(str(flat / f"{name}.jpg"), np.full((48, 64, 3), 90, np.uint8))
+    gt = tmp_path / "gt.txt"
+    gt.write_text("\n".join(lines) + "\n")
+    present = [n for k, n in enumerate(names) if k % 4 != 3]
+    items = [(f"{n}.jpg", [[4 + names.index(n), 6, 24 + names.index(n), 30]], [0.9], None) for n in present]
+    dets = write_jsonl(tmp_path / "dets.jsonl", items)
+    options = {"images_layout": "flat", "missing_images": "skip"}
+    out = evaluate_detection_set([gt], "wider", flat, out_dir=tmp_path / "all", detections=dets,
+                                 reader_options=options, **quiet())
+    assert outcome_ok(out)
+    assert out.report["num_images_evaluated"] == 9 and out.report["ap50"] == 1.0
+    assert "3 of 12 annotated images are absent and left out" in capsys.readouterr().err
+    # without skip, the absent photos are errors, named
+    bad = evaluate_detection_set([gt], "wider", flat, out_dir=tmp_path / "bad", detections=dets,
+                                 reader_options={"images_layout": "flat"}, **quiet())
+    assert bad.exit_code == 1
+    val = evaluate_detection_set([gt], "wider", flat, out_dir=tmp_path / "val", detections=dets, reader_options=options,
+                                 split="val", split_rule="hashed", **quiet())
+    assert outcome_ok(val)
+    records = read_annotations(gt, "wider", flat)
+    expected = sorted(r.path.name for r in split_by_hash(records, "val") if r.path.stem in present)
+    assert 0 < len(expected) < 9 and val.report["num_images_evaluated"] == len(expected)

@@ -1,7 +1,8 @@
 """``mtcnn-evaluate-zoo`` / ``tools/evaluate_zoo.py``: the landmark zoo on its test splits.
 
-``kp68 --model LABEL=WEIGHTS ... --out DIR [--detector-weights W]``: NME (outer eye corners),
-failures, CED plot, best/worst-100 mosaics (and the first model from the detector's boxes);
+``kp68 --model LABEL=WEIGHTS ... --out DIR [--detector-weights W] [--w300-val]``: NME (outer eye
+corners), failures, CED plot, best/worst-100 mosaics (and the first model from the detector's boxes;
+``--w300-val``: also on the 300-W hashed validation split, key ``w300_val``, ``ced_68_300w.png``);
 ``mobilenet [--weights W] --out DIR``: the 5-point table of both cascade levels, size, speed.
 """
 
@@ -39,6 +40,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     kp.add_argument("--model", action="append", required=True, metavar="LABEL=WEIGHTS", help="repeat for each model")
     kp.add_argument("--no-mosaics", action="store_true")
     kp.add_argument("--detector-weights", help="also crop from this detector's boxes (1 and 2 passes) for the first model")
+    kp.add_argument("--w300-val", action="store_true",
+                    help="also evaluate on the 300-W training sets' hashed validation split ({w300}, 402 faces; "
+                         "crops from the points' extent like udacity68): results key w300_val, ced_68_300w.png")
     mb = sub.add_parser("mobilenet", help="the MobileNet-V2 cascade on CNN_FacePoint test: the 5-point table per level")
     mb.add_argument("--weights", default="mobilenet", help="cascade weights (default: the shipped ones)")
     for s in (kp, mb):
@@ -49,7 +53,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     from mtcnn.eval import zoo
     from mtcnn.landmark_models import LANDMARK_MODELS
     from mtcnn.nets import get_net_spec
-    from mtcnn.training.keypoint_task import KeypointDataSection, load_crops
+    from mtcnn.data.face_crops import FaceCrops
+    from mtcnn.training.keypoint_task import KeypointDataSection, load_crops, load_sources
 
     def data(dataset: str, expand: float) -> KeypointDataSection:
         return KeypointDataSection(dataset=dataset, root=args.data, cache_dir=args.cache_dir or None, expand=expand)
@@ -58,11 +63,17 @@ def main(argv: Sequence[str] | None = None) -> int:
         if args.task == "kp68":
             models = dict(m.split("=", 1) if "=" in m else (Path(m).stem, m) for m in args.model)
             section = data("udacity68", 0.1)
+            w300 = ((lambda spec: FaceCrops.concat(load_sources(zoo.w300_sources("val"), section, spec)))
+                    if args.w300_val else None)
             results = zoo.evaluate_kp68(models, args.out, lambda spec: load_crops(section, spec, "test", None),
-                                        mosaics=not args.no_mosaics)
-            for label, r in results.items():
+                                        mosaics=not args.no_mosaics, load_w300_val=w300)
+            for label in models:
+                r = results[label]
                 print(f"{label}: NME {r['nme']:.4f}  failures {100 * r['failure_rate']:.1f} %  "
                       f"AUC@0.1 {r['auc_0_1']:.3f}  {r['params']:,} params  {r['faces_per_second_1_thread']} faces/CPU-s")
+            for label, r in results.get(zoo.W300_KEY, {}).items():
+                print(f"{label} on 300-W val ({r['num_samples']} faces): NME {r['nme']:.4f}  median {r['median_nme']:.4f}  "
+                      f"failures {100 * r['failure_rate']:.1f} %  AUC@0.1 {r['auc_0_1']:.3f}")
             if args.detector_weights:
                 _kp68_from_detector(args, models, section)
         else:

@@ -14,6 +14,10 @@ Reference boxes: ``"points"`` — the square around the points' extent, its side
 extent times ``1 + expand`` (68 points: the seed's "crop expanded 10 %"); ``"box"`` — the square
 with the annotated box's centre and its larger side times ``1 + expand`` (CNN_FacePoint's tight
 face boxes; also a detector's boxes at test time).
+
+Crops are cached in a folder: a dataset's by its list file (:func:`cached_crops`), a configured
+annotation source's (the 300-W ``.pts`` folders) by its entry and its files' names and sizes
+(:func:`cached_source_crops`); :meth:`FaceCrops.concat` joins crops of the same framing.
 """
 
 from __future__ import annotations
@@ -88,6 +92,25 @@ class FaceCrops:
         t = torch.from_numpy(idx)
         return FaceCrops(self.images[t], self.points[t], self.ref_boxes[idx], [self.paths[i] for i in idx], self.context)
 
+    @classmethod
+    def concat(cls, parts: Sequence["FaceCrops"]) -> "FaceCrops":
+        """The faces of ``parts`` one after the other; every part must have the same crop size,
+        channels, context and point count (the same framing, so one loader can warp them all)."""
+        parts = list(parts)
+        if not parts:
+            raise ValueError("no face crops to concatenate")
+        first = parts[0]
+        for p in parts[1:]:
+            if tuple(p.images.shape[1:]) != tuple(first.images.shape[1:]) or p.context != first.context:
+                raise ValueError(f"face crops of {tuple(p.images.shape[1:])} px, context {p.context} cannot join crops of "
+                                 f"{tuple(first.images.shape[1:])} px, context {first.context}")
+            if p.num_landmarks != first.num_landmarks:
+                raise ValueError(f"face crops with {p.num_landmarks} points cannot join crops with {first.num_landmarks}")
+        if len(parts) == 1:
+            return first
+        return cls(torch.cat([p.images for p in parts]), torch.cat([p.points for p in parts]),
+                   np.concatenate([p.ref_boxes for p in parts]), [q for p in parts for q in p.paths], first.context)
+
     def image_points(self, ref_points: np.ndarray) -> np.ndarray:
         """Reference-frame predictions [N, K, 2] of these faces → image pixels."""
         return from_reference(np.asarray(ref_points, np.float64), self.ref_boxes.astype(np.float64))
@@ -137,12 +160,41 @@ def _cache_key(list_file: Path, **settings) -> str:
 
 def cached_crops(list_file: Path, records_fn, cache_dir: str | os.PathLike | None, **settings) -> FaceCrops:
     """:func:`crop_faces` of ``records_fn()``, kept in ``cache_dir`` keyed by the list file and settings."""
+    path = Path(cache_dir) / f"{list_file.stem}_{_cache_key(list_file, **settings)}.pt" if cache_dir is not None else None
+    return _crops_cached_at(path, records_fn, settings)
+
+
+def files_fingerprint(path: str | os.PathLike) -> str:
+    """A short hash of an annotation source's files: for a folder (a 300-W ``.pts`` folder) the
+    sorted names and sizes of the files in it (annotations and images, so a face or image added,
+    removed or rewritten with another size changes it); for one file, its bytes."""
+    p = Path(path)
+    h = hashlib.sha256()
+    if p.is_dir():
+        for f in sorted(q for q in p.iterdir() if q.is_file()):
+            h.update(f"{f.name}\t{f.stat().st_size}\n".encode())
+    else:
+        h.update(p.read_bytes())
+    return h.hexdigest()[:16]
+
+
+def cached_source_crops(name: str, key: str, records_fn, cache_dir: str | os.PathLike | None, **settings) -> FaceCrops:
+    """:func:`crop_faces` of ``records_fn()`` for a configured annotation source, kept in ``cache_dir``
+    as ``source_<name>_<hash>.pt``; ``key`` is a stable text of everything that selects the source's faces
+    (its entry, resolved path and :func:`files_fingerprint`), hashed with the crop settings."""
     path = None
     if cache_dir is not None:
-        path = Path(cache_dir) / f"{list_file.stem}_{_cache_key(list_file, **settings)}.pt"
-        if path.exists():
-            blob = torch.load(path, weights_only=False)
-            return FaceCrops(blob["images"], blob["points"], blob["ref_boxes"], blob["paths"], blob["context"])
+        h = hashlib.sha256(key.encode())
+        h.update(repr(sorted(settings.items())).encode())
+        safe = "".join(c if c.isalnum() or c in "-_" else "_" for c in name) or "source"
+        path = Path(cache_dir) / f"source_{safe}_{h.hexdigest()[:16]}.pt"
+    return _crops_cached_at(path, records_fn, settings)
+
+
+def _crops_cached_at(path: Path | None, records_fn, settings: dict) -> FaceCrops:
+    if path is not None and path.exists():
+        blob = torch.load(path, weights_only=False)
+        return FaceCrops(blob["images"], blob["points"], blob["ref_boxes"], blob["paths"], blob["context"])
     crops = crop_faces(records_fn(), **settings)
     if path is not None:
         path.parent.mkdir(parents=True, exist_ok=True)

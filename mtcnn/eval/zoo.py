@@ -3,6 +3,9 @@
 * :func:`evaluate_kp68` — 68-point models on udacity68 ``test`` (770 faces, crop = the points'
   extent + 10 %): NME (outer eye corners), failure rate, CED AUC, parameters, file size and
   faces per second; one CED plot for all models, mosaics of the best and worst 100 faces each.
+  Optionally also on the 300-W hashed validation split (:func:`w300_sources` ``"val"``: 402 faces of
+  the training sets on disk, cropped the same way; never the 300-W test sets): the same figures
+  plus the median NME, under the key ``w300_val`` of ``kp68_results.json``, CED plot ``ced_68_300w.png``.
 * :func:`evaluate_mobilenet_cascade` — the MobileNet-V2 cascade on CNN_FacePoint ``test``
   (3,466 faces, the annotated boxes): the 5-point table (per-point error / box width, failures,
   inter-ocular NME) for level 1 and level 2, and faces per second on whole images (the
@@ -25,6 +28,7 @@ from typing import Mapping
 import numpy as np
 import torch
 
+from mtcnn.config.data import SourceConfig
 from mtcnn.data.face_crops import FaceCrops, from_reference
 from mtcnn.eval.keypoints import (
     FIVE_POINT_HEADER, best_and_worst, face_mosaic, five_point_row, report_5, report_68, write_png,
@@ -56,27 +60,55 @@ def _write_json(path: Path, obj) -> None:
     os.replace(tmp, path)
 
 
-def evaluate_kp68(models: Mapping[str, str | os.PathLike], out_dir: str | os.PathLike, load_test, mosaics: bool = True) -> dict:
-    """``models``: label → weights file; ``load_test(spec)`` returns that net's test :class:`FaceCrops`."""
+#: the 300-W training sets as the data pipeline reads them (all 68 points, 0-based); the test sets are never read
+W300_FOLDERS = (("300w_lfpw", "{w300}/lfpw/trainset"), ("300w_helen", "{w300}/helen/trainset"), ("300w_afw", "{w300}/afw/afw"))
+W300_KEY = "w300_val"
+
+
+def w300_sources(split: str) -> list[SourceConfig]:
+    """The three 300-W training folders, ``split`` (train / val) of their hashed split (as
+    ``train_kp68_v2.yaml``; LFPW's public copy lacks 6 images, which are skipped)."""
+    return [SourceConfig(name=name, format="pts68", path=path, split=split, split_rule="hashed", missing_images="skip")
+            for name, path in W300_FOLDERS]
+
+
+def _kp68_report(model: KeypointModel, crops: FaceCrops):
+    pred_ref = model.predict_crops(crops).numpy()
+    pred_px, gt_px = crops.image_points(pred_ref), crops.image_points(crops.points.numpy())
+    rep = report_68(pred_px, gt_px)
+    pose = pose_breakdown(rep.sample_errors, gt_px, rep.normaliser, rep.failure_threshold)
+    return pred_ref, rep, pose
+
+
+def evaluate_kp68(models: Mapping[str, str | os.PathLike], out_dir: str | os.PathLike, load_test, mosaics: bool = True,
+                  load_w300_val=None) -> dict:
+    """``models``: label → weights file; ``load_test(spec)`` returns that net's test :class:`FaceCrops`;
+    ``load_w300_val(spec)`` (optional) the 300-W validation faces, reported under ``results["w300_val"]``."""
+    if load_w300_val is not None and W300_KEY in models:
+        raise ValueError(f"a model label cannot be {W300_KEY!r} (the key of the 300-W results)")
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
-    results, curves = {}, {}
+    results, curves, w300, w300_curves, w300_faces = {}, {}, {}, {}, 0
     for label, path in models.items():
         model = load_landmark_model(path)
         if not isinstance(model, KeypointModel) or model.num_landmarks != 68:
             raise ValueError(f"{path}: not a 68-point model")
         crops: FaceCrops = load_test(model.spec)
-        pred_ref = model.predict_crops(crops).numpy()
-        pred_px, gt_px = crops.image_points(pred_ref), crops.image_points(crops.points.numpy())
-        rep = report_68(pred_px, gt_px)
-        pose = pose_breakdown(rep.sample_errors, gt_px, rep.normaliser, rep.failure_threshold)
+        pred_ref, rep, pose = _kp68_report(model, crops)
         batch = crops.subset(np.arange(min(256, len(crops))))
         fps = _faces_per_second(lambda: model.predict_crops(batch), len(batch))
         results[label] = {
             "weights": str(path), "net": model.spec.name, "params": _params(model.net),
             "file_bytes": Path(path).stat().st_size, "faces_per_second_1_thread": round(fps, 1),
-            **rep.to_dict(curves=False), "pose": pose.to_dict(),
+            **rep.to_dict(curves=False), "median_nme": float(np.median(rep.sample_errors)), "pose": pose.to_dict(),
         }
+        if load_w300_val is not None:
+            faces: FaceCrops = load_w300_val(model.spec)
+            _, wrep, wpose = _kp68_report(model, faces)
+            w300[label] = {"weights": str(path), **wrep.to_dict(curves=False),
+                           "median_nme": float(np.median(wrep.sample_errors)), "pose": wpose.to_dict()}
+            w300_curves[f"{label} (NME {wrep.nme:.4f})"] = (wrep.ced_x, wrep.ced_y)
+            w300_faces = len(faces)
         curves[f"{label} (NME {rep.nme:.4f})"] = (rep.ced_x, rep.ced_y)
         plot_pose_ced(pose, f"udacity68 test, {label}: 68-point NME (outer eye corners) by head pose",
                       {"faces": len(crops)}, out / f"{label}_ced_pose.png")
@@ -86,6 +118,10 @@ def evaluate_kp68(models: Mapping[str, str | os.PathLike], out_dir: str | os.Pat
             write_png(out / f"{label}_best100.png", face_mosaic(crops, pred_ref, best, errors))
             write_png(out / f"{label}_worst100.png", face_mosaic(crops, pred_ref, worst, errors))
     plot_ced(curves, "udacity68 test: 68-point NME (outer eye corners)", {"faces": len(crops)}, out / "ced_68.png")
+    if load_w300_val is not None:
+        plot_ced(w300_curves, "300-W training sets, hashed validation split: 68-point NME (outer eye corners)",
+                 {"faces": w300_faces}, out / "ced_68_300w.png")
+        results[W300_KEY] = w300
     _write_json(out / "kp68_results.json", results)
     return results
 

@@ -20,8 +20,16 @@ boxes wide, a zoom-out, and the reason a level 2 trained that way is worse than 
 The rule is saved with the weights and :func:`mtcnn.landmark_models.load_landmark_model` crops
 with it.
 
+Extra training faces (``data.sources``): annotation sources as the data pipeline writes them
+(:class:`mtcnn.config.data.SourceConfig`, e.g. the 300-W ``.pts`` folders, ``format: pts68``), read
+with :func:`mtcnn.data.generate.load_source`, cut with the dataset's crop size and context (reference:
+the points' extent + ``expand`` for 68-point nets, the annotated box for 5-point ones), cached like the
+dataset's crops and appended to its training faces. Every face must have the net's point count.
+
 Validation (``val``) predicts the plain windows of the test split: ``nme`` (68 points: outer eye
-corners; 5 points: face-box width), ``failure_rate`` (sample NME > ``val.failure_nme``).
+corners; 5 points: face-box width), ``failure_rate`` (sample NME > ``val.failure_nme``). With
+``data.val_sources`` the faces of those sources are validated too, as separate figures
+(``sources_nme``, ``sources_failure_rate``, ``sources_num_samples``); the test split stays the main one.
 """
 
 from __future__ import annotations
@@ -37,9 +45,12 @@ import torch
 from torch import nn
 
 from mtcnn.config import bounded
+from mtcnn.config.data import SourceConfig
 from mtcnn.config.paths import data_root, resolve_path
 from mtcnn.config.train import LandmarkLossSection, LogSection, OptimSection, RunConfig
-from mtcnn.data.face_crops import FaceCrops, cnn_facepoint_crops, udacity68_crops
+from mtcnn.data.face_crops import (
+    FaceCrops, cached_source_crops, cnn_facepoint_crops, files_fingerprint, udacity68_crops,
+)
 from mtcnn.data.keypoint_aug import AugmentSettings, KeypointBatchLoader
 from mtcnn.errors import DataError
 from mtcnn.landmark_models import DEFAULT_LEVEL2_WINDOW, MobileNetCascade, load_landmark_model, plain_windows, run_net
@@ -70,6 +81,11 @@ class KeypointDataSection:
     scale: float = bounded(0.1, 0.0, 0.5)
     shift: float = bounded(0.05, 0.0, 0.5)
     flip_prob: float = bounded(0.5, 0.0, 1.0)
+    # Extra training faces appended to the dataset's (data.limit does not apply to them), and
+    # faces validated as a second figure beside the test split: annotation sources as in the data
+    # pipeline (format pts68 for the 300-W folders, split / split_rule / max_images ...).
+    sources: list[SourceConfig] = field(default_factory=list)
+    val_sources: list[SourceConfig] = field(default_factory=list)
 
     def augment(self) -> AugmentSettings:
         return AugmentSettings(self.rotation_deg, self.rotation_prob, self.scale, self.shift, self.flip_prob)
@@ -115,18 +131,70 @@ class KeypointTrainConfig(RunConfig):
         return c
 
 
+def crop_size(data: KeypointDataSection, spec) -> int:
+    """The stored crop side for ``spec``: ``context`` × ``stored_scale`` × its input side, a multiple of 8."""
+    return int(math.ceil(spec.input_size[0] * data.context * data.stored_scale / 8) * 8)
+
+
+def _expand(data: KeypointDataSection) -> float:
+    return data.expand if data.expand is not None else (0.1 if data.dataset == "udacity68" else 0.0)
+
+
 def load_crops(data: KeypointDataSection, spec, split: str, limit: int | None) -> FaceCrops:
     """The dataset's ``split`` faces cut for ``spec``'s input size (``context`` × the reference box)."""
-    side = spec.input_size[0]
-    size = int(math.ceil(side * data.context * data.stored_scale / 8) * 8)
+    size = crop_size(data, spec)
     root = resolve_path(data.root) if data.root else data_root()
     cache = resolve_path(data.cache_dir) if data.cache_dir else None
     try:
         if data.dataset == "udacity68":
-            return udacity68_crops(root, split, size, data.context, data.expand, spec.channels == "grey", cache, limit)
-        return cnn_facepoint_crops(root, split, size, data.context, data.expand, cache, limit)
+            return udacity68_crops(root, split, size, data.context, _expand(data), spec.channels == "grey", cache, limit)
+        return cnn_facepoint_crops(root, split, size, data.context, _expand(data), cache, limit)
     except FileNotFoundError as e:
         raise DataError(str(e)) from None
+
+
+def load_source_crops(src: SourceConfig, data: KeypointDataSection, spec) -> FaceCrops:
+    """The faces of one annotation source cut like the dataset's (:func:`load_crops`): the same size,
+    context and channels; reference = the points' extent + ``expand`` (68-point nets) or the annotated
+    box + ``expand`` (5-point nets). Cached in ``data.cache_dir`` keyed by the source entry and its
+    files (:func:`mtcnn.data.face_crops.files_fingerprint`). A source without faces, or a face whose
+    point count is not the net's, raises :class:`DataError` naming the source and the file."""
+    from mtcnn.config import to_dict
+    from mtcnn.data.generate import load_source
+
+    label = src.name or src.format
+    k = spec.num_landmarks
+    path = resolve_path(src.path)
+    if not path.exists():
+        load_source(src)  # its one-line error, with the hint for the 300-W folders
+    key = repr((sorted(to_dict(src).items()), str(path), files_fingerprint(path),
+                str(resolve_path(src.images_root)) if src.images_root else None))
+
+    def records():
+        recs = load_source(src)
+        for r in recs:
+            if r.num_faces and r.landmarks.shape[1] != k:
+                pts = r.attributes.get("pts")
+                where = path / str(pts[0]) if pts is not None and path.is_dir() else r.path
+                raise DataError(f"source '{label}': {where} has {r.landmarks.shape[1]} points per face; "
+                                f"net {spec.name} predicts {k}")
+        if not any(r.num_faces for r in recs):
+            raise DataError(f"source '{label}': no faces in {path}"
+                            + (f" (split {src.split}, split_rule {src.split_rule})" if src.split != "all" else ""))
+        return recs
+
+    grey = data.dataset == "udacity68" and spec.channels == "grey"  # as load_crops cuts the dataset's faces
+    reference = "points" if k == 68 else "box"
+    cache = resolve_path(data.cache_dir) if data.cache_dir else None
+    try:
+        return cached_source_crops(label, key, records, cache, size=crop_size(data, spec), context=data.context,
+                                   reference=reference, expand=_expand(data), grey=grey)
+    except ValueError as e:  # crop_faces: a face with a missing point
+        raise DataError(f"source '{label}': {e}") from None
+
+
+def load_sources(sources, data: KeypointDataSection, spec) -> list[FaceCrops]:
+    return [load_source_crops(src, data, spec) for src in sources]
 
 
 class KeypointTask:
@@ -142,6 +210,9 @@ class KeypointTask:
         if "landmark" not in self.spec.heads or len(self.spec.heads) != 1:
             raise ValueError(f"net {cfg.net!r} must have a single landmark head")
         self.k = self.spec.num_landmarks
+        self.counts: list[tuple[str, int]] = []  # training faces per part: the dataset, then each source
+        self.val_extra: FaceCrops | None = None
+        self.val_extra_windows = None
 
     # ---------------------------------------------------------------- data
     def _level2_windows(self, crops: FaceCrops, keep_bad: bool) -> tuple[FaceCrops, tuple[torch.Tensor, torch.Tensor]]:
@@ -171,11 +242,21 @@ class KeypointTask:
             self.val = given_val if given_val is not None else load_crops(cfg.data, self.spec, "test", cfg.data.val_limit)
         if self.train.num_landmarks != self.k:
             raise DataError(f"{cfg.data.dataset} has {self.train.num_landmarks} points; net {cfg.net} predicts {self.k}")
-        self.train_windows = self.val_windows = None
+        self.counts = [(cfg.data.dataset, len(self.train))]
+        if cfg.data.sources:
+            extra = load_sources(cfg.data.sources, cfg.data, self.spec)
+            self.counts += [(s.name or s.format, len(c)) for s, c in zip(cfg.data.sources, extra)]
+            self.train = FaceCrops.concat([self.train, *extra])
+        self.val_extra = None
+        if cfg.val.enabled and cfg.data.val_sources:
+            self.val_extra = FaceCrops.concat(load_sources(cfg.data.val_sources, cfg.data, self.spec))
+        self.train_windows = self.val_windows = self.val_extra_windows = None
         if cfg.data.level == 2:
             self.train, self.train_windows = self._level2_windows(self.train, keep_bad=False)
             if self.val is not None:
                 self.val, self.val_windows = self._level2_windows(self.val, keep_bad=True)
+            if self.val_extra is not None:
+                self.val_extra, self.val_extra_windows = self._level2_windows(self.val_extra, keep_bad=True)
         if len(self.train) == 0:
             raise DataError("no training faces left")
         return cfg.steps_per_epoch or max(1, math.ceil(len(self.train) / cfg.batch_size))
@@ -211,25 +292,22 @@ class KeypointTask:
         return {"loss": s[0] / max(1.0, steps), "point_error": s[1] / s[2] / 2 if s[2] > 0 else float("nan")}
 
     # ---------------------------------------------------------------- validation
-    def predict_val(self, model: nn.Module) -> torch.Tensor:
-        """Reference-frame predictions for the validation faces (plain windows)."""
-        centre, half = self.val_windows if self.val_windows is not None else (None, None)
+    def predict_val(self, model: nn.Module, crops: FaceCrops | None = None, windows=None) -> torch.Tensor:
+        """Reference-frame predictions for the validation faces (plain windows; by default the test split's)."""
+        if crops is None:
+            crops, windows = self.val, self.val_windows
+        centre, half = windows if windows is not None else (None, None)
         was_training = model.training
         model.eval()
         try:
-            p = run_net(model, self.spec, plain_windows(self.val, self.spec.input_size[0], centre, half))
+            p = run_net(model, self.spec, plain_windows(crops, self.spec.input_size[0], centre, half))
         finally:
             model.train(was_training)
         return p if centre is None else centre[:, None, :] + half[:, None, None] * p
 
-    def validate(self, model: nn.Module, device: torch.device, amp: bool, dist_info) -> dict[str, float] | None:
-        if self.val is None:
-            return None
-        model_cpu = model if device.type == "cpu" else model.to("cpu")
-        pred = self.predict_val(model_cpu).double()
-        if device.type != "cpu":
-            model.to(device)
-        gt = self.val.points.double()
+    def _val_figures(self, model: nn.Module, crops: FaceCrops, windows) -> dict[str, float]:
+        pred = self.predict_val(model, crops, windows).double()
+        gt = crops.points.double()
         err = (pred - gt).norm(dim=2)
         if self.k == 68:
             norm = (gt[:, 45] - gt[:, 36]).norm(dim=1)
@@ -239,6 +317,18 @@ class KeypointTask:
         return {"nme": float(sample.mean()), "failure_rate": float((sample > self.cfg.val.failure_nme).double().mean()),
                 "num_samples": len(gt)}
 
+    def validate(self, model: nn.Module, device: torch.device, amp: bool, dist_info) -> dict[str, float] | None:
+        if self.val is None:
+            return None
+        model_cpu = model if device.type == "cpu" else model.to("cpu")
+        out = self._val_figures(model_cpu, self.val, self.val_windows)
+        if self.val_extra is not None:
+            extra = self._val_figures(model_cpu, self.val_extra, self.val_extra_windows)
+            out.update({f"sources_{k}": v for k, v in extra.items()})
+        if device.type != "cpu":
+            model.to(device)
+        return out
+
     def validation_image(self, model: nn.Module, device: torch.device) -> np.ndarray | None:
         return None
 
@@ -246,11 +336,15 @@ class KeypointTask:
         line = f"loss {train['loss']:.4f}  point error {train['point_error']:.4f}"
         if val:
             line += f"  val NME {val['nme']:.4f}  failures {val['failure_rate']:.3f}"
+            if "sources_nme" in val:
+                line += f"  sources NME {val['sources_nme']:.4f}  failures {val['sources_failure_rate']:.3f}"
         return line
 
     def settings(self) -> str:
         d, c = self.cfg.data, self.cfg.loss
         window = f" (window {d.level2_window} ×{d.level2_scale:g})" if d.level == 2 else ""
-        return (f"{d.dataset} level {d.level}{window}, {self.spec.input_size[0]} px {self.spec.channels}, context {d.context}, "
+        faces = f" ({' + '.join(f'{n} {c}' for n, c in self.counts)} faces)" if len(self.counts) > 1 else ""
+        val_extra = f", validating also on {len(self.val_extra)} source faces" if self.val_extra is not None else ""
+        return (f"{d.dataset}{faces}{val_extra} level {d.level}{window}, {self.spec.input_size[0]} px {self.spec.channels}, context {d.context}, "
                 f"rotation ±{d.rotation_deg}° (p {d.rotation_prob}), scale ±{d.scale}, shift ±{d.shift}, "
                 f"flip {d.flip_prob}; loss {c.kind} (coordinate scale {self.coordinate_scale:g})")

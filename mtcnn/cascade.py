@@ -112,11 +112,9 @@ class LandmarkCascade:
 
     def adapt_boxes(self, boxes: torch.Tensor) -> torch.Tensor:
         """Detector boxes -> the cascade's box convention (identity without an adapter)."""
-        if self.box_adapter is None:
-            return boxes
-        a = torch.tensor(self.box_adapter, dtype=boxes.dtype, device=boxes.device)
-        size = (boxes[:, 2:4] - boxes[:, 0:2]).repeat(1, 2)
-        return boxes + a * size
+        from mtcnn.landmark_models import adapt_boxes
+
+        return adapt_boxes(boxes, self.box_adapter)
 
 
 def _bundle_dict(nets_ckpts: dict[str, dict], variant: str, box_adapter, meta: dict) -> dict:

@@ -15,7 +15,9 @@ window) and on :class:`mtcnn.data.face_crops.FaceCrops` (evaluation: the same wa
 
 from __future__ import annotations
 
+import math
 import os
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Protocol
 
@@ -98,10 +100,11 @@ class MobileNetCascade:
     num_landmarks = 5
 
     def __init__(self, level1: nn.Module, level2: nn.Module, box_expand: float = 0.0,
-                 level2_window: tuple[str, float] = SPEC_LEVEL2_WINDOW):
+                 level2_window: tuple[str, float] = SPEC_LEVEL2_WINDOW, box_adapter: Sequence[float] | None = None):
         self.level1, self.level2 = level1.eval(), level2.eval()
         self.spec1, self.spec2 = get_net_spec("mobilenet_l1"), get_net_spec("mobilenet_l2")
         self.box_expand = box_expand
+        self.box_adapter = _checked_adapter(box_adapter)
         rule, scale = level2_window
         if rule not in LEVEL2_WINDOWS or not float(scale) > 0:
             raise ValueError(f"level2_window={level2_window!r}: the rule is one of {LEVEL2_WINDOWS}, the scale > 0")
@@ -143,7 +146,7 @@ class MobileNetCascade:
         return p1, centre[:, None, :] + half[:, None, None] * p2
 
     def predict(self, images, boxes, image_index, previous=None, return_levels: bool = False):
-        ref = square_boxes(boxes.detach().cpu().double(), self.box_expand)
+        ref = square_boxes(adapt_boxes(boxes.detach().cpu().double(), self.box_adapter), self.box_expand)
         size = self.spec1.input_size[0]
         if ref.shape[0] == 0:
             empty = torch.zeros(0, 5, 2)
@@ -162,10 +165,12 @@ class MobileNetCascade:
 class KeypointModel:
     """A single-net regressor (e.g. 68 points) re-run on the square around its own points."""
 
-    def __init__(self, net: nn.Module, spec: NetSpec | str, passes: int = 2, expand: float = 0.1, box_expand: float = 0.0):
+    def __init__(self, net: nn.Module, spec: NetSpec | str, passes: int = 2, expand: float = 0.1, box_expand: float = 0.0,
+                 box_adapter: Sequence[float] | None = None):
         self.net, self.spec = net.eval(), get_net_spec(spec)
         self.num_landmarks = self.spec.num_landmarks
         self.passes, self.expand, self.box_expand = passes, expand, box_expand
+        self.box_adapter = _checked_adapter(box_adapter)
 
     def to(self, device) -> "KeypointModel":
         self.net.to(device)
@@ -176,7 +181,7 @@ class KeypointModel:
         return run_net(self.net, self.spec, plain_windows(crops, self.spec.input_size[0]))
 
     def predict(self, images, boxes, image_index, previous=None) -> torch.Tensor:
-        ref = square_boxes(boxes.detach().cpu().double(), self.box_expand)
+        ref = square_boxes(adapt_boxes(boxes.detach().cpu().double(), self.box_adapter), self.box_expand)
         size = self.spec.input_size[0]
         points = torch.zeros(ref.shape[0], self.num_landmarks, 2)
         if ref.shape[0] == 0:
@@ -190,16 +195,40 @@ class KeypointModel:
         return points
 
 
+def adapt_boxes(boxes: torch.Tensor, adapter: Sequence[float] | None) -> torch.Tensor:
+    """Detector boxes -> the box a landmark model was trained on: each side moved by its offset
+    (fractions of the box's width / height: x1, y1, x2, y2); unchanged without an adapter."""
+    if adapter is None:
+        return boxes
+    a = torch.tensor(adapter, dtype=boxes.dtype, device=boxes.device)
+    return boxes + a * (boxes[:, 2:4] - boxes[:, 0:2]).repeat(1, 2)
+
+
+def _checked_adapter(adapter: Sequence[float] | None) -> tuple[float, float, float, float] | None:
+    if adapter is None:
+        return None
+    values = tuple(float(v) for v in adapter)
+    if len(values) != 4 or not all(math.isfinite(v) for v in values):
+        raise ValueError(f"box_adapter must be 4 finite offsets (x1, y1, x2, y2), got {list(adapter)!r}")
+    return values  # type: ignore[return-value]
+
+
 def save_landmark_weights(path: str | os.PathLike, nets: dict[str, nn.Module], kind: str, config: dict | None = None,
-                          meta: dict | None = None, half: bool = True) -> None:
-    """One file with a landmark model's nets; ``half`` stores float16 (loaded back as float32)."""
+                          meta: dict | None = None, half: bool = True, box_adapter: dict | None = None) -> None:
+    """One file with a landmark model's nets; ``half`` stores float16 (loaded back as float32).
+    ``box_adapter``: ``{"offsets": [4 floats], ...}`` (what the offsets were fitted on), applied to
+    the detector's boxes before the model crops (:func:`adapt_boxes`)."""
     ckpts = {}
     for name, net in nets.items():
         ck = make_checkpoint(name, net, config, meta)
         if half:
             ck["state_dict"] = {k: v.half() if v.is_floating_point() else v for k, v in ck["state_dict"].items()}
         ckpts[name] = ck
-    atomic_torch_save({"format": LANDMARK_BUNDLE_FORMAT, "version": FORMAT_VERSION, "kind": kind, "nets": ckpts}, path)
+    blob = {"format": LANDMARK_BUNDLE_FORMAT, "version": FORMAT_VERSION, "kind": kind, "nets": ckpts}
+    if box_adapter is not None:
+        _checked_adapter(box_adapter["offsets"])
+        blob["box_adapter"] = dict(box_adapter)
+    atomic_torch_save(blob, path)
 
 
 def level2_window_of(config: dict | None) -> tuple[str, float]:
@@ -219,13 +248,13 @@ def _load_nets(path: Path) -> tuple[str, dict[str, nn.Module], dict[str, dict]]:
     if not isinstance(raw, dict) or raw.get("format") not in (LANDMARK_BUNDLE_FORMAT, FORMAT):
         raise WeightsError(f"{path}: not a landmark model file")
     if raw["format"] == FORMAT:  # a single trained net (the training loop's <net>.pt)
-        return "single", {raw["net"]: load_net(raw, raw["net"], str(path))}, {raw["net"]: raw.get("config") or {}}
+        return "single", {raw["net"]: load_net(raw, raw["net"], str(path))}, {raw["net"]: raw.get("config") or {}}, None
     nets, configs = {}, {}
     for name, ck in raw["nets"].items():
         ck = dict(ck, state_dict={k: v.float() if v.is_floating_point() else v for k, v in ck["state_dict"].items()})
         nets[name] = load_net(ck, name, f"{path}[{name}]")
         configs[name] = ck.get("config") or {}
-    return raw.get("kind", "single"), nets, configs
+    return raw.get("kind", "single"), nets, configs, raw.get("box_adapter")
 
 
 def load_landmark_model(name_or_path: str | os.PathLike, passes: int = 2) -> LandmarkModel:
@@ -237,22 +266,26 @@ def load_landmark_model(name_or_path: str | os.PathLike, passes: int = 2) -> Lan
         raise WeightsError(
             f"landmarks={str(name_or_path)!r}: {path}: landmark weights not found (give a weights file, or one of: onet, cascade, {shipped})"
         )
-    kind, nets, configs = _load_nets(path)
+    kind, nets, configs, adapter = _load_nets(path)
+    offsets = adapter.get("offsets") if isinstance(adapter, dict) else None
     if kind == "mobilenet_cascade":
         if set(nets) != {"mobilenet_l1", "mobilenet_l2"}:
             raise WeightsError(f"{path}: a MobileNet cascade needs mobilenet_l1 and mobilenet_l2, has {sorted(nets)}")
         try:
             return MobileNetCascade(nets["mobilenet_l1"], nets["mobilenet_l2"],
-                                    level2_window=level2_window_of(configs["mobilenet_l2"]))
+                                    level2_window=level2_window_of(configs["mobilenet_l2"]), box_adapter=offsets)
         except ValueError as e:
             raise WeightsError(f"{path}: {e}") from None
     if len(nets) != 1:
         raise WeightsError(f"{path}: expected one net, found {sorted(nets)}")
     (name, net), = nets.items()
-    return KeypointModel(net, name, passes=passes)
+    try:
+        return KeypointModel(net, name, passes=passes, box_adapter=offsets)
+    except ValueError as e:
+        raise WeightsError(f"{path}: {e}") from None
 
 
 __all__ = [
     "DEFAULT_LEVEL2_WINDOW", "LANDMARK_MODELS", "LEVEL2_WINDOWS", "SPEC_LEVEL2_WINDOW", "KeypointModel", "LandmarkModel",
-    "MobileNetCascade", "level2_window_of", "load_landmark_model", "run_net", "save_landmark_weights",
+    "MobileNetCascade", "adapt_boxes", "level2_window_of", "load_landmark_model", "run_net", "save_landmark_weights",
 ]

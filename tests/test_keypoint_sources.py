@@ -199,3 +199,75 @@ def test_evaluate_zoo_kp68_also_on_the_300w_validation_split(tmp_path, monkeypat
     assert w["num_samples"] == 3 and w["normaliser"] == "outer-eye-corners"
     assert np.isfinite([w["nme"], w["median_nme"], w["failure_rate"]]).all()
     assert (out / "ced_68_300w.png").is_file() and (out / "ced_68.png").is_file()
+
+
+def _cnn_facepoint(root: Path, rng, n: int = 2) -> None:
+    """``<root>/cnn_facepoint/testImageList.txt`` (left right top bottom, five points) and its photos."""
+    base = root / "cnn_facepoint"
+    (base / "lfw_5590").mkdir(parents=True)
+    lines = []
+    for k in range(n):
+        p = _points(rng)
+        _photo(base / "lfw_5590" / f"face_{k}.jpg", p, rng)
+        five = np.stack([p[36:42].mean(0), p[42:48].mean(0), p[30], p[48], p[54]])
+        lines.append(f"lfw_5590\\face_{k}.jpg 30 130 30 130 " + " ".join(f"{v:.2f}" for v in five.reshape(-1)))
+    (base / "testImageList.txt").write_text("\r\n".join(lines) + "\r\n")
+
+
+def test_evaluate_zoo_mobilenet_also_on_the_300w_validation_split(tmp_path, monkeypatch):
+    from mtcnn.eval.zoo import w300_sources
+    from mtcnn.landmark_models import load_landmark_model
+    from mtcnn.training.keypoint_task import KeypointDataSection, load_sources
+
+    rng = np.random.default_rng(4)
+    _cnn_facepoint(tmp_path / "data", rng)
+    w300 = tmp_path / "300w"
+    for folder in ("lfpw/trainset", "helen/trainset", "afw/afw"):  # one val face and one train face each
+        _pts_folder(w300 / folder, rng, stems=_hashed_stems(True, 1) + _hashed_stems(False, 1))
+    monkeypatch.setenv("MTCNN_300W", str(w300))
+    out = tmp_path / "eval"
+    assert evaluate_zoo(["mobilenet", "--w300-val", "--out", str(out), "--data", str(tmp_path / "data"),
+                         "--cache-dir", ""]) == 0
+    results = json.loads((out / "mobilenet_results.json").read_text())
+    assert results["faces"] == 2
+    w = results["w300_val"]
+    assert set(w) == {"level1", "level2"}
+    # the same figure by hand: five points of the 300-W val faces, error / eye-centre distance
+    faces = FaceCrops.concat(load_sources(w300_sources("val", five=True), KeypointDataSection(dataset="cnn_facepoint", expand=0.0),
+                                          get_net_spec("mobilenet_l1")))
+    assert len(faces) == 3 and faces.num_landmarks == 5
+    gt = faces.points.double()
+    iod = (gt[:, 0] - gt[:, 1]).norm(dim=1)
+    for level, pred in zip(("level1", "level2"), load_landmark_model(str(LANDMARK_MODELS["mobilenet"])).predict_crops(faces)):
+        r = w[level]
+        sample = ((pred.double() - gt).norm(dim=2).mean(dim=1) / iod).numpy()
+        assert r["num_samples"] == 3 and r["normaliser"] == "inter-ocular"
+        assert r["nme"] == pytest.approx(sample.mean(), rel=1e-5)
+        assert r["median_nme"] == pytest.approx(np.median(sample), rel=1e-5)
+        assert r["failure_rate"] == pytest.approx((sample > 0.1).mean())
+    assert (out / "ced_mobilenet_300w.png").is_file() and (out / "ced_mobilenet.png").is_file()
+
+
+@pytest.mark.parametrize("level", [1, 2])
+def test_mobilenet_v2_configs_add_the_5_point_sources_and_start_from_their_shipped_level(level):
+    """train_mobilenet_l{1,2}_v2.yaml: the v1 config plus the 300-W train split (three folders) and
+    udacity68 training faces as five points with the box from the points, the 300-W val split as
+    val_sources, and init: default, which picks that level's net out of the packed cascade."""
+    from mtcnn.config import default_config, load_config
+    from mtcnn.training.finetune import resolve_init
+
+    cfg = load_config(KeypointTrainConfig, default_config(f"train_mobilenet_l{level}_v2.yaml"))
+    v1 = load_config(KeypointTrainConfig, default_config(f"train_mobilenet_l{level}.yaml"))
+    assert cfg.net == v1.net == f"mobilenet_l{level}" and cfg.data.level == level and cfg.data.dataset == "cnn_facepoint"
+    assert (cfg.data.level2_window, cfg.data.level2_scale) == (v1.data.level2_window, v1.data.level2_scale)
+    assert [s.name for s in cfg.data.sources] == ["300w_lfpw", "300w_helen", "300w_afw", "udacity68"]
+    assert [s.name for s in cfg.data.val_sources] == ["300w_lfpw", "300w_helen", "300w_afw"]
+    for s in cfg.data.sources + cfg.data.val_sources:
+        assert (s.points, s.boxes) == ("five", "from_points")
+        assert "testset" not in s.path and (s.format == "csv68" or s.split_rule == "hashed")
+    assert {s.split for s in cfg.data.sources if s.format == "pts68"} == {"train"}
+    assert {s.split for s in cfg.data.val_sources} == {"val"}
+    assert cfg.init == "default"
+    assert resolve_init(cfg.init, cfg.net).record["source"] == f"mtcnn/weights/mobilenet_cascade.pt[mobilenet_l{level}]"
+    if level == 2:
+        assert cfg.data.level1_weights == "{gen}/mn_v2/l1/mobilenet_l1.pt"

@@ -192,3 +192,60 @@ def test_shipped_mobilenet_level2_beats_level1(shared_data):
     p1, p2 = load_landmark_model("mobilenet").predict_crops(crops)
     e1, e2 = ((p - crops.points).norm(dim=2).mean() / 2 for p in (p1, p2))
     assert float(e2) < 0.95 * float(e1), (float(e1), float(e2))
+
+
+def test_box_adapter_moves_each_side_and_travels_with_the_weights(tmp_path):
+    """A stored adapter (x1, y1, x2, y2 offsets in fractions of the detector box) gives exactly what
+    the model gives on the hand-adapted box; a malformed one is refused naming the file."""
+    from mtcnn.landmark_models import adapt_boxes
+
+    box = torch.tensor([[20.0, 10.0, 80.0, 90.0]])  # 60 wide, 80 tall
+    adapter = (0.05, 0.2, -0.1, -0.05)
+    assert torch.allclose(adapt_boxes(box, adapter), torch.tensor([[23.0, 26.0, 74.0, 86.0]]))
+    assert adapt_boxes(box, None) is box
+    image = torch.zeros(3, 100, 120, dtype=torch.uint8)
+    idx = torch.zeros(1, dtype=torch.long)
+    plain = MobileNetCascade(ConstantPoints(FIVE), ConstantPoints(np.zeros((5, 2))))
+    adapted = MobileNetCascade(ConstantPoints(FIVE), ConstantPoints(np.zeros((5, 2))), box_adapter=adapter)
+    assert torch.allclose(adapted.predict([image], box, idx), plain.predict([image], adapt_boxes(box, adapter), idx))
+    torch.manual_seed(0)
+    compact = build_net("kp68_compact").eval()
+    save_landmark_weights(tmp_path / "kp.pt", {"kp68_compact": compact}, "single",
+                          box_adapter={"offsets": list(adapter), "fitted_on": "test"})
+    kp = load_landmark_model(tmp_path / "kp.pt")
+    assert kp.box_adapter == pytest.approx(adapter)
+    image = torch.randint(0, 255, (3, 100, 120), dtype=torch.uint8)
+    bare = KeypointModel(compact, "kp68_compact")
+    assert torch.allclose(kp.predict([image], box, idx), bare.predict([image], adapt_boxes(box, adapter), idx), atol=0.5)
+    blob = torch.load(tmp_path / "kp.pt", weights_only=False)
+    blob["box_adapter"] = {"offsets": [0.1, 0.2]}
+    torch.save(blob, tmp_path / "bad.pt")
+    with pytest.raises(WeightsError, match="bad.pt: box_adapter must be 4 finite offsets"):
+        load_landmark_model(tmp_path / "bad.pt")
+
+
+def test_fitted_box_adapter_recovers_known_offsets(monkeypatch):
+    """fit_detector_box_adapter on a detector whose boxes are the training boxes moved by known
+    offsets returns the offsets that undo them."""
+    from types import SimpleNamespace
+
+    from mtcnn.data.annotations import ImageAnnotation
+    from mtcnn.eval.zoo import fit_detector_box_adapter
+    from mtcnn.landmark_models import adapt_boxes
+    from mtcnn.structures import Detections
+
+    truth = np.array([[30.0, 40.0, 90.0, 100.0], [120.0, 20.0, 160.0, 60.0]], np.float32)  # square boxes
+    undo = torch.tensor([0.04, 0.18, -0.06, -0.07], dtype=torch.float64)
+    # detector boxes d with d + undo * size(d) = truth: solve the linear map per side
+    t = torch.from_numpy(truth).double()
+    w = (t[:, 2] - t[:, 0]) / (1 + undo[2] - undo[0])
+    h = (t[:, 3] - t[:, 1]) / (1 + undo[3] - undo[1])
+    x1, y1 = t[:, 0] - undo[0] * w, t[:, 1] - undo[1] * h
+    dets = torch.stack([x1, y1, x1 + w, y1 + h], dim=1)
+    assert torch.allclose(adapt_boxes(dets, undo.tolist()), t, atol=1e-9)
+    record = ImageAnnotation(path="photo.jpg", boxes=truth, landmarks=np.zeros((2, 5, 2), np.float32),
+                             ignore=np.zeros(2, bool))
+    detector = SimpleNamespace(detect=lambda image: [Detections(dets.float(), torch.ones(2), torch.zeros(2, 5, 2))])
+    monkeypatch.setattr("mtcnn.io.read_image_rgb", lambda path: np.zeros((200, 200, 3), np.uint8))
+    fit = fit_detector_box_adapter(detector, [record], "box", 0.0)
+    assert fit["matched"] == 2 and fit["offsets"] == pytest.approx(undo.tolist(), abs=1e-4)

@@ -3,7 +3,9 @@
 ``kp68 --model LABEL=WEIGHTS ... --out DIR [--detector-weights W] [--w300-val]``: NME (outer eye
 corners), failures, CED plot, best/worst-100 mosaics (and the first model from the detector's boxes;
 ``--w300-val``: also on the 300-W hashed validation split, key ``w300_val``, ``ced_68_300w.png``);
-``mobilenet [--weights W] --out DIR``: the 5-point table of both cascade levels, size, speed.
+``mobilenet [--weights W] --out DIR [--w300-val]``: the 5-point table of both cascade levels, size, speed
+(``--w300-val``: also error / inter-ocular distance on the 300-W hashed validation split reduced to five
+points, level 1 and the cascade: mean, median, share over 0.10; key ``w300_val``, ``ced_mobilenet_300w.png``).
 """
 
 from __future__ import annotations
@@ -45,6 +47,10 @@ def main(argv: Sequence[str] | None = None) -> int:
                          "crops from the points' extent like udacity68): results key w300_val, ced_68_300w.png")
     mb = sub.add_parser("mobilenet", help="the MobileNet-V2 cascade on CNN_FacePoint test: the 5-point table per level")
     mb.add_argument("--weights", default="mobilenet", help="cascade weights (default: the shipped ones)")
+    mb.add_argument("--w300-val", action="store_true",
+                    help="also evaluate on the 300-W training sets' hashed validation split ({w300}, 402 faces, five "
+                         "points, the box from the points): error / inter-ocular distance per level, results key "
+                         "w300_val, ced_mobilenet_300w.png")
     for s in (kp, mb):
         s.add_argument("--out", required=True, help="folder for the JSON results and figures")
         s.add_argument("--data", default="{data}", help="data root (default $MTCNN_DATA or ../shared/data)")
@@ -78,11 +84,17 @@ def main(argv: Sequence[str] | None = None) -> int:
                 _kp68_from_detector(args, models, section)
         else:
             weights = LANDMARK_MODELS.get(args.weights, args.weights)
-            test = load_crops(data("cnn_facepoint", 0.0), get_net_spec("mobilenet_l1"), "test", None)
-            result = zoo.evaluate_mobilenet_cascade(weights, args.out, test)
+            section, spec = data("cnn_facepoint", 0.0), get_net_spec("mobilenet_l1")
+            test = load_crops(section, spec, "test", None)
+            w300 = FaceCrops.concat(load_sources(zoo.w300_sources("val", five=True), section, spec)) if args.w300_val else None
+            result = zoo.evaluate_mobilenet_cascade(weights, args.out, test, w300_val=w300)
             print(result["table"])
             print(f"{result['params']:,} params, {result['float32_bytes'] / 1024:.0f} KiB as float32, "
                   f"{result['faces_per_second_1_thread']} faces/s (1 thread, whole images)")
+            for level, r in result.get(zoo.W300_KEY, {}).items():
+                print(f"300-W val ({r['num_samples']} faces), {'level 1' if level == 'level1' else 'cascade (level 2)'}: "
+                      f"error / inter-ocular {r['nme']:.4f}  median {r['median_nme']:.4f}  "
+                      f"over 0.10 {100 * r['failure_rate']:.1f} %  AUC@0.1 {r['auc_0_1']:.3f}")
     except (MTCNNError, ValueError) as e:  # ValueError: a file that is no landmark model
         return report(e)
     return 0

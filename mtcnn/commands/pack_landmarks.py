@@ -13,12 +13,41 @@ from pathlib import Path
 from mtcnn.commands.common import report
 from mtcnn.errors import MTCNNError
 
+def _fit_adapter(source: str, every: int, nets: dict, configs: dict) -> dict:
+    """The box adapter of the nets' training reference (their config's data.expand; 68 points: the
+    points' extent, 5 points: the annotated box), fitted with the shipped detector."""
+    from mtcnn.config.paths import data_root
+    from mtcnn.data.annotations import read_annotations
+    from mtcnn.data.face_crops import UDACITY68_SPLITS
+    from mtcnn.detector import MTCNN
+    from mtcnn.eval.zoo import fit_detector_box_adapter
+
+    first = next(iter(configs.values())) or {}
+    expand = (first.get("data") or {}).get("expand")
+    root = data_root()
+    if source == "udacity68":
+        csv_name, folder = UDACITY68_SPLITS["train"]
+        records = read_annotations(root / "udacity68" / csv_name, "csv68", root / "udacity68" / folder)
+        reference, expand = "points", 0.1 if expand is None else float(expand)
+    else:
+        records = read_annotations(root / "cnn_facepoint" / "trainImageList.txt", "cnn_facepoint")
+        reference, expand = "box", 0.0 if expand is None else float(expand)
+    adapter = fit_detector_box_adapter(MTCNN(device="cpu"), records[:: max(1, every)], reference, expand)
+    adapter["fitted_on"] = f"{source} training faces (every {every}th photo), the shipped detector at its defaults"
+    print(f"box adapter {adapter['offsets']} from {adapter['matched']} of {adapter['faces']} faces")
+    return adapter
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     p = argparse.ArgumentParser(prog="pack_landmarks.py", description="Pack trained landmark nets into one float16 weights file plus a JSON card.")
     p.add_argument("checkpoints", nargs="+", help="the training loop's <net>.pt files (a cascade: level 1 then level 2)")
     p.add_argument("--kind", choices=["single", "mobilenet_cascade"], default="single")
     p.add_argument("--out", required=True, help="weights file to write (its card: the same name with .json)")
     p.add_argument("--card", help="JSON file with extra card fields (data, figures, ...)")
+    p.add_argument("--fit-box-adapter", choices=["cnn_facepoint", "udacity68"],
+                   help="fit the offsets from the shipped detector's boxes to the boxes the model was trained on, "
+                        "on this set's training faces, and store them (applied whenever the detector hands it boxes)")
+    p.add_argument("--fit-every", type=int, default=12, help="--fit-box-adapter: every N-th training photo (default 12)")
     args = p.parse_args(argv)
     from mtcnn.config.paths import portable_config
     from mtcnn.landmark_models import load_landmark_model, save_landmark_weights
@@ -35,11 +64,14 @@ def main(argv: Sequence[str] | None = None) -> int:
         # Checkpoints written before paths were stored as placeholders may still hold absolute ones.
         meta = portable_config({name: raw.get("meta", {}) for name, raw in zip(nets, raws)})
         configs = portable_config({name: raw.get("config", {}) for name, raw in zip(nets, raws)})
-        save_landmark_weights(args.out, nets, args.kind, config=configs, meta=meta)
+        adapter = _fit_adapter(args.fit_box_adapter, args.fit_every, nets, configs) if args.fit_box_adapter else None
+        save_landmark_weights(args.out, nets, args.kind, config=configs, meta=meta, box_adapter=adapter)
         card = {"file": Path(args.out).name, "kind": args.kind, "nets": sorted(nets),
                 "params": {n: int(sum(t.numel() for t in m.parameters())) for n, m in nets.items()},
                 "storage": "float16 (loaded as float32)", "training": meta, "config": configs,
                 "terms": "research use only: trained on data whose terms are research / non-commercial"}
+        if adapter is not None:
+            card["box_adapter"] = adapter
         if args.card:
             card.update(json.loads(Path(args.card).read_text()))
         Path(args.out).with_suffix(".json").write_text(json.dumps(card, indent=2) + "\n")

@@ -9,7 +9,11 @@
 * :func:`evaluate_mobilenet_cascade` — the MobileNet-V2 cascade on CNN_FacePoint ``test``
   (3,466 faces, the annotated boxes): the 5-point table (per-point error / box width, failures,
   inter-ocular NME) for level 1 and level 2, and faces per second on whole images (the
-  detector's path: crop + level 1 + crop + level 2).
+  detector's path: crop + level 1 + crop + level 2). Optionally also on the 300-W hashed validation
+  split reduced to five points (:func:`w300_sources` ``"val", five=True``: each face's tight box derived
+  from its points, as the 5-point training sources cut them): error / inter-ocular (eye-centre)
+  distance, mean, median and share of faces over 0.10, level 1 and the cascade, under the key
+  ``w300_val`` of ``mobilenet_results.json``, CED plot ``ced_mobilenet_300w.png``.
 * Every model's error also by head pose (``pose``: |roll| and |yaw proxy| bins of the ground truth,
   :func:`mtcnn.eval.landmarks.pose_breakdown`), with one pose CED plot per model (per level).
 
@@ -65,10 +69,14 @@ W300_FOLDERS = (("300w_lfpw", "{w300}/lfpw/trainset"), ("300w_helen", "{w300}/he
 W300_KEY = "w300_val"
 
 
-def w300_sources(split: str) -> list[SourceConfig]:
+def w300_sources(split: str, five: bool = False) -> list[SourceConfig]:
     """The three 300-W training folders, ``split`` (train / val) of their hashed split (as
-    ``train_kp68_v2.yaml``; LFPW's public copy lacks 6 images, which are skipped)."""
-    return [SourceConfig(name=name, format="pts68", path=path, split=split, split_rule="hashed", missing_images="skip")
+    ``train_kp68_v2.yaml``; LFPW's public copy lacks 6 images, which are skipped). ``five``: the
+    project's five points with the tight box derived from them (``points: five, boxes: from_points``,
+    as ``train_mobilenet_l1_v2.yaml``'s sources)."""
+    extra = {"points": "five", "boxes": "from_points"} if five else {}
+    return [SourceConfig(name=name, format="pts68", path=path, split=split, split_rule="hashed", missing_images="skip",
+                         **extra)
             for name, path in W300_FOLDERS]
 
 
@@ -135,8 +143,29 @@ def _whole_image_speed(cascade: MobileNetCascade, crops: FaceCrops, count: int =
     return _faces_per_second(lambda: cascade.predict(images, boxes, index), len(paths))
 
 
-def evaluate_mobilenet_cascade(path: str | os.PathLike, out_dir: str | os.PathLike, test: FaceCrops) -> dict:
-    """The 5-point table rows of both levels on ``test`` (CNN_FacePoint test crops)."""
+def _mobilenet_w300(cascade: MobileNetCascade, faces: FaceCrops, out: Path) -> dict:
+    """Both levels on the 300-W validation faces (5 points, reference = the box from the points):
+    error / inter-ocular distance, the box-width figure beside it, pose breakdown, one CED plot."""
+    p1, p2 = cascade.predict_crops(faces)
+    boxes = faces.ref_boxes.astype(np.float64)
+    gt = from_reference(faces.points.double().numpy(), boxes)
+    result, curves = {}, {}
+    for level, pred in ((1, p1), (2, p2)):
+        reps = report_5(from_reference(pred.double().numpy(), boxes), gt, boxes)
+        io = reps["inter_ocular"]
+        pose = pose_breakdown(io.sample_errors, gt, "inter-ocular", io.failure_threshold)
+        result[f"level{level}"] = {**io.to_dict(curves=False), "median_nme": float(np.median(io.sample_errors)),
+                                   "box_width_nme": float(reps["box_width"].nme), "pose": pose.to_dict()}
+        curves[f"level {level} (NME {io.nme:.4f})"] = (io.ced_x, io.ced_y)
+    plot_ced(curves, "300-W validation split: MobileNet-V2 cascade (error / inter-ocular)", {"faces": len(faces)},
+             out / "ced_mobilenet_300w.png")
+    return result
+
+
+def evaluate_mobilenet_cascade(path: str | os.PathLike, out_dir: str | os.PathLike, test: FaceCrops,
+                               w300_val: FaceCrops | None = None) -> dict:
+    """The 5-point table rows of both levels on ``test`` (CNN_FacePoint test crops); with ``w300_val``
+    (the 300-W validation faces cut for the cascade) also its figures there, ``result["w300_val"]``."""
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
     cascade = load_landmark_model(path)
@@ -162,6 +191,8 @@ def evaluate_mobilenet_cascade(path: str | os.PathLike, out_dir: str | os.PathLi
         "faces_per_second_1_thread": round(_whole_image_speed(cascade, test), 1),
         "table": "\n".join([FIVE_POINT_HEADER, *rows]),
     })
+    if w300_val is not None:
+        result[W300_KEY] = _mobilenet_w300(cascade, w300_val, out)
     plot_ced(curves, "CNN_FacePoint test: MobileNet-V2 cascade (error / box width)", {"faces": len(test)},
              out / "ced_mobilenet.png")
     _write_json(out / "mobilenet_results.json", result)
@@ -199,3 +230,37 @@ def evaluate_kp68_with_detector(model_path: str | os.PathLike, detector, test: F
     pose = pose_breakdown(rep.sample_errors, gt[matched], rep.normaliser, rep.failure_threshold)
     return {"weights": str(model_path), "passes": passes, "faces": len(test), "matched": int(matched.sum()),
             "match_iou": match_iou, **rep.to_dict(curves=False), "pose": pose.to_dict()}
+
+
+def fit_detector_box_adapter(detector, records, reference: str, expand: float, match_iou: float = 0.3) -> dict:
+    """Offsets that move the detector's boxes onto the boxes a landmark model was trained on
+    (:func:`mtcnn.data.face_crops.reference_boxes` with ``reference`` / ``expand``: the annotated box
+    for the 5-point models, the points' extent + 10 % for the 68-point ones): the median per side,
+    in fractions of the detector box (:func:`mtcnn.cascade.fit_box_adapter`), over every annotated
+    face a detection overlaps at IoU ≥ ``match_iou``. Fit it on training faces, never on the faces
+    the model is evaluated on."""
+    from mtcnn.cascade import fit_box_adapter
+    from mtcnn.data.face_crops import reference_boxes
+    from mtcnn.io import read_image_rgb
+    from mtcnn.ops.boxes import box_iou
+
+    found, wanted, faces = [], [], 0
+    for rec in records:
+        if rec.num_faces == 0:
+            continue
+        target = torch.from_numpy(reference_boxes(rec, reference, expand)).float()
+        faces += len(target)
+        dets = detector.detect(read_image_rgb(rec.path))[0]
+        if len(dets) == 0:
+            continue
+        iou = box_iou(target, dets.boxes.float())
+        best, k = iou.max(dim=1)
+        hit = best >= match_iou
+        found.append(dets.boxes.float()[k[hit]])
+        wanted.append(target[hit])
+    if not found:
+        raise ValueError(f"no detection overlaps any of the {faces} faces at IoU >= {match_iou}")
+    det_boxes, targets = torch.cat(found), torch.cat(wanted)
+    offsets = fit_box_adapter(det_boxes.double(), targets.double())
+    return {"offsets": [round(v, 5) for v in offsets], "faces": faces, "matched": int(len(det_boxes)),
+            "reference": reference, "expand": expand}

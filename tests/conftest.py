@@ -15,6 +15,10 @@ from tests_helpers import PROJECT_ROOT
 # subprocesses included, whatever the CPU: results then do not depend on the machine running it.
 # Tests of bfloat16 ask for it; tests of "auto" set this variable themselves.
 os.environ.setdefault("MTCNN_NATIVE_BF16", "0")
+# The commands that run over many photos bound glibc's heap (mtcnn.memory), which costs CPU time
+# in page faults; the suite calls them in-process, where the setting would outlive the call and
+# slow every later test. tests/test_memory.py checks the bound itself.
+os.environ.setdefault("MTCNN_HEAP", "fast")
 
 
 def original_weights_path() -> Path:

@@ -182,13 +182,17 @@ def _hashed_stems(val: bool, count: int) -> list[str]:
     return out
 
 
+def _fake_300w(w300: Path, rng, monkeypatch) -> None:
+    """The three 300-W training folders with one validation face and one training face each."""
+    for folder in ("lfpw/trainset", "helen/trainset", "afw/afw"):
+        _pts_folder(w300 / folder, rng, stems=_hashed_stems(True, 1) + _hashed_stems(False, 1))
+    monkeypatch.setenv("MTCNN_300W", str(w300))
+
+
 def test_evaluate_zoo_kp68_also_on_the_300w_validation_split(tmp_path, monkeypatch):
     rng = np.random.default_rng(3)
     _udacity(tmp_path / "data", rng)
-    w300 = tmp_path / "300w"
-    for folder in ("lfpw/trainset", "helen/trainset", "afw/afw"):  # one val face and one train face each
-        _pts_folder(w300 / folder, rng, stems=_hashed_stems(True, 1) + _hashed_stems(False, 1))
-    monkeypatch.setenv("MTCNN_300W", str(w300))
+    _fake_300w(tmp_path / "300w", rng, monkeypatch)
     out = tmp_path / "eval"
     shipped = str(LANDMARK_MODELS["68"])
     assert evaluate_zoo(["kp68", "--model", f"shipped={shipped}", "--w300-val", "--no-mosaics", "--out", str(out),
@@ -221,10 +225,7 @@ def test_evaluate_zoo_mobilenet_also_on_the_300w_validation_split(tmp_path, monk
 
     rng = np.random.default_rng(4)
     _cnn_facepoint(tmp_path / "data", rng)
-    w300 = tmp_path / "300w"
-    for folder in ("lfpw/trainset", "helen/trainset", "afw/afw"):  # one val face and one train face each
-        _pts_folder(w300 / folder, rng, stems=_hashed_stems(True, 1) + _hashed_stems(False, 1))
-    monkeypatch.setenv("MTCNN_300W", str(w300))
+    _fake_300w(tmp_path / "300w", rng, monkeypatch)
     out = tmp_path / "eval"
     assert evaluate_zoo(["mobilenet", "--w300-val", "--out", str(out), "--data", str(tmp_path / "data"),
                          "--cache-dir", ""]) == 0

@@ -38,6 +38,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     p.add_argument("--precision", choices=["auto", "float32", "bfloat16"], default="auto", help="every model's O-Net precision (default auto: bfloat16 on a CPU with native bf16, else float32)")
     p.add_argument("--repeats", type=int, default=5, help="timed calls per speed case")
     args = p.parse_args(argv)
+    from mtcnn.memory import bound_heap
+
+    bound_heap()  # resident memory flat over thousands of photos (mtcnn.memory)
     from mtcnn.eval.model_table import TableInputs, compare_models
 
     import torch

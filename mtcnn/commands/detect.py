@@ -54,6 +54,10 @@ def main(argv: list[str] | None = None) -> int:
         paths = list_images(args.inputs)
         if not paths:
             raise InputError("no images found in " + ", ".join(args.inputs))
+        if len(paths) > 1:
+            from mtcnn.memory import bound_heap
+
+            bound_heap()  # resident memory flat over a folder of photos (mtcnn.memory)
     except MTCNNError as e:
         code = report(e)
     except (ValueError, RuntimeError) as e:  # settings the detector refuses

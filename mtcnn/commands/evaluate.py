@@ -79,6 +79,9 @@ def main(argv: list[str] | None = None) -> int:
     from mtcnn.eval.runner import evaluate_from_args
 
     args = parser().parse_args(argv)
+    from mtcnn.memory import bound_heap
+
+    bound_heap()  # resident memory flat over thousands of photos (mtcnn.memory)
     if args.batch_size < 1:
         print("error: --batch-size must be at least 1", file=sys.stderr)
         return 2

@@ -270,7 +270,16 @@ def mine_hard_examples(cfg: MiningConfig, split: str = "train", *, overwrite: bo
     of the images (whole ``batch_images`` blocks, so every stage call sees the images it sees in
     one process) into its own shard ``<stage>_<split>.rankRR-of-WW.h5`` with its own recall
     report; when every rank is done the shard list and the combined report are written
-    (:mod:`mtcnn.data.shards`)."""
+    (:mod:`mtcnn.data.shards`). Resident memory stays flat over the photos
+    (:func:`mtcnn.memory.bounded_heap`)."""
+    from mtcnn.memory import bounded_heap
+
+    with bounded_heap():
+        return _mine_hard_examples(cfg, split, overwrite=overwrite, progress=progress, shard=shard)
+
+
+def _mine_hard_examples(cfg: MiningConfig, split: str, *, overwrite: bool, progress: bool,
+                        shard: Shard | None) -> MiningSummary:
     from tqdm import tqdm
 
     if split not in ("train", "val"):

@@ -109,7 +109,9 @@ def load_annotation_records(
     """Read every annotation file (a bad one is reported and skipped), then split and limit.
 
     ``reader_options``: keyword options of the format's reader (coco / yolo: ``classes``,
-    ``keypoints``, ``unannotated``; :data:`mtcnn.data.annotations.FORMAT_OPTIONS`).
+    ``keypoints``, ``unannotated``; :data:`mtcnn.data.annotations.FORMAT_OPTIONS`), and for every
+    format ``images_layout`` (``"flat"``: each image directly in ``images_root`` by its file name)
+    and ``missing_images`` (``"skip"``: absent images left out, counted in one line).
 
     ``split``: ``"train"`` / ``"val"`` applies the project's rule (:func:`split_by_name`: sort by
     file name, first 80 % train; with ``split_rule="hashed"`` :func:`split_by_hash`: the CRC-32 of

@@ -146,7 +146,7 @@ class MobileNetCascade:
         return p1, centre[:, None, :] + half[:, None, None] * p2
 
     def predict(self, images, boxes, image_index, previous=None, return_levels: bool = False):
-        ref = square_boxes(adapt_boxes(boxes.detach().cpu().double(), self.box_adapter), self.box_expand)
+        ref = _reference_squares(boxes, self.box_adapter, self.box_expand)
         size = self.spec1.input_size[0]
         if ref.shape[0] == 0:
             empty = torch.zeros(0, 5, 2)
@@ -181,7 +181,7 @@ class KeypointModel:
         return run_net(self.net, self.spec, plain_windows(crops, self.spec.input_size[0]))
 
     def predict(self, images, boxes, image_index, previous=None) -> torch.Tensor:
-        ref = square_boxes(adapt_boxes(boxes.detach().cpu().double(), self.box_adapter), self.box_expand)
+        ref = _reference_squares(boxes, self.box_adapter, self.box_expand)
         size = self.spec.input_size[0]
         points = torch.zeros(ref.shape[0], self.num_landmarks, 2)
         if ref.shape[0] == 0:
@@ -202,6 +202,11 @@ def adapt_boxes(boxes: torch.Tensor, adapter: Sequence[float] | None) -> torch.T
         return boxes
     a = torch.tensor(adapter, dtype=boxes.dtype, device=boxes.device)
     return boxes + a * (boxes[:, 2:4] - boxes[:, 0:2]).repeat(1, 2)
+
+
+def _reference_squares(boxes: torch.Tensor, adapter, box_expand: float) -> torch.Tensor:
+    """The squares a landmark model crops around the detector's ``boxes`` (adapted, then squared)."""
+    return square_boxes(adapt_boxes(boxes.detach().cpu().double(), adapter), box_expand)
 
 
 def _checked_adapter(adapter: Sequence[float] | None) -> tuple[float, float, float, float] | None:

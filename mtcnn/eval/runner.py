@@ -122,7 +122,7 @@ def load_annotation_records(
     # Photos kept in one folder (e.g. a subset of WIDER FACE copied flat) and sets with photos
     # absent: handled here for every format; pts68's reader counts its missing images itself.
     layout = options.pop("images_layout", "tree")
-    missing = options.get("missing_images") if fmt == "pts68" else options.pop("missing_images", None)
+    missing = None if fmt == "pts68" else options.pop("missing_images", None)
     records: list[ImageAnnotation] = []
     for p in paths:
         try:
@@ -134,7 +134,7 @@ def load_annotation_records(
     if layout == "flat":
         records = [dataclasses.replace(r, path=(Path(images_root) if images_root else r.path.parent.parent) / r.path.name)
                    for r in records]
-    if missing == "skip" and fmt != "pts68":
+    if missing == "skip":
         present = [r for r in records if r.path.is_file()]
         if len(present) < len(records):
             print(f"{len(records) - len(present)} of {len(records)} annotated images are absent and left out "

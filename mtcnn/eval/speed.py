@@ -574,6 +574,8 @@ def run_benchmark(
     (:data:`MIXED_SIZES`, up to 8) in a single detect call. ``memory``: "isolated" (each case in
     its own process, peak RSS measured) or "off"; ``regression``: add :data:`REGRESSION_CASE`.
     """
+    from mtcnn.backends import resolve_precision
+
     log = log or (lambda _msg: None)
     _check_arguments(repeats, warmup, batch_sizes, mixed, threads, memory)
     base_image, image_source = _base_image(image)
@@ -605,8 +607,6 @@ def run_benchmark(
             if backend != "torch" and device.type != "cpu":
                 result.skipped.append({"device": dev_name, "reason": f"backend {backend} runs on the CPU only"})
                 continue
-            from mtcnn.backends import resolve_precision
-
             done: set[str] = set()
             for precision in precisions:
                 if precision == "auto":

@@ -72,7 +72,7 @@ def lane_safe_batch(n: int) -> bool:
 
     Measured for R- and O-Net (float32 and bfloat16) on this project's AVX-512 CPU: equal for
     every n except 5-7 and 9-11, where oneDNN/MKL pick a different kernel for 1 and 2 threads
-    (tests/test_lanes.py checks it for the sizes the detector runs)."""
+    (tests/ops/test_lanes.py checks it for the sizes the detector runs)."""
     return not (5 <= n <= 11 and n != 8)
 
 

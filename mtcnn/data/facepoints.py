@@ -1,4 +1,5 @@
-"""CNN_FacePoint faces held in memory as grey face canvases for the landmark cascade.
+"""Five-point faces held in memory as grey face canvases for the landmark cascade (CNN_FacePoint's
+lists, and any annotation source reduced to five points: :func:`load_facepoint_records`).
 
 Each face becomes one ``S×S`` grey uint8 *canvas*: a square around the face box (``margin`` of the
 box's larger side added on every side) resampled with the detector's area-averaging crop
@@ -55,6 +56,17 @@ class FacePointSet:
             tuple(self.paths[i] for i in index.tolist()), self.canvas_origin[index], self.canvas_scale[index],
         )  # fmt: skip
 
+    @staticmethod
+    def concat(sets: "list[FacePointSet]") -> "FacePointSet":
+        """The faces of ``sets`` in order, as one set (canvases must share their size)."""
+        if len(sets) == 1:
+            return sets[0]
+        return FacePointSet(
+            torch.cat([s.canvases for s in sets]), torch.cat([s.boxes for s in sets]), torch.cat([s.points for s in sets]),
+            tuple(p for s in sets for p in s.paths), torch.cat([s.canvas_origin for s in sets]),
+            torch.cat([s.canvas_scale for s in sets]),
+        )  # fmt: skip
+
     def split_holdout(self, every: int = 20) -> tuple["FacePointSet", "FacePointSet"]:
         """(train, held-out): every ``every``-th face is held out to watch training, never to tune on the test list."""
         idx = torch.arange(len(self))
@@ -109,28 +121,63 @@ def load_facepoint_set(
     records = read_cnn_facepoint(list_file, images_root)
     if limit is not None:
         records = records[:limit]
-    key = json.dumps({"list": file_sha256(list_file), "root": str(images_root), "size": size, "margin": margin, "n": len(records)})
+    key = {"list": file_sha256(list_file), "root": str(images_root), "n": len(records)}
+    return load_facepoint_records(records, list_file.stem, key, size=size, margin=margin, cache_dir=cache_dir,
+                                  progress=progress, chunk=chunk, empty_error=list_file)
+
+
+def load_facepoint_records(
+    records: list[ImageAnnotation],
+    name: str,
+    key: dict,
+    *,
+    size: int = CANVAS_SIZE,
+    margin: float = CANVAS_MARGIN,
+    cache_dir: str | os.PathLike | None = None,
+    progress: bool = True,
+    chunk: int = 256,
+    empty_error: str | os.PathLike | None = None,
+) -> FacePointSet:
+    """The faces of ``records`` with five finite points (ignored faces and faces with a missing
+    point are left out; an image may hold several faces) as a :class:`FacePointSet`, cached as
+    ``facepoints_<name>_<hash>.npz`` under ``cache_dir`` when given; ``key`` (JSON-able) names
+    what the records were read from, so a changed source makes a new cache file."""
+    key = json.dumps({**key, "records": len(records), "size": size, "margin": margin}, sort_keys=True)
     cache = None
     if cache_dir is not None:
         digest = hashlib.sha256(key.encode()).hexdigest()[:16]
-        cache = Path(cache_dir) / f"facepoints_{list_file.stem}_{digest}.npz"
+        cache = Path(cache_dir) / f"facepoints_{name}_{digest}.npz"
         if cache.is_file():
             return _from_npz(cache)
-    parts = []
-    for start in range(0, len(records), chunk):
-        batch = records[start : start + chunk]
-        images = [_read_grey(r) for r in batch]
-        boxes = torch.from_numpy(np.concatenate([r.boxes for r in batch])).float()
-        points = torch.from_numpy(np.concatenate([r.landmarks for r in batch])).float()
-        parts.append(build_canvases(images, boxes, points, size, margin))
+    usable = []
+    for r in records:
+        if r.num_faces == 0 or r.num_landmarks != 5:
+            continue
+        ok = np.isfinite(r.landmarks).all(axis=(1, 2)) & ~np.asarray(r.ignore, bool)
+        if ok.any():
+            usable.append((r, ok))
+    parts, paths = [], []
+    for start in range(0, len(usable), chunk):
+        batch = usable[start : start + chunk]
+        images, boxes, points = [], [], []
+        for r, ok in batch:
+            grey = _read_grey(r)
+            for j in np.flatnonzero(ok):
+                images.append(grey)
+                boxes.append(r.boxes[j])
+                points.append(r.landmarks[j])
+                paths.append(str(r.path))
+        boxes_t = torch.from_numpy(np.asarray(boxes, np.float32).reshape(-1, 4))
+        points_t = torch.from_numpy(np.asarray(points, np.float32).reshape(-1, 5, 2))
+        parts.append(build_canvases(images, boxes_t, points_t, size, margin))
         if progress:
-            print(f"\rfaces {min(start + chunk, len(records))}/{len(records)} from {list_file.name}", end="", file=sys.stderr, flush=True)
-    if progress:
+            print(f"\rfaces of {min(start + chunk, len(usable))}/{len(usable)} images from {name}", end="", file=sys.stderr, flush=True)
+    if progress and usable:
         print(file=sys.stderr)
     if not parts:
-        raise ImageReadError(list_file, "the list holds no faces")
+        raise ImageReadError(empty_error or name, "no face with five finite points (a 68-point source needs points: five)")
     canvases, boxes, points, origin, scale = (torch.cat(t) for t in zip(*parts))
-    data = FacePointSet(canvases, boxes, points, tuple(str(r.path) for r in records), origin, scale)
+    data = FacePointSet(canvases, boxes, points, tuple(paths), origin, scale)
     if cache is not None:
         _to_npz(data, cache)
     return data

@@ -9,17 +9,19 @@ epoch (a stopped net continues where it stopped), ``metrics.jsonl`` and the fina
 
 from __future__ import annotations
 
+import hashlib
 import multiprocessing as mp
 import os
 import sys
 from pathlib import Path
 
+import numpy as np
 import torch
 
 from mtcnn.cascade import net_checkpoint
 from mtcnn.config import data_root, from_dict, to_dict
 from mtcnn.config.train import LandmarkTrainConfig
-from mtcnn.data.facepoints import FacePointSet, load_facepoint_set
+from mtcnn.data.facepoints import FacePointSet, load_facepoint_records, load_facepoint_set
 from mtcnn.nets.cascade import CASCADE_NETS
 from mtcnn.training.cascade_task import CascadeTask, CascadeTrainConfig
 
@@ -63,13 +65,42 @@ def _resolve(path: str | None) -> Path | None:
 
 
 def load_training_faces(cfg: CascadeTrainConfig, progress: bool = True) -> tuple[FacePointSet, FacePointSet]:
-    """(train, held-out) faces of the configured list, built once and then read from the cache."""
+    """(train, held-out) faces of the configured list and sources (every ``holdout_every``-th face
+    of each held out), built once and then read from the cache."""
     cache = Path(cfg.cache_dir) if cfg.cache_dir else Path(cfg.out) / "cache"
-    data = load_facepoint_set(
+    sets = [load_facepoint_set(
         _resolve(cfg.train_list), _resolve(cfg.images_root), size=cfg.canvas_size, margin=cfg.canvas_margin,
         cache_dir=cache, progress=progress,
-    )  # fmt: skip
-    return data.split_holdout(cfg.holdout_every)
+    )]  # fmt: skip
+    sets += [_source_faces(src, cfg, cache, progress) for src in cfg.sources]
+    splits = [s.split_holdout(cfg.holdout_every) for s in sets]
+    return FacePointSet.concat([t for t, _ in splits]), FacePointSet.concat([h for _, h in splits])
+
+
+def _source_faces(src, cfg: CascadeTrainConfig, cache: Path, progress: bool) -> FacePointSet:
+    from mtcnn.data.generate import load_source
+
+    records = load_source(src)
+    # The cache key: the source's settings and the records it gave (paths and every coordinate).
+    digest = hashlib.sha256()
+    for r in records:
+        digest.update(str(r.path).encode())
+        digest.update(np.ascontiguousarray(r.boxes, np.float32).tobytes())
+        digest.update(np.ascontiguousarray(r.landmarks, np.float32).tobytes())
+    key = {"source": to_dict(src), "records_sha256": digest.hexdigest()}
+    return load_facepoint_records(records, src.name or src.format, key, size=cfg.canvas_size, margin=cfg.canvas_margin,
+                                  cache_dir=cache, progress=progress, empty_error=src.path)
+
+
+def source_counts(cfg: CascadeTrainConfig) -> dict[str, int]:
+    """Faces per training source (the list first), as the weight card states them."""
+    cache = Path(cfg.cache_dir) if cfg.cache_dir else Path(cfg.out) / "cache"
+    counts = {str(cfg.train_list): len(load_facepoint_set(_resolve(cfg.train_list), _resolve(cfg.images_root),
+                                                         size=cfg.canvas_size, margin=cfg.canvas_margin,
+                                                         cache_dir=cache, progress=False))}
+    for src in cfg.sources:
+        counts[src.name or src.format] = len(_source_faces(src, cfg, cache, progress=False))
+    return counts
 
 
 def _worker(args: tuple[dict, str]) -> str:
@@ -111,7 +142,9 @@ def bundle_meta(cfg: CascadeTrainConfig) -> dict:
         ckpt = torch.load(net_checkpoint(cfg.out, name), map_location="cpu", weights_only=True)
         held[name] = (ckpt.get("meta", {}).get("val") or {}).get("error")
     return {
-        "training_data": f"CNN_FacePoint {cfg.train_list} (every {cfg.holdout_every}th face held out)",
+        "training_data": (f"CNN_FacePoint {cfg.train_list}"
+                          + "".join(f" + {name} ({n} faces)" for name, n in list(source_counts(cfg).items())[1:])
+                          + f" (every {cfg.holdout_every}th face of each held out)"),
         "terms": "CNN_FacePoint (Sun, Wang, Tang, CVPR 2013; CUHK): research use only",
         "commit": commit,
         "config": to_dict(cfg),

@@ -26,6 +26,7 @@ import torch
 from torch import nn
 
 from mtcnn.config import bounded
+from mtcnn.config.data import SourceConfig
 from mtcnn.config.train import FreezeSection
 from mtcnn.data.facepoints import FacePointSet
 from mtcnn.nets import get_net_spec
@@ -74,6 +75,11 @@ class CascadeTrainConfig:
 
     train_list: str = "cnn_facepoint/trainImageList.txt"
     images_root: str | None = None
+    # More training faces beside the list: annotation sources as the data pipeline reads them
+    # (mtcnn.data.generate.load_source), reduced to five points (points: five; 68-point sets) and
+    # boxed like CNN_FacePoint (boxes: from_points), e.g. the 300-W training sets and udacity68.
+    # Every holdout_every-th face of each source is held out too.
+    sources: list[SourceConfig] = field(default_factory=list)
     cache_dir: str | None = None
     canvas_size: int = bounded(144, 48, 512)
     canvas_margin: float = bounded(0.4, 0.2, 1.0)

@@ -8,6 +8,7 @@ from mtcnn.nets.registry import HEAD_NAMES, NetSpec, UnknownNetError, build_net,
 from mtcnn.nets.mtcnn_nets import MTCNN_NETS, ONet, PNet, RNet  # noqa: E402  (registers pnet, rnet, onet)
 from mtcnn.nets import cascade  # noqa: E402,F401  (registers the 23 Sun et al. landmark nets)
 from mtcnn.nets import keypoints, mobilenet  # noqa: E402,F401  (register kp68_*, mobilenet_l1/l2)
+from mtcnn.nets import pcn  # noqa: E402,F401  (registers pcn1, pcn2, pcn3)
 
 __all__ = [
     "HEAD_NAMES", "MTCNN_NETS", "NetSpec", "ONet", "PNet", "RNet", "UnknownNetError",

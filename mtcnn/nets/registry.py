@@ -5,7 +5,9 @@ checkpoints and export) asks :func:`get_net_spec` instead of keeping its own tab
 net is one module that defines the ``nn.Module`` plus one :func:`register_net` call.
 
 Head widths follow from the head names: ``cls`` 2 logits, ``box`` 4 offsets, ``landmark``
-``2 * num_landmarks`` coordinates interleaved x, y. A net with several heads returns them as a
+``2 * num_landmarks`` coordinates interleaved x, y; the rotation-calibrating nets' orientation
+heads (:mod:`mtcnn.nets.pcn`): ``flip`` 2 logits (up / down), ``turn`` 3 logits (-90° / 0° / +90°),
+``angle`` 1 value (the angle in units of 45°). A net with several heads returns them as a
 tuple in the order of :attr:`NetSpec.heads`; a net with one head returns that tensor alone.
 """
 
@@ -20,7 +22,9 @@ from torch import nn
 
 from mtcnn.errors import UsageError
 
-HEAD_NAMES = ("cls", "box", "landmark")
+HEAD_NAMES = ("cls", "box", "landmark", "flip", "turn", "angle")
+# The heads of the MTCNN nets (and the default of a spec).
+MTCNN_HEADS = ("cls", "box", "landmark")
 CHANNEL_ORDER = {"rgb": "RGB", "grey": "GREY"}
 
 
@@ -44,7 +48,7 @@ class NetSpec:
     channels: Literal["rgb", "grey"] = "rgb"
     mean: float = 127.5
     scale: float = 0.0078125
-    heads: tuple[str, ...] = HEAD_NAMES
+    heads: tuple[str, ...] = MTCNN_HEADS
     num_landmarks: int = 5
     fully_convolutional: bool = False
     stride: int | None = None
@@ -77,7 +81,7 @@ class NetSpec:
         return h
 
     def head_width(self, head: str) -> int:
-        return {"cls": 2, "box": 4, "landmark": 2 * self.num_landmarks}[head]
+        return {"cls": 2, "box": 4, "landmark": 2 * self.num_landmarks, "flip": 2, "turn": 3, "angle": 1}[head]
 
     def preprocessing(self) -> dict[str, Any]:
         """The checkpoint's ``preprocessing`` record (the same keys every checkpoint has had)."""

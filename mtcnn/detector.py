@@ -14,7 +14,7 @@ from mtcnn.config import DETECTOR_PRESETS, DetectorConfig, from_dict, to_dict
 from mtcnn.device import resolve_device
 from mtcnn.io import to_rgb_uint8
 from mtcnn.nets.registry import get_net_spec
-from mtcnn.stages import Candidates, run_onet, run_pnet, run_rnet
+from mtcnn.stages import Candidates, prepare_for_inference, run_onet, run_pnet, run_rnet
 from mtcnn.structures import Detections
 from mtcnn.weights import load_bundle, resolve_weights
 
@@ -60,7 +60,10 @@ class MTCNN:
     batched call (about 4× the time), faces mapped back and merged by NMS
     (:func:`mtcnn.rotation.detect_quarter`); ``Detections.angles`` gives each face's angle (0,
     90, 180, 270, counter-clockwise) and its points are in image coordinates, so
-    :func:`mtcnn.align.norm_crop` cuts them upright.
+    :func:`mtcnn.align.norm_crop` cuts them upright. ``"pcn"``: the rotation-calibrating cascade
+    (:mod:`mtcnn.rotation_pcn`; its three nets from ``pcn``, a bundle or a folder of ``pcn1.pt``,
+    ``pcn2.pt``, ``pcn3.pt``, thresholds ``pcn_thresholds``) finds faces at any angle in one pass;
+    ``angles`` are any degrees in (-180, 180].
     """
 
     def __init__(
@@ -78,6 +81,8 @@ class MTCNN:
         landmarks: "str | os.PathLike | LandmarkModel" = "onet",
         cascade=None,
         rotation: str | None = None,
+        pcn: "str | os.PathLike | None" = None,
+        pcn_thresholds: Sequence[float] | None = None,
         **options,
     ) -> None:
         if preset is not None and preset not in DETECTOR_PRESETS:
@@ -108,9 +113,16 @@ class MTCNN:
         (self.onet,) = backend_nets(nets, ("onet",), backend, self.device, self.precision)
         self._chunk_sizes = (self._crops_per_pass("rnet", self.rnet), self._crops_per_pass("onet", self.onet))
         self._set_landmarks(landmarks, cascade)
-        if rotation not in (None, "quarter"):
-            raise ValueError(f"unknown rotation {rotation!r}: choose None (upright faces) or 'quarter'")
+        if rotation not in (None, "quarter", "pcn"):
+            raise ValueError(f"unknown rotation {rotation!r}: choose None (upright faces), 'quarter' or 'pcn'")
         self.rotation = rotation
+        if rotation == "pcn":
+            from mtcnn.rotation_pcn import PCNSettings, load_pcn
+
+            self.pcn_nets = load_pcn(pcn, self.device)
+            self.pcn_settings = PCNSettings() if pcn_thresholds is None else PCNSettings(thresholds=tuple(float(t) for t in pcn_thresholds))
+            # The five points come from this detector's upright O-Net on faces turned upright.
+            self.pcn_onet = prepare_for_inference(self.source_nets["onet"], self.device)
 
     def _crops_per_pass(self, name: str, runner) -> int:
         """R/O-Net crops per forward pass: on a GPU 1024; on a CPU as many as keep the first
@@ -204,6 +216,10 @@ class MTCNN:
             from mtcnn.rotation import detect_quarter
 
             return detect_quarter(self, tensors)
+        if getattr(self, "rotation", None) == "pcn":
+            from mtcnn.rotation_pcn import detect_pcn
+
+            return detect_pcn(self, tensors)
         candidates = self.candidates(tensors)
         return split_by_image(candidates, len(tensors))
 

@@ -131,13 +131,42 @@ def run_pnet(
     each image) enter NMS, the highest-scoring; None: all. ``lanes``: on a CPU at 2 intra-op
     threads, the canvases run in two lanes (:mod:`mtcnn.ops.lanes`), the same results.
     """
+    return _proposals(pnet, images, min_face_size=min_face_size, factor=factor, threshold=threshold, nms_scale=nms_scale,
+                      nms_image=nms_image, max_canvas_pixels=max_canvas_pixels, solo_pixels=solo_pixels,
+                      max_windows=max_windows, lanes=lanes)[0]
+
+
+@torch.inference_mode()
+def run_proposals_with_head(net: nn.Module, images: list[torch.Tensor], **settings) -> tuple[Candidates, torch.Tensor]:
+    """:func:`run_pnet` for a 12×12 fully convolutional net whose forward returns a third head
+    beside the face logits and box offsets (the rotation-calibrating ``pcn1``'s flip logits):
+    the candidates and that head's values ``[N, C]`` at each kept window."""
+    return _proposals(net, images, extra_head=True, **settings)
+
+
+def _proposals(
+    pnet: nn.Module,
+    images: list[torch.Tensor],
+    *,
+    min_face_size: float = 20.0,
+    factor: float = 0.709,
+    threshold: float = 0.6,
+    nms_scale: float = 0.5,
+    nms_image: float = 0.7,
+    max_canvas_pixels: int = 6_000_000,
+    solo_pixels: int | None | str = "auto",
+    max_windows: int | None = None,
+    lanes: bool = False,
+    extra_head: bool = False,
+) -> tuple[Candidates, torch.Tensor | None]:
+    """:func:`run_pnet`; with ``extra_head`` also the third head's values at the kept windows."""
     device = images[0].device if images else torch.device("cpu")
     if solo_pixels == "auto":
         solo_pixels = 16_384 if device.type == "cpu" else None
     sizes = [(int(im.shape[1]), int(im.shape[2])) for im in images]
     packing = pack_pyramid(sizes, min_face_size, factor, max_canvas_pixels, solo_pixels)
     if not packing.levels:
-        return Candidates.empty(device)
+        return Candidates.empty(device), (torch.zeros((0, 0), device=device) if extra_head else None)
     levels = packing.levels
     level_scale_x = torch.tensor([lv.scale_x for lv in levels], device=device)
     level_scale_y = torch.tensor([lv.scale_y for lv in levels], device=device)
@@ -147,13 +176,18 @@ def run_pnet(
 
     def scan(canvas_id: int, height: int, width: int):
         canvas = _paint_canvas(images, packing, canvas_id, height, width)
-        logits, reg, _ = pnet(canvas, with_landmarks=False)
+        if extra_head:
+            logits, reg, extra = pnet(canvas)
+        else:
+            logits, reg, _ = pnet(canvas, with_landmarks=False)
         prob = torch.softmax(logits[0], dim=0)[1]
         cell_map = cell_level_map(packing, canvas_id, device)
         hit = (prob >= threshold) & (cell_map >= 0)
         ci, cj = torch.nonzero(hit, as_tuple=True)
         lvl = cell_map[ci, cj]
-        return lvl, ci - level_cell_y[lvl], cj - level_cell_x[lvl], prob[ci, cj], reg[0][:, ci, cj].T
+        # The extra head's values ride beside the box offsets (their last columns).
+        values = torch.cat([reg[0], extra[0]]) if extra_head else reg[0]
+        return lvl, ci - level_cell_y[lvl], cj - level_cell_x[lvl], prob[ci, cj], values[:, ci, cj].T
 
     scans = [functools.partial(scan, k, h, w) for k, (h, w) in enumerate(packing.canvas_sizes)]
     if lanes and lanes_available(device):
@@ -165,7 +199,8 @@ def run_pnet(
     found_level, found_i, found_j, found_score, found_reg = zip(*found)
     lvl = torch.cat(found_level)
     if lvl.numel() == 0:
-        return Candidates.empty(device)
+        width = found_reg[0].shape[1] - 4 if extra_head else 0
+        return Candidates.empty(device), (torch.zeros((0, width), device=device) if extra_head else None)
     i = torch.cat(found_i).float()
     j = torch.cat(found_j).float()
     scores = torch.cat(found_score)
@@ -182,9 +217,10 @@ def run_pnet(
     boxes, scores, reg, lvl = boxes[keep], scores[keep], reg[keep], lvl[keep]
     image_index = level_image[lvl]
     keep = batched_nms(boxes, scores, image_index, nms_image)
-    boxes = decode_boxes(boxes[keep], reg[keep])
+    boxes = decode_boxes(boxes[keep], reg[keep, :4])
     n = boxes.shape[0]
-    return Candidates(boxes, scores[keep], image_index[keep], torch.zeros((n, 5, 2), device=device))
+    extra = reg[keep, 4:] if extra_head else None
+    return Candidates(boxes, scores[keep], image_index[keep], torch.zeros((n, 5, 2), device=device)), extra
 
 
 def _resize_level(image: torch.Tensor, height: int, width: int) -> torch.Tensor:

@@ -56,6 +56,8 @@ def detector_from_args(args: argparse.Namespace):
     options = {} if max_megapixels is None else {"max_megapixels": max_megapixels}
     if getattr(args, "rotation", None) not in (None, "none"):
         options["rotation"] = args.rotation
+    if getattr(args, "pcn", None):
+        options["pcn"] = args.pcn
     return build_detector(args.weights, args.min_face, args.factor, args.thresholds, args.device, args.preset,
                           backend=args.backend, precision=getattr(args, "precision", "auto"), landmarks=getattr(args, "landmarks", "onet"),
                           cascade=getattr(args, "cascade_weights", None), **options)

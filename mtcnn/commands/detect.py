@@ -17,9 +17,11 @@ def parser() -> argparse.ArgumentParser:
     p.add_argument("--save-dir", help="write images with boxes, scores and landmarks drawn into this folder")
     p.add_argument("--batch-size", type=int, default=1, help="images per detector call (default 1)")
     p.add_argument("--cascade-weights", help="cascade bundle (default mtcnn/weights/cascade_sun.pt)")
-    p.add_argument("--rotation", choices=("none", "quarter"), default="none",
+    p.add_argument("--rotation", choices=("none", "quarter", "pcn"), default="none",
                    help="none (default): upright faces (about ±20°); quarter: also search the image's three other quarter "
-                        "turns (about 4x the time); each face gets an \"angle\" (0/90/180/270) and --crops cut it upright")
+                        "turns (about 4x the time); pcn: the rotation-calibrating cascade (any angle, one pass; --pcn); "
+                        "each face gets an \"angle\" and --crops cut it upright")
+    p.add_argument("--pcn", metavar="WEIGHTS", help="--rotation pcn: its nets (a folder with pcn1.pt, pcn2.pt, pcn3.pt, or a bundle)")
     detector_arguments(p)
     return p
 

@@ -32,8 +32,10 @@ def parser() -> argparse.ArgumentParser:
     a("--backend", choices=["torch", "onnxruntime"], default="torch", help='what runs the nets (onnxruntime: pip install -e ".[onnx]")')
     a("--precision", choices=["auto", "float32", "bfloat16"], default="auto", help="bfloat16: O-Net in bf16, its decisions checked in float32, and the landmark cascade in bf16 (CPU torch backend); auto (default): bfloat16 on a CPU with native bf16 (AVX-512 BF16, AMX), else float32")
     a("--batch-size", type=int, default=8, help="images per detector call (default 8)")
-    a("--rotation", choices=("none", "quarter"), default="none",
-      help="the detector's search: none (default, upright faces) or quarter (the photo's four quarter turns, merged)")
+    a("--rotation", choices=("none", "quarter", "pcn"), default="none",
+      help="the detector's search: none (default, upright faces), quarter (the photo's four quarter turns, merged) "
+           "or pcn (the rotation-calibrating cascade, --pcn)")
+    a("--pcn", metavar="WEIGHTS", help="--rotation pcn: its nets (a folder with pcn1.pt, pcn2.pt, pcn3.pt, or a bundle)")
     a("--split", choices=["all", "train", "val"], default="all", help="project split rule: files sorted by name, first 80%% train")
     a("--limit", type=int, help="evaluate only the first N annotated images")
     a("--out", help="output folder for report.json and plots (default eval_<task>)")

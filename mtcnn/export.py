@@ -12,6 +12,10 @@ box       ``[batch, 4(, h, w)]``      box offsets (SPEC §11)
 landmark  ``[batch, 10(, h, w)]``     landmark offsets, interleaved x, y
 ========  ==========================  =============================================
 
+The rotation-calibrating nets (``pcn1``-``pcn3``, :mod:`mtcnn.nets.pcn`) return ``cls``, ``box``
+and their orientation head instead of ``landmark``: ``flip`` ``[batch, 2(, h, w)]`` (up / down
+logits), ``turn`` ``[batch, 3]`` (-90° / 0° / +90° logits) or ``angle`` ``[batch, 1]`` (degrees / 45).
+
 A fully convolutional net (P-Net) has dynamic ``batch``, ``height`` and ``width`` and returns
 maps; the others have a dynamic ``batch`` and a fixed crop size. ONNX files use opset
 :data:`OPSET` (TorchScript-based exporter: no extra dependency beyond ``onnx``); TorchScript
@@ -226,13 +230,19 @@ def verification_inputs(nets: dict[str, nn.Module], image: np.ndarray, max_crops
     """Real inputs from one RGB photo: two pyramid levels for a fully convolutional net, and
     for the others the crops of the photo's P-Net candidates (what R/O-Net see in the cascade)
     at each net's crop size."""
-    from mtcnn.stages import crop_candidates, normalise, prepare_for_inference, run_pnet
+    from mtcnn.stages import crop_candidates, normalise, prepare_for_inference, run_pnet, run_proposals_with_head
     from mtcnn.stages import _resize_level as resize_level
 
     pixels = torch.from_numpy(np.ascontiguousarray(image)).permute(2, 0, 1)
     height, width = pixels.shape[1:]
-    pnet = next((n for k, n in nets.items() if get_net_spec(k).fully_convolutional), None)
-    candidates = run_pnet(prepare_for_inference(_cpu_fp32_eval(pnet), "cpu"), [pixels], threshold=0.5) if pnet is not None else None
+    first = next((k for k in nets if get_net_spec(k).fully_convolutional), None)
+    candidates = None
+    if first is not None:
+        proposer = prepare_for_inference(_cpu_fp32_eval(nets[first]), "cpu")
+        if get_net_spec(first).heads[2] == "landmark":
+            candidates = run_pnet(proposer, [pixels], threshold=0.5)
+        else:  # the rotation-calibrating stage 1: its third head is the flip
+            candidates = run_proposals_with_head(proposer, [pixels], threshold=0.5)[0]
     inputs: dict[str, list[torch.Tensor]] = {}
     for name in nets:
         spec = get_net_spec(name)

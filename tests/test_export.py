@@ -104,3 +104,29 @@ def test_export_tool_bad_weights_is_one_line(tmp_path, capsys):
     err = capsys.readouterr().err.strip()
     assert err.count("\n") == 0 and "none.pt" in err
     assert not (tmp_path / "o").exists()
+
+
+def test_export_tool_exports_the_calibrating_cascade(shared_data, tmp_path, capsys):
+    pytest.importorskip("onnxruntime")
+    from mtcnn.weights import make_checkpoint
+
+    folder = tmp_path / "pcn"
+    folder.mkdir()
+    torch.manual_seed(0)
+    nets = {name: build_net(name).eval() for name in ("pcn1", "pcn2", "pcn3")}
+    for name, net in nets.items():
+        torch.save(make_checkpoint(name, net), folder / f"{name}.pt")
+    photo = shared_data / "dlib_faces" / "2008_002506.jpg"
+    out = tmp_path / "onnx"
+    assert export_main(["--format", "onnx", "--out", str(out), "--pcn", str(folder), "--image", str(photo)]) == 0, capsys.readouterr().err
+    manifest = {n["name"]: n for n in json.loads((out / "manifest.json").read_text())["nets"]}
+    assert {k: list(v["outputs"]) for k, v in manifest.items()} == {
+        "pcn1": ["cls", "box", "flip"], "pcn2": ["cls", "box", "turn"], "pcn3": ["cls", "box", "angle"]}
+    assert all(v["verified_on"] and max(v["max_abs_diff"].values()) < 1e-4 for v in manifest.values())
+    # The stage-1 file at a size never seen at export: maps of every head, as PyTorch's.
+    x = torch.rand(1, 3, 41, 29) * 2 - 1
+    got = run_exported(out / "pcn1.onnx", "onnx", x)
+    with torch.no_grad():
+        want = nets["pcn1"](x)
+    assert [tuple(g.shape) for g in got] == [(1, 2, 16, 10), (1, 4, 16, 10), (1, 2, 16, 10)]  # ceil((n - 2) / 2) - 4
+    assert all(torch.allclose(g, w, atol=1e-5) for g, w in zip(got, want))

@@ -17,6 +17,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--weights", help=WEIGHTS_HELP)
     parser.add_argument("--image", help="photo whose crops verify the export (default data_root()/dlib_faces/bald_guys.jpg)")
     parser.add_argument("--no-verify", action="store_true", help="write the files without running them")
+    parser.add_argument("--pcn", metavar="WEIGHTS",
+                        help="export the rotation-calibrating cascade instead (pcn1-pcn3: a folder with pcn1.pt, pcn2.pt, "
+                             "pcn3.pt, or a bundle)")
     args = parser.parse_args(argv)
 
     from mtcnn.eval.speed import default_image
@@ -25,7 +28,14 @@ def main(argv: list[str] | None = None) -> int:
     from mtcnn.weights import load_bundle, resolve_weights
 
     try:
-        nets, info = load_bundle(resolve_weights(args.weights))
+        if args.pcn:
+            from mtcnn.nets.pcn import PCN_NETS
+            from mtcnn.weights import load_stage_net
+
+            nets = {name: load_stage_net(args.pcn, name) for name in PCN_NETS}
+            info = {"path": str(args.pcn), "sha256": None}
+        else:
+            nets, info = load_bundle(resolve_weights(args.weights))
         image = read_image_rgb(args.image) if args.image else default_image()[0]
         inputs = None if args.no_verify else verification_inputs(nets, image)
         results = export_bundle(nets, args.out, args.format, inputs, info)

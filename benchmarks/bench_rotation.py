@@ -1,5 +1,6 @@
 #!/usr/bin/env python
-"""Benchmark: faces at any angle with ``MTCNN(rotation="quarter")`` against the upright detector.
+"""Benchmark: faces at any angle with ``MTCNN(rotation="quarter")`` (and, with ``--pcn DIR``, the
+rotation-calibrating cascade ``MTCNN(rotation="pcn")``) against the upright detector.
 
 ``accuracy``: on the validation sets of ``tools/compare_models.py`` (face_mask val, WebFaces val,
 the composite scenes val; :func:`mtcnn.eval.model_table.detection_sets`), every photo turned by
@@ -11,8 +12,8 @@ Writes ``rotation_accuracy.json`` beside a table.
 median ms per photo over ``--repeats`` alternating passes, and where the time goes
 (:func:`mtcnn.eval.time_breakdown.time_breakdown`) at 640×480.
 
-python benchmarks/bench_rotation.py accuracy [--sets face_mask WebFaces scenes] [--seed 0] [--out DIR]
-python benchmarks/bench_rotation.py speed [--images 40] [--repeats 3] [--threads 2]
+python benchmarks/bench_rotation.py accuracy [--sets face_mask WebFaces scenes] [--seed 0] [--out DIR] [--pcn DIR]
+python benchmarks/bench_rotation.py speed [--images 40] [--repeats 3] [--threads 2] [--pcn DIR]
 """
 
 from __future__ import annotations
@@ -42,8 +43,16 @@ def _sets(names, scenes: Path) -> dict:
     return {SETS[n]: found[SETS[n]] for n in names if SETS[n] in found}
 
 
+def _detectors(args) -> dict:
+    out = {"upright": MTCNN(device="cpu"), "quarter": MTCNN(device="cpu", rotation="quarter")}
+    if args.pcn:
+        thresholds = tuple(args.pcn_thresholds) if args.pcn_thresholds else None
+        out["pcn"] = MTCNN(device="cpu", rotation="pcn", pcn=args.pcn, pcn_thresholds=thresholds)
+    return out
+
+
 def accuracy(args) -> None:
-    detectors = {"upright": MTCNN(device="cpu"), "quarter": MTCNN(device="cpu", rotation="quarter")}
+    detectors = _detectors(args)
     results: dict = {}
     for set_name, records in _sets(args.sets, Path(args.scenes)).items():
         for det_name, detector in detectors.items():
@@ -66,23 +75,27 @@ def speed(args) -> None:
     from mtcnn.eval.time_breakdown import time_breakdown
 
     torch.set_num_threads(args.threads)
-    upright, quarter = MTCNN(device="cpu"), MTCNN(device="cpu", rotation="quarter")
+    detectors = _detectors(args)
     for set_name, records in _sets(args.sets, Path(args.scenes)).items():
         images = [read_image_rgb(r.path) for r in records[: args.images]]
         for im in images[:2]:
-            upright.detect(im), quarter.detect(im)
-        times = {"upright": [], "quarter": []}
+            for det in detectors.values():
+                det.detect(im)
+        times = {name: [] for name in detectors}
         for _ in range(args.repeats):
-            for name, det in (("upright", upright), ("quarter", quarter)):
+            for name, det in detectors.items():
                 t0 = time.perf_counter()
                 for im in images:
                     det.detect(im)
                 times[name].append((time.perf_counter() - t0) * 1e3 / len(images))
-        u, q = statistics.median(times["upright"]), statistics.median(times["quarter"])
-        print(f"{set_name:>22}: {len(images)} photos, upright {u:.1f} ms, quarter {q:.1f} ms per photo ({q / u:.2f}x)", flush=True)
+        ms = {name: statistics.median(t) for name, t in times.items()}
+        row = ", ".join(f"{name} {v:.1f} ms ({v / ms['upright']:.2f}x)" for name, v in ms.items())
+        print(f"{set_name:>22}: {len(images)} photos, per photo: {row}", flush=True)
     scene = [read_image_rgb(r.path) for r in _sets(["scenes"], Path(args.scenes)).get(SETS["scenes"], [])[:1]]
     if scene:
-        for name, det in (("upright", upright), ("quarter", quarter)):
+        for name, det in detectors.items():
+            if name == "pcn":
+                continue  # time_breakdown knows the upright stages only
             b = time_breakdown(det, scene, repeats=args.repeats * 3, warmup=2)
             print(f"\n{name} at {scene[0].shape[1]}x{scene[0].shape[0]}:\n{b.format_table()}")
 
@@ -97,6 +110,8 @@ def main() -> None:
     p.add_argument("--images", type=int, default=40)
     p.add_argument("--repeats", type=int, default=3)
     p.add_argument("--threads", type=int, default=2)
+    p.add_argument("--pcn", help="also the rotation-calibrating cascade: a folder with pcn1.pt, pcn2.pt, pcn3.pt")
+    p.add_argument("--pcn-thresholds", type=float, nargs=3, help="its three thresholds (default: rotation_pcn.PCNSettings)")
     args = p.parse_args()
     accuracy(args) if args.task == "accuracy" else speed(args)
 

@@ -135,3 +135,21 @@ def test_detector_runs_the_calibrating_cascade(tmp_path):
 def test_missing_pcn_weights_are_one_clear_error(tmp_path):
     with pytest.raises(WeightsError, match="no rotation-calibrating weights there"):
         MTCNN(rotation="pcn", pcn=tmp_path / "absent", device="cpu")
+
+
+def test_detect_command_writes_each_face_s_angle(tmp_path):
+    import json
+
+    import cv2
+
+    from mtcnn.commands.detect import main as detect_main
+
+    folder = _untrained_pcn(tmp_path / "pcn")
+    photo = tmp_path / "photo.png"
+    cv2.imwrite(str(photo), np.random.default_rng(1).integers(0, 255, (120, 160, 3), dtype=np.uint8))
+    out = tmp_path / "faces.jsonl"
+    code = detect_main([str(photo), "--rotation", "pcn", "--pcn", str(folder), "--pcn-thresholds", "0", "0", "0",
+                        "--json", str(out), "--device", "cpu"])
+    assert code == 0
+    faces = json.loads(out.read_text().splitlines()[0])["faces"]
+    assert faces and all(-180 < f["angle"] <= 180 for f in faces)

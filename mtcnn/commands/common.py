@@ -58,6 +58,8 @@ def detector_from_args(args: argparse.Namespace):
         options["rotation"] = args.rotation
     if getattr(args, "pcn", None):
         options["pcn"] = args.pcn
+    if getattr(args, "pcn_thresholds", None):
+        options["pcn_thresholds"] = args.pcn_thresholds
     return build_detector(args.weights, args.min_face, args.factor, args.thresholds, args.device, args.preset,
                           backend=args.backend, precision=getattr(args, "precision", "auto"), landmarks=getattr(args, "landmarks", "onet"),
                           cascade=getattr(args, "cascade_weights", None), **options)

@@ -22,6 +22,8 @@ def parser() -> argparse.ArgumentParser:
                         "turns (about 4x the time); pcn: the rotation-calibrating cascade (any angle, one pass; --pcn); "
                         "each face gets an \"angle\" and --crops cut it upright")
     p.add_argument("--pcn", metavar="WEIGHTS", help="--rotation pcn: its nets (a folder with pcn1.pt, pcn2.pt, pcn3.pt, or a bundle)")
+    p.add_argument("--pcn-thresholds", type=float, nargs=3, metavar=("T1", "T2", "T3"),
+                   help="--rotation pcn: its three stages' thresholds (default 0.6 0.6 0.7)")
     detector_arguments(p)
     return p
 

@@ -36,6 +36,8 @@ def parser() -> argparse.ArgumentParser:
       help="the detector's search: none (default, upright faces), quarter (the photo's four quarter turns, merged) "
            "or pcn (the rotation-calibrating cascade, --pcn)")
     a("--pcn", metavar="WEIGHTS", help="--rotation pcn: its nets (a folder with pcn1.pt, pcn2.pt, pcn3.pt, or a bundle)")
+    a("--pcn-thresholds", type=float, nargs=3, metavar=("T1", "T2", "T3"),
+      help="--rotation pcn: its three stages' thresholds (default 0.6 0.6 0.7)")
     a("--split", choices=["all", "train", "val"], default="all", help="project split rule: files sorted by name, first 80%% train")
     a("--limit", type=int, help="evaluate only the first N annotated images")
     a("--out", help="output folder for report.json and plots (default eval_<task>)")

@@ -151,40 +151,52 @@ def upright_landmarks(onet: nn.Module, images: list[torch.Tensor], boxes: torch.
     return region[:, None, :2] + on_canvas / scale[:, None]
 
 
+def propose(nets: dict, tensors: list[torch.Tensor], settings: PCNSettings, min_face_size: float, factor: float,
+            max_windows: int | None = None) -> tuple[Candidates, torch.Tensor]:
+    """Stage 1: candidates at any angle and their angle so far (0 or 180, from the flip head)."""
+    cands, flip = run_proposals_with_head(
+        nets["pcn1"], tensors, min_face_size=min_face_size, factor=factor, threshold=settings.thresholds[0],
+        nms_scale=settings.nms_pnet_scale, nms_image=settings.nms_pnet, max_windows=max_windows,
+    )  # fmt: skip
+    device = cands.boxes.device
+    if len(cands) == 0:
+        return cands, torch.zeros((0,), device=device)
+    return cands, torch.where(torch.softmax(flip.float(), dim=1)[:, 1] > 0.5, 180.0, 0.0).to(device)
+
+
+def refine(nets: dict, stage: str, tensors: list[torch.Tensor], cands: Candidates, angles: torch.Tensor,
+           settings: PCNSettings, mips: dict) -> tuple[Candidates, torch.Tensor]:
+    """Stage 2 (``"pcn2"``) or 3 (``"pcn3"``) on the candidates of the stage before, turned upright by
+    their quarter-turn ``angles``: the kept candidates (after NMS per image) and their new angles."""
+    if len(cands) == 0:
+        return cands, angles
+    size, threshold, nms, mode = ((24, settings.thresholds[1], settings.nms_rnet, "union") if stage == "pcn2"
+                                  else (48, settings.thresholds[2], settings.nms_onet, "min"))
+    kept, scores, boxes, orient = _stage(nets[stage], tensors, cands, angles, size, threshold, settings.chunk, mips)
+    image = cands.image_index[kept]
+    if stage == "pcn2":
+        step = torch.tensor(TURN_ANGLES, device=boxes.device)[orient.argmax(dim=1)]
+    else:
+        step = orient[:, 0].clamp(-1.0, 1.0) * ANGLE_UNIT
+    angles = _wrap(angles[kept] + step)
+    keep = batched_nms(boxes, scores, image, nms, mode)
+    return Candidates(boxes[keep], scores[keep], image[keep], torch.zeros((keep.numel(), 5, 2), device=boxes.device)), angles[keep]
+
+
 @torch.inference_mode()
 def detect_pcn(detector, tensors: list[torch.Tensor]) -> list[Detections]:
     """:meth:`MTCNN.detect` with ``rotation="pcn"`` on ``[3,H,W]`` tensors: one
     :class:`~mtcnn.structures.Detections` per image, with ``angles``."""
-    nets, pcn = detector.pcn_nets, detector.pcn_settings
-    cfg = detector.config
+    nets, settings, cfg = detector.pcn_nets, detector.pcn_settings, detector.config
     n = len(tensors)
-    t1, t2, t3 = pcn.thresholds
-    device = tensors[0].device
-    cands, flip = run_proposals_with_head(
-        nets["pcn1"], tensors, min_face_size=cfg.min_face_size, factor=cfg.factor, threshold=t1,
-        nms_scale=pcn.nms_pnet_scale, nms_image=pcn.nms_pnet, max_windows=cfg.pnet_max_windows,
-    )  # fmt: skip
-    empty = [Detections.empty("cpu", 5, with_angles=True) for _ in range(n)]
-    if len(cands) == 0:
-        return empty
-    angles = torch.where(torch.softmax(flip.float(), dim=1)[:, 1] > 0.5, 180.0, 0.0).to(device)
+    cands, angles = propose(nets, tensors, settings, cfg.min_face_size, cfg.factor, cfg.pnet_max_windows)
     mips: dict = {}
-    # Stage 2: faces within ±90° of the flip's angle.
-    kept, scores, boxes, orient = _stage(nets["pcn2"], tensors, cands, angles, 24, t2, pcn.chunk, mips)
-    image = cands.image_index[kept]
-    angles = _wrap(angles[kept] + torch.tensor(TURN_ANGLES, device=device)[orient.argmax(dim=1)])
-    keep = batched_nms(boxes, scores, image, pcn.nms_rnet)
-    cands = Candidates(boxes[keep], scores[keep], image[keep], torch.zeros((keep.numel(), 5, 2), device=device))
-    angles = angles[keep]
+    for stage in ("pcn2", "pcn3"):
+        cands, angles = refine(nets, stage, tensors, cands, angles, settings, mips)
     if len(cands) == 0:
-        return empty
-    # Stage 3: faces within ±45° of the quarter turn so far.
-    kept, scores, boxes, orient = _stage(nets["pcn3"], tensors, cands, angles, 48, t3, pcn.chunk, mips)
-    image = cands.image_index[kept]
-    angles = _wrap(angles[kept] + orient[:, 0].clamp(-1.0, 1.0) * ANGLE_UNIT)
-    keep = batched_nms(boxes, scores, image, pcn.nms_onet, "min")
-    boxes, scores, image, angles = boxes[keep], scores[keep], image[keep], angles[keep]
-    points = upright_landmarks(detector.pcn_onet, tensors, boxes, image, angles, pcn.chunk)
+        return [Detections.empty("cpu", 5, with_angles=True) for _ in range(n)]
+    boxes, scores, image = cands.boxes, cands.scores, cands.image_index
+    points = upright_landmarks(detector.pcn_onet, tensors, boxes, image, angles, settings.chunk)
     order = torch.argsort(image * 2 - scores, stable=True)
     counts = torch.bincount(image[order], minlength=n).tolist()
     parts = [t[order].float().cpu().split(counts) for t in (boxes, scores, points, angles)]

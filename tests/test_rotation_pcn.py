@@ -153,3 +153,31 @@ def test_detect_command_writes_each_face_s_angle(tmp_path):
     assert code == 0
     faces = json.loads(out.read_text().splitlines()[0])["faces"]
     assert faces and all(-180 < f["angle"] <= 180 for f in faces)
+
+
+def test_mining_writes_turned_negatives_and_resumes(tmp_path):
+    import cv2
+
+    from mtcnn.config.data import SourceConfig
+    from mtcnn.data.h5 import SampleReader
+    from mtcnn.data.rotated_mining import PCNMiningConfig, mine_pcn_negatives
+
+    folder = _untrained_pcn(tmp_path / "pcn")
+    (tmp_path / "photos").mkdir()
+    rng = np.random.default_rng(2)
+    lines = []
+    for k in range(3):
+        cv2.imwrite(str(tmp_path / "photos" / f"p{k}.png"), rng.integers(0, 255, (90, 120, 3), dtype=np.uint8))
+        lines += [f"p{k}.png", "1", "30 20 40 40 0 0 0 0 0 0"]
+    (tmp_path / "gt.txt").write_text("\n".join(lines) + "\n")
+    src = SourceConfig(name="synth", format="wider", path=str(tmp_path / "gt.txt"), images_root=str(tmp_path / "photos"))
+    for stage, size in (("pcn2", 24), ("pcn3", 48)):
+        cfg = PCNMiningConfig(stage=stage, pcn=str(folder), sources=[src], out=str(tmp_path / f"{stage}.h5"),
+                              angles_per_photo=2, per_photo=5, thresholds=(0.0, 0.0, 0.0))
+        result = mine_pcn_negatives(cfg, progress=False)
+        reader = SampleReader(tmp_path / f"{stage}.h5", expected_size=size)
+        counts = reader.counts()
+        reader.close()
+        assert counts["neg"] == result["negatives_this_run"] and 0 < counts["neg"] <= 3 * 2 * 5
+        assert counts["pos"] == counts["part"] == 0
+        assert mine_pcn_negatives(cfg, progress=False)["negatives_this_run"] == 0  # complete: left as it is

@@ -22,6 +22,38 @@ def _init(module: nn.Module) -> None:
             nn.init.constant_(m.weight, 0.25)
 
 
+def pnet_trunk(c1: int = 10, c2: int = 16, c3: int = 32) -> nn.Sequential:
+    """P-Net's body (12×12 cell, stride 2), with other widths for the rotation-calibrating stage 1."""
+    return nn.Sequential(
+        nn.Conv2d(3, c1, 3), nn.PReLU(c1), nn.MaxPool2d(2, 2, ceil_mode=True),
+        nn.Conv2d(c1, c2, 3), nn.PReLU(c2),
+        nn.Conv2d(c2, c3, 3), nn.PReLU(c3),
+    )  # fmt: skip
+
+
+def rnet_trunk(c1: int = 28, c2: int = 48, c3: int = 64, hidden: int = 128) -> nn.Sequential:
+    """R-Net's body (24×24 -> ``hidden`` features), with other widths for the calibrating stage 2."""
+    return nn.Sequential(
+        nn.Conv2d(3, c1, 3), nn.PReLU(c1), nn.MaxPool2d(3, 2, ceil_mode=True),
+        nn.Conv2d(c1, c2, 3), nn.PReLU(c2), nn.MaxPool2d(3, 2, ceil_mode=True),
+        nn.Conv2d(c2, c3, 2), nn.PReLU(c3),
+        nn.Flatten(),
+        nn.Linear(9 * c3, hidden), nn.PReLU(hidden),
+    )  # fmt: skip
+
+
+def onet_trunk(dropout: float = 0.25) -> nn.Sequential:
+    """O-Net's body (48×48 -> 256 features)."""
+    return nn.Sequential(
+        nn.Conv2d(3, 32, 3), nn.PReLU(32), nn.MaxPool2d(3, 2, ceil_mode=True),
+        nn.Conv2d(32, 64, 3), nn.PReLU(64), nn.MaxPool2d(3, 2, ceil_mode=True),
+        nn.Conv2d(64, 64, 3), nn.PReLU(64), nn.MaxPool2d(2, 2, ceil_mode=True),
+        nn.Conv2d(64, 128, 2), nn.PReLU(128),
+        nn.Flatten(),
+        nn.Linear(1152, 256), nn.Dropout(dropout), nn.PReLU(256),
+    )  # fmt: skip
+
+
 class _ThreeHeads(nn.Module):
     """A body and three heads on its features; landmarks may be skipped (the detector's P/R stages)."""
 
@@ -42,11 +74,7 @@ class PNet(_ThreeHeads):
 
     def __init__(self) -> None:
         super().__init__()
-        self.body = nn.Sequential(
-            nn.Conv2d(3, 10, 3), nn.PReLU(10), nn.MaxPool2d(2, 2, ceil_mode=True),
-            nn.Conv2d(10, 16, 3), nn.PReLU(16),
-            nn.Conv2d(16, 32, 3), nn.PReLU(32),
-        )  # fmt: skip
+        self.body = pnet_trunk()
         self.cls = nn.Conv2d(32, 2, 1)
         self.box = nn.Conv2d(32, 4, 1)
         self.landmark = nn.Conv2d(32, 10, 1)
@@ -59,13 +87,7 @@ class RNet(_ThreeHeads):
 
     def __init__(self) -> None:
         super().__init__()
-        self.body = nn.Sequential(
-            nn.Conv2d(3, 28, 3), nn.PReLU(28), nn.MaxPool2d(3, 2, ceil_mode=True),
-            nn.Conv2d(28, 48, 3), nn.PReLU(48), nn.MaxPool2d(3, 2, ceil_mode=True),
-            nn.Conv2d(48, 64, 2), nn.PReLU(64),
-            nn.Flatten(),
-            nn.Linear(576, 128), nn.PReLU(128),
-        )  # fmt: skip
+        self.body = rnet_trunk()
         self.cls = nn.Linear(128, 2)
         self.box = nn.Linear(128, 4)
         self.landmark = nn.Linear(128, 10)
@@ -78,14 +100,7 @@ class ONet(_ThreeHeads):
 
     def __init__(self, dropout: float = 0.25) -> None:
         super().__init__()
-        self.body = nn.Sequential(
-            nn.Conv2d(3, 32, 3), nn.PReLU(32), nn.MaxPool2d(3, 2, ceil_mode=True),
-            nn.Conv2d(32, 64, 3), nn.PReLU(64), nn.MaxPool2d(3, 2, ceil_mode=True),
-            nn.Conv2d(64, 64, 3), nn.PReLU(64), nn.MaxPool2d(2, 2, ceil_mode=True),
-            nn.Conv2d(64, 128, 2), nn.PReLU(128),
-            nn.Flatten(),
-            nn.Linear(1152, 256), nn.Dropout(dropout), nn.PReLU(256),
-        )  # fmt: skip
+        self.body = onet_trunk(dropout)
         self.cls = nn.Linear(256, 2)
         self.box = nn.Linear(256, 4)
         self.landmark = nn.Linear(256, 10)

@@ -14,8 +14,8 @@ angle one step, so the next stage sees faces closer to upright:
   45° (so the head's output lies in [-1, 1] for the faces it is trained on).
 
 Box offsets are in the frame of the window each stage sees (turned as that stage sees it), with
-the usual MTCNN encoding. The trunks are P-Net's, R-Net's and O-Net's widened a little: telling
-faces from non-faces at every angle is a harder task than at one.
+the usual MTCNN encoding. The trunks are P-Net's and R-Net's widened a little (telling faces from
+non-faces at every angle is a harder task than at one) and O-Net's.
 """
 
 from __future__ import annotations
@@ -23,7 +23,7 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-from mtcnn.nets.mtcnn_nets import _init
+from mtcnn.nets.mtcnn_nets import _init, onet_trunk, pnet_trunk, rnet_trunk
 from mtcnn.nets.registry import NetSpec, register_net
 
 #: Stage -> the name of its orientation head, as registered.
@@ -52,11 +52,7 @@ class PCN1(_CalibratingNet):
 
     def __init__(self) -> None:
         super().__init__()
-        self.body = nn.Sequential(
-            nn.Conv2d(3, 16, 3), nn.PReLU(16), nn.MaxPool2d(2, 2, ceil_mode=True),
-            nn.Conv2d(16, 32, 3), nn.PReLU(32),
-            nn.Conv2d(32, 48, 3), nn.PReLU(48),
-        )  # fmt: skip
+        self.body = pnet_trunk(16, 32, 48)
         self.cls = nn.Conv2d(48, 2, 1)
         self.box = nn.Conv2d(48, 4, 1)
         self.orient = nn.Conv2d(48, 2, 1)
@@ -68,13 +64,7 @@ class PCN2(_CalibratingNet):
 
     def __init__(self) -> None:
         super().__init__()
-        self.body = nn.Sequential(
-            nn.Conv2d(3, 32, 3), nn.PReLU(32), nn.MaxPool2d(3, 2, ceil_mode=True),
-            nn.Conv2d(32, 64, 3), nn.PReLU(64), nn.MaxPool2d(3, 2, ceil_mode=True),
-            nn.Conv2d(64, 64, 2), nn.PReLU(64),
-            nn.Flatten(),
-            nn.Linear(576, 128), nn.PReLU(128),
-        )  # fmt: skip
+        self.body = rnet_trunk(32, 64, 64, 128)
         self.cls = nn.Linear(128, 2)
         self.box = nn.Linear(128, 4)
         self.orient = nn.Linear(128, 3)
@@ -86,14 +76,7 @@ class PCN3(_CalibratingNet):
 
     def __init__(self, dropout: float = 0.25) -> None:
         super().__init__()
-        self.body = nn.Sequential(
-            nn.Conv2d(3, 32, 3), nn.PReLU(32), nn.MaxPool2d(3, 2, ceil_mode=True),
-            nn.Conv2d(32, 64, 3), nn.PReLU(64), nn.MaxPool2d(3, 2, ceil_mode=True),
-            nn.Conv2d(64, 64, 3), nn.PReLU(64), nn.MaxPool2d(2, 2, ceil_mode=True),
-            nn.Conv2d(64, 128, 2), nn.PReLU(128),
-            nn.Flatten(),
-            nn.Linear(1152, 256), nn.Dropout(dropout), nn.PReLU(256),
-        )  # fmt: skip
+        self.body = onet_trunk(dropout)
         self.cls = nn.Linear(256, 2)
         self.box = nn.Linear(256, 4)
         self.orient = nn.Linear(256, 1)

@@ -141,8 +141,11 @@ def landmark_regression_per_sample(pred: torch.Tensor, target: torch.Tensor, kin
                                    point_weights: torch.Tensor | None = None, scale: float = 1.0,
                                    **params: float) -> torch.Tensor:
     """``[B]``: each sample's point-weighted sum of per-coordinate losses (see
-    :func:`landmark_regression_loss`)."""
-    error = (pred.float() - target.float()) * scale
+    :func:`landmark_regression_loss`). A NaN target coordinate (a point the annotation lacks)
+    adds nothing: the loss is masked per point."""
+    target = target.float()
+    known = ~torch.isnan(target)
+    error = torch.where(known, pred.float() - torch.nan_to_num(target), torch.zeros((), device=target.device)) * scale
     if kind == "l1":
         per = error.abs()
     elif kind == "l2":

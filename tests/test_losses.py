@@ -86,3 +86,15 @@ def test_landmark_kind_reaches_the_training_loss():
     _, l2 = mtcnn_loss(outputs, batch, w)
     _, l1 = mtcnn_loss(outputs, batch, w, landmark_kind="l1")
     assert (l2["landmark"].item(), l1["landmark"].item()) == (pytest.approx(0.25), pytest.approx(0.5))
+
+
+def test_landmark_loss_masks_missing_points_per_point():
+    from mtcnn.losses import landmark_regression_per_sample
+
+    pred = torch.tensor([[0.1, 0.2, 0.3, 0.4, 0.5, 0.6, 0.7, 0.8, 0.9, 1.0]], requires_grad=True)
+    target = torch.tensor([[0.0, 0.2, 0.3, 0.5, 0.5, 0.6, float("nan"), float("nan"), float("nan"), float("nan")]])
+    for kind, expect in (("l1", 0.1 + 0.1), ("l2", 0.01 + 0.01)):
+        per = landmark_regression_per_sample(pred, target, kind)
+        assert torch.isfinite(per).all() and abs(float(per[0]) - expect) < 1e-6
+    per.sum().backward()
+    assert torch.isfinite(pred.grad).all() and (pred.grad[0, 6:] == 0).all()

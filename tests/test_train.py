@@ -294,6 +294,23 @@ def test_validator_metrics_match_oracle(pnet_files):
     assert m2["recall"] == 0.0 and m2["fpr"] == 0.0 and m2["n_pos"] == 10
 
 
+def test_validator_leaves_missing_points_out(tmp_path):
+    # Landmark samples whose mouth corners are missing (NaN): the errors average the known points.
+    rng = np.random.default_rng(0)
+    pts = np.tile(TEMPLATE, (6, 1)) + rng.uniform(-0.05, 0.05, (6, 10)).astype(np.float32)
+    pts[3:, 6:] = np.nan
+    with SampleWriter(tmp_path / "v.h5", 12, {"seed": 0}) as w:
+        w.add("landmark", rng.integers(0, 255, (6, 12, 12, 3), dtype=np.uint8), landmark=pts)
+        w.commit(0)
+    m = Validator(SampleReader(tmp_path / "v.h5"), threshold=0.6).evaluate(_ConstantNet(), torch.device("cpu"))
+    p = pts.reshape(-1, 5, 2)
+    d = np.linalg.norm(p, axis=2)  # the constant net predicts (0, 0)
+    known = ~np.isnan(d)
+    assert m["landmark_error"] == pytest.approx(d[known].mean(), rel=1e-5)
+    iod = np.linalg.norm(p[:, 0] - p[:, 1], axis=1)
+    assert m["landmark_nme"] == pytest.approx((np.nanmean(d, axis=1) / iod).mean(), rel=1e-5)
+
+
 def test_lr_schedule_and_weight_decay_groups():
     f = PiecewiseLR([6, 14, 20], steps_per_epoch=10, gamma=0.1)
     assert [f(s) for s in (0, 59, 60, 139, 140, 200, 10_000)] == pytest.approx([1, 1, 0.1, 0.1, 0.01, 0.001, 0.001])

@@ -166,7 +166,9 @@ def detection_items(sources: Sequence[SourceConfig], wider_box: WiderBoxConfig, 
 
 
 def landmark_items(sources: Sequence[SourceConfig], start_id: int = 0) -> list[WorkItem]:
-    """Landmark work items: images with at least one face holding 5 finite points.
+    """Landmark work items: images with at least one face holding 5 points, both eyes finite
+    (a missing nose or mouth corner is NaN: WebFaces' four points become five with NaN mouth
+    corners, and the loss masks them).
 
     Boxes stay as the source gives them (tight CNN_FacePoint boxes); the landmark sampler
     applies its own ``box_style``.
@@ -180,7 +182,7 @@ def landmark_items(sources: Sequence[SourceConfig], start_id: int = 0) -> list[W
                         f"source '{src.name or src.format}': {rec.path} has {rec.num_landmarks} points per face, need 5"
                     )
                 continue
-            ok = np.isfinite(rec.landmarks).all(axis=(1, 2)) & ~rec.ignore
+            ok = np.isfinite(rec.landmarks[:, :2]).all(axis=(1, 2)) & (np.isfinite(rec.landmarks).all(axis=2).sum(axis=1) >= 3) & ~rec.ignore
             if not ok.any():
                 continue
             items.append(WorkItem(

@@ -336,13 +336,16 @@ def landmark_samples(
     IoU > ``crop_iou``; crops must lie inside the image. For each crop: the crop itself; with
     ``flip_prob`` its mirror; with ``rotate_prob`` each, the crop rotated by +angle and by
     -angle about its centre (plus the mirror of each rotated crop if ``rotate_flip``). Samples
-    with any coordinate outside the open interval (0, 1) are dropped.
+    with any coordinate outside the open interval (0, 1) are dropped. A missing point (NaN; the
+    eyes must be there) stays NaN in every sample, for the loss to mask.
     """
     height, width = image.shape[:2]
     box = np.asarray(box, np.float64).reshape(4)
     points = np.asarray(points, np.float64).reshape(5, 2)
     empty = SampleBatch.empty(size)
-    if not np.isfinite(points).all() or not np.isfinite(box).all():
+    # A missing point (NaN, e.g. WebFaces' mouth corners) stays NaN in the samples, and the loss
+    # masks it; the eyes must be there (they frame the face and normalise the error).
+    if not np.isfinite(points[:2]).all() or not np.isfinite(box).all():
         return empty
     if max(box[2] - box[0], box[3] - box[1]) < cfg.min_face or box[0] < 0 or box[1] < 0:
         return empty
@@ -387,7 +390,7 @@ def landmark_samples(
     if not patches:
         return empty
     lm_all = np.stack(lmks).astype(np.float32)
-    keep = ((lm_all > 0) & (lm_all < 1)).all(axis=1)
+    keep = (((lm_all > 0) & (lm_all < 1)) | np.isnan(lm_all)).all(axis=1)
     if not keep.any():
         return empty
     idx = np.flatnonzero(keep)

@@ -20,7 +20,7 @@ from mtcnn.training.distributed import DistInfo
 
 
 _VAL_KEYS = ("n_pos", "n_neg", "n_part", "n_landmark", "correct", "tp", "fp", "box_abs", "n_box",
-             "point_dist", "nme", "ce", "box_sq", "lmk_sq")
+             "point_dist", "n_points", "nme", "ce", "box_sq", "lmk_sq")
 
 
 class Validator:
@@ -70,12 +70,16 @@ class Validator:
                         sums[acc["n_part"]] += n
                     if kind == "landmark":
                         target = torch.from_numpy(data["landmark"]).to(device)
-                        sums[acc["lmk_sq"]] += ((lmk - target) ** 2).sum().double()
-                        dists = (lmk - target).reshape(-1, 5, 2).norm(dim=2)  # [B,5]
+                        # Points an annotation lacks (NaN) count nowhere.
+                        known = ~torch.isnan(target.reshape(-1, 5, 2)).any(dim=2)  # [B,5]
+                        diff = torch.nan_to_num(lmk - target)
+                        sums[acc["lmk_sq"]] += (diff**2).sum().double()
+                        dists = diff.reshape(-1, 5, 2).norm(dim=2) * known  # [B,5]
                         gt = target.reshape(-1, 5, 2)
                         iod = (gt[:, 0] - gt[:, 1]).norm(dim=1).clamp(min=1e-6)
                         sums[acc["point_dist"]] += dists.sum().double()
-                        sums[acc["nme"]] += (dists.mean(dim=1) / iod).sum().double()
+                        sums[acc["n_points"]] += known.sum()
+                        sums[acc["nme"]] += (dists.sum(dim=1) / known.sum(dim=1).clamp(min=1) / iod).sum().double()
                         sums[acc["n_landmark"]] += n
         finally:
             model.train(was_training)
@@ -96,7 +100,7 @@ def summarise_validation(s: Mapping[str, float], threshold: float, weights: Task
         "recall": div(s["tp"], s["n_pos"]),
         "fpr": div(s["fp"], s["n_neg"]),
         "box_mae": div(s["box_abs"], 4 * s["n_box"]),
-        "landmark_error": div(s["point_dist"], 5 * s["n_landmark"]),
+        "landmark_error": div(s["point_dist"], s.get("n_points", 5 * s["n_landmark"])),
         "landmark_nme": div(s["nme"], s["n_landmark"]),
         "loss_cls": div(s["ce"], n_cls),
         "loss_box": div(s["box_sq"], s["n_box"]),

@@ -398,3 +398,20 @@ def test_landmark_generator_on_real_subset(real_root, tmp_path):
     sources = r.sources()
     for box, lm, src in zip(d["box"], d["landmark"], d["source"]):
         np.testing.assert_allclose(decode_points(box, lm), truth[sources[src]], atol=2e-3)
+
+
+def test_landmark_samples_keep_a_missing_point_missing():
+    # WebFaces' mouth corners are NaN: the samples keep them NaN (mirrored: the other corner's
+    # slot, still NaN), every known point decodes as before; without the eyes there is no sample.
+    partial = PTS.copy()
+    partial[3:] = np.nan
+    cfg = LandmarkAugConfig(flip_prob=1.0, rotate_prob=0, box_style="tight")
+    b = landmark_samples(noise_image(300, 300), BOX, partial, cfg, np.random.default_rng(0), 24)
+    full = landmark_samples(noise_image(300, 300), BOX, PTS, cfg, np.random.default_rng(0), 24)
+    assert len(b) == len(full) and len(b) >= 2
+    lm = b.landmark.reshape(-1, 5, 2)
+    assert np.isnan(lm[:, 3:]).all() and np.isfinite(lm[:, :3]).all()
+    np.testing.assert_array_equal(lm[:, :3], full.landmark.reshape(-1, 5, 2)[:, :3])
+    no_eye = PTS.copy()
+    no_eye[1] = np.nan
+    assert len(landmark_samples(noise_image(300, 300), BOX, no_eye, cfg, np.random.default_rng(0), 24)) == 0

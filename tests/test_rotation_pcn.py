@@ -181,3 +181,23 @@ def test_mining_writes_turned_negatives_and_resumes(tmp_path):
         assert counts["neg"] == result["negatives_this_run"] and 0 < counts["neg"] <= 3 * 2 * 5
         assert counts["pos"] == counts["part"] == 0
         assert mine_pcn_negatives(cfg, progress=False)["negatives_this_run"] == 0  # complete: left as it is
+
+
+def test_angle_errors_match_faces_and_wrap_around():
+    from mtcnn.data.annotations import ImageAnnotation
+    from mtcnn.eval.results import ImageResult
+    from mtcnn.eval.rotate import angle_errors
+
+    record = ImageAnnotation(path=__import__("pathlib").Path("a.jpg"),
+                             boxes=np.array([[0, 0, 10, 10], [20, 0, 30, 10], [40, 0, 50, 10]], np.float32),
+                             ignore=np.array([False, False, True]), landmarks=np.zeros((3, 0, 2), np.float32))
+    result = ImageResult(
+        boxes=np.array([[0, 0, 10, 10], [1, 0, 11, 10], [20, 0, 30, 10], [40, 0, 50, 10]], np.float64),
+        scores=np.array([0.9, 0.95, 0.8, 0.99]), landmarks=np.zeros((4, 5, 2)),
+        angles=np.array([100.0, 350.0, -170.0, 0.0]))
+    # The photo turned by -5: det 1 (score .95) takes face 0 (error 5, across 360), det 0 finds
+    # face 0 taken and face 1 too far; det 2 takes face 1 (error 165); det 3 sits on an ignored face.
+    errs = angle_errors([(record, result)], [-5.0])
+    np.testing.assert_allclose(sorted(errs), [5.0, 165.0])
+    no_angles = ImageResult(result.boxes, result.scores, result.landmarks)
+    assert angle_errors([(record, no_angles)], [0.0]).size == 0

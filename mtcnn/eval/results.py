@@ -45,13 +45,15 @@ def _fmt(v: Any) -> str:
 
 @dataclass
 class ImageResult:
-    """One image's detections: boxes [K,4], scores [K], landmarks [K,5,2] (NaN when not given)."""
+    """One image's detections: boxes [K,4], scores [K], landmarks [K,5,2] (NaN when not given),
+    and each face's angle [K] in degrees when the detector searched rotated faces (else None)."""
 
     boxes: np.ndarray
     scores: np.ndarray
     landmarks: np.ndarray
     width: int = 0
     height: int = 0
+    angles: np.ndarray | None = None
 
     def __len__(self) -> int:
         return int(self.boxes.shape[0])

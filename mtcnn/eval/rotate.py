@@ -114,10 +114,38 @@ def detect_rotated(
                 if not turned:
                     continue
                 for (record, pixels), det in zip(turned, detector.detect([p for _, p in turned])):
+                    face_angles = None if det.angles is None else det.angles.numpy().astype(np.float64)
                     result = ImageResult(det.boxes.numpy().astype(np.float64), det.scores.numpy().astype(np.float64),
-                                         det.landmarks.numpy().astype(np.float64), int(pixels.shape[1]), int(pixels.shape[0]))
+                                         det.landmarks.numpy().astype(np.float64), int(pixels.shape[1]), int(pixels.shape[0]),
+                                         face_angles)
                     out[s][0].append((record, result))
                 bar.update(len(turned))
     finally:
         bar.close()
     return out
+
+
+def angle_errors(pairs, photo_angles: Sequence[float], iou: float = 0.5) -> np.ndarray:
+    """Absolute angle errors (degrees, 0-180) of the detections matched to faces (IoU ≥ ``iou``,
+    greedily by score, one detection per face, ignored faces left out): a face of a photo turned
+    by ``a`` is at angle ``a`` (the photos' faces taken as upright). Empty when the detector gives
+    no angles."""
+    from mtcnn.ops.np_boxes import box_iou
+
+    errors = []
+    for (record, result), angle in zip(pairs, photo_angles):
+        if result.angles is None or not len(result) or not len(record.boxes):
+            continue
+        faces = np.flatnonzero(~np.asarray(record.ignore, bool))
+        if not faces.size:
+            continue
+        overlap = box_iou(result.boxes, np.asarray(record.boxes, np.float64)[faces])
+        taken = np.zeros(faces.size, bool)
+        for k in np.argsort(-result.scores, kind="stable"):
+            row = np.where(taken, -1.0, overlap[k])
+            j = int(row.argmax())
+            if row[j] >= iou:
+                taken[j] = True
+                diff = (result.angles[k] - float(angle)) % 360.0
+                errors.append(min(diff, 360.0 - diff))
+    return np.asarray(errors, np.float64)

@@ -515,7 +515,7 @@ def rotated_detection_table(detector, records: Sequence[ImageAnnotation], rotate
     the upright ones are. Returns ``(table, reports)``: per setting a JSON-ready entry (AP at 0.5,
     recall at 100 false positives, the usual detection summary at 0.5 and at ``iou``; for
     ``random`` each photo's angle) and its :class:`~mtcnn.eval.detection.DetectionReport` per IoU."""
-    from mtcnn.eval.rotate import detect_rotated, rotation_settings
+    from mtcnn.eval.rotate import angle_errors, detect_rotated, rotation_settings
 
     found = detect_rotated(detector, records, rotation_settings(str(rotate)), seed, batch_size, errors, progress)
     ious = [0.5] + ([float(iou)] if float(iou) != 0.5 else [])
@@ -538,6 +538,11 @@ def rotated_detection_table(detector, records: Sequence[ImageAnnotation], rotate
         }
         if name == "random":
             entry["angles"] = {str(rec.path): round(float(a), 3) for rec, a in zip(records, angles)}
+        evaluated = {str(rec.path): a for rec, a in zip(records, angles)}
+        errs = angle_errors(pairs, [evaluated.get(str(a.path), 0.0) for a, _ in pairs])
+        if errs.size:  # a detector that reports angles: how far off they are, on the faces it found
+            entry["angle_error"] = {"mean": float(errs.mean()), "median": float(np.median(errs)),
+                                    "within_15": float((errs <= 15).mean()), "faces": int(errs.size)}
         table[name] = entry
         reports[name] = reps
     return table, reports
@@ -590,11 +595,13 @@ def _rotated_detection_set(annotations, fmt, images_root, out: Path, detections,
         "boxes": "quarter turns: the turned box (w x h -> h x w); other angles: the square of side sqrt(w*h) on the turned centre",
         "settings": table,
     }
-    log(f"{'photos turned':>14}  {'AP50':>6}  {'recall@100FP':>12}  {'faces':>6}  {'images':>6}")
+    log(f"{'photos turned':>14}  {'AP50':>6}  {'recall@100FP':>12}  {'faces':>6}  {'images':>6}  angle error (mean / median deg)")
     for name, entry in table.items():
         label = "±180° random" if name == "random" else f"{name}°"
+        err = entry.get("angle_error")
+        angle = f"  {err['mean']:.1f} / {err['median']:.1f} on {err['faces']}" if err else ""
         log(f"{label:>14}  {entry['ap50']:6.4f}  {entry['recall_at_100_fp']:12.4f}  {entry['num_faces']:6d}  "
-            f"{entry['num_images_evaluated']:6d}")
+            f"{entry['num_images_evaluated']:6d}{angle}")
     plot_settings = {**_plot_settings(source.settings), "rotate": rotate, "seed": seed}
     if source.settings.get("rotation"):
         plot_settings["rotation"] = source.settings["rotation"]

@@ -259,3 +259,28 @@ def test_detect_rotated_reports_unreadable_photos_for_every_setting(square_set):
         pairs, failed, angles = found[name]
         assert len(pairs) == 1 and failed == [str(square_set / "missing.png")] and len(angles) == 2
     assert len(messages) == 1 and "missing.png" in messages[0]
+
+
+class AngleSquareFinder(SquareFinder):
+    """SquareFinder that reports every face at a fixed angle, as a rotation-aware detector would."""
+
+    def __init__(self, angle: float):
+        super().__init__()
+        self.angle = angle
+
+    def detect(self, images):
+        return [Detections(d.boxes, d.scores, d.landmarks, torch.full((len(d),), self.angle)) for d in super().detect(images)]
+
+
+def test_rotated_report_measures_the_angles_a_detector_gives(square_set, tmp_path):
+    # Every face reported at 80 degrees: off by 10 on the photos turned by 90, by 80 upright, by
+    # 100 at 180 and by 170 at 270 (= -90). No angles, no figure.
+    outcome = evaluate_detection_set([square_set / "list.txt"], "list", square_set, out_dir=tmp_path / "out",
+                                     detector=AngleSquareFinder(80.0), rotate="all", seed=3, batch_size=2,
+                                     log=lambda _m: None, progress=False)
+    table = outcome.report["rotation"]["settings"]
+    for name, err in (("0", 80.0), ("90", 10.0), ("180", 100.0), ("270", 170.0)):
+        assert table[name]["angle_error"]["faces"] == 4 and table[name]["angle_error"]["mean"] == pytest.approx(err)
+    plain = evaluate_detection_set([square_set / "list.txt"], "list", square_set, out_dir=tmp_path / "plain",
+                                   detector=SquareFinder(), rotate="90", batch_size=2, log=lambda _m: None, progress=False)
+    assert "angle_error" not in plain.report["rotation"]["settings"]["90"]

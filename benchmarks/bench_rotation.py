@@ -59,11 +59,10 @@ def accuracy(args) -> None:
             t0 = time.perf_counter()
             table, _ = rotated_detection_table(detector, records, "all", seed=args.seed, batch_size=8, progress=False)
             seconds = time.perf_counter() - t0
-            results.setdefault(set_name, {})[det_name] = {
-                s: {k: e[k] for k in ("ap50", "recall_at_100_fp", "num_faces", "num_detections", "num_images_evaluated")}
-                for s, e in table.items()
-            }
-            row = "  ".join(f"{s:>6}: AP {e['ap50']:.3f} R@100FP {e['recall_at_100_fp']:.3f}" for s, e in table.items())
+            keys = ("ap50", "recall_at_100_fp", "num_faces", "num_detections", "num_images_evaluated", "angle_error")
+            results.setdefault(set_name, {})[det_name] = {s: {k: e[k] for k in keys if k in e} for s, e in table.items()}
+            row = "  ".join(f"{s:>6}: AP {e['ap50']:.3f} R@100FP {e['recall_at_100_fp']:.3f}"
+                            + (f" angle err {e['angle_error']['mean']:.1f}" if "angle_error" in e else "") for s, e in table.items())
             print(f"{set_name:>22} {det_name:>8} ({seconds:6.0f} s)  {row}", flush=True)
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)

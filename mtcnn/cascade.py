@@ -65,6 +65,10 @@ class LandmarkCascade:
     num_landmarks: ClassVar[int] = 5
 
     def prepare(self, device: torch.device | str = "cpu", precision: str | None = None) -> "LandmarkCascade":
+        if precision == "auto":  # as the detector resolves it (bfloat16 on a CPU with native bf16)
+            from mtcnn.backends import resolve_precision
+
+            precision = resolve_precision(precision, device)
         if precision is not None:
             if precision not in PRECISIONS:
                 raise ValueError(f"cascade precision {precision!r}: choose one of {', '.join(PRECISIONS)}")

@@ -317,3 +317,12 @@ def test_detector_precision_reaches_the_cascade(original_weights):
     assert detector.settings["cascade_precision"] == "bfloat16"
     assert detector.with_landmarks("cascade").landmark_model is not detector.landmark_model
     assert detector.with_landmarks("cascade").landmark_model.precision == "bfloat16"
+
+
+def test_prepare_resolves_auto_precision_as_the_detector_does():
+    # tools/evaluate.py landmarks --landmarks cascade passes its default --precision auto here.
+    from mtcnn.backends import resolve_precision
+    from mtcnn.cascade import load_cascade
+
+    cascade = load_cascade().prepare("cpu", "auto")
+    assert cascade.precision == resolve_precision("auto", "cpu") and cascade.precision in ("float32", "bfloat16")

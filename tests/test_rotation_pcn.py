@@ -201,3 +201,21 @@ def test_angle_errors_match_faces_and_wrap_around():
     np.testing.assert_allclose(sorted(errs), [5.0, 165.0])
     no_angles = ImageResult(result.boxes, result.scores, result.landmarks)
     assert angle_errors([(record, no_angles)], [0.0]).size == 0
+
+
+def test_evaluate_command_runs_the_calibrating_cascade(tmp_path):
+    import json
+
+    import cv2
+
+    from mtcnn.commands.evaluate import main as evaluate_main
+
+    folder = _untrained_pcn(tmp_path / "pcn")
+    cv2.imwrite(str(tmp_path / "a.png"), np.random.default_rng(3).integers(0, 255, (90, 120, 3), dtype=np.uint8))
+    (tmp_path / "list.txt").write_text("a.png 30 20 60 50\n")
+    code = evaluate_main(["detection", "--format", "list", "--annotations", str(tmp_path / "list.txt"), "--images", str(tmp_path),
+                          "--rotate", "90", "--rotation", "pcn", "--pcn", str(folder), "--pcn-thresholds", "0", "0", "0",
+                          "--out", str(tmp_path / "out"), "--no-progress", "--device", "cpu"])
+    assert code == 0
+    report = json.loads((tmp_path / "out" / "report.json").read_text())
+    assert report["rotation"]["settings"]["90"]["num_detections"] > 0

@@ -656,6 +656,10 @@ def evaluate_from_args(args: argparse.Namespace) -> int:
     }
     if getattr(args, "rotation", None) not in (None, "none"):
         detector_kwargs["rotation"] = args.rotation
+    if getattr(args, "pcn", None):
+        detector_kwargs["pcn"] = args.pcn
+    if getattr(args, "pcn_thresholds", None):
+        detector_kwargs["pcn_thresholds"] = args.pcn_thresholds
     common = dict(
         out_dir=args.out or f"eval_{args.task}",
         detections=args.detections,

@@ -151,6 +151,7 @@ def upright_landmarks(onet: nn.Module, images: list[torch.Tensor], boxes: torch.
     return region[:, None, :2] + on_canvas / scale[:, None]
 
 
+@torch.inference_mode()
 def propose(nets: dict, tensors: list[torch.Tensor], settings: PCNSettings, min_face_size: float, factor: float,
             max_windows: int | None = None) -> tuple[Candidates, torch.Tensor]:
     """Stage 1: candidates at any angle and their angle so far (0 or 180, from the flip head)."""
@@ -164,6 +165,7 @@ def propose(nets: dict, tensors: list[torch.Tensor], settings: PCNSettings, min_
     return cands, torch.where(torch.softmax(flip.float(), dim=1)[:, 1] > 0.5, 180.0, 0.0).to(device)
 
 
+@torch.inference_mode()
 def refine(nets: dict, stage: str, tensors: list[torch.Tensor], cands: Candidates, angles: torch.Tensor,
            settings: PCNSettings, mips: dict) -> tuple[Candidates, torch.Tensor]:
     """Stage 2 (``"pcn2"``) or 3 (``"pcn3"``) on the candidates of the stage before, turned upright by

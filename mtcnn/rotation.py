@@ -41,6 +41,7 @@ __all__ = [
     "rotate_points",
     "rotated_size",
     "rotation_matrix",
+    "turn_crops",
 ]
 
 #: ``MTCNN(rotation=...)``: None (upright faces only, the default) or "quarter".
@@ -129,6 +130,16 @@ def rotate_face_boxes(boxes: np.ndarray, matrix: np.ndarray, angle: float) -> np
     h = np.clip(b[:, 3] - b[:, 1], 0, None)
     half = np.sqrt(w * h)[:, None] / 2.0
     return np.concatenate([centre - half, centre + half], axis=1)
+
+
+def turn_crops(crops: torch.Tensor, turns: torch.Tensor) -> torch.Tensor:
+    """``crops [N, C, S, S]`` each turned by ``turns[n]`` quarter turns (exact)."""
+    out = crops.clone()
+    for k in (1, 2, 3):
+        sel = torch.nonzero(turns == k, as_tuple=True)[0]
+        if sel.numel():
+            out[sel] = torch.rot90(crops[sel], k, dims=(2, 3))
+    return out
 
 
 # --------------------------------------------------------------------------------------------

@@ -36,7 +36,7 @@ from mtcnn.ops.boxes import batched_nms
 from mtcnn.ops.coding import unflatten_landmarks
 from mtcnn.ops.crops import crop_resize
 from mtcnn.ops.landmark_crops import affine_crops
-from mtcnn.rotation import from_quarter_turn
+from mtcnn.rotation import from_quarter_turn, turn_crops
 from mtcnn.stages import Candidates, crop_candidates, normalise, prepare_for_inference, run_proposals_with_head
 from mtcnn.structures import Detections
 
@@ -77,16 +77,6 @@ def quarter_turns(angle: torch.Tensor) -> torch.Tensor:
     """The ``torch.rot90`` turns ``k`` (0-3) that make a face at ``angle`` (a multiple of 90) upright:
     a face found upright in an image turned by ``k`` is at ``-90·k``."""
     return torch.remainder(torch.round(-angle / 90.0), 4).long()
-
-
-def turn_crops(crops: torch.Tensor, turns: torch.Tensor) -> torch.Tensor:
-    """``crops [N, C, S, S]`` each turned by ``turns[n]`` quarter turns (exact)."""
-    out = crops.clone()
-    for k in (1, 2, 3):
-        sel = torch.nonzero(turns == k, as_tuple=True)[0]
-        if sel.numel():
-            out[sel] = torch.rot90(crops[sel], k, dims=(2, 3))
-    return out
 
 
 def boxes_from_turned(squares: torch.Tensor, offsets: torch.Tensor, turns: torch.Tensor) -> torch.Tensor:

@@ -16,7 +16,8 @@ from mtcnn.nets import build_net
 from mtcnn.ops.coding import decode_boxes
 from mtcnn.ops.crops import crop_resize
 from mtcnn.rotation import rotate_face_boxes, rotation_matrix
-from mtcnn.rotation_pcn import boxes_from_turned, quarter_turns, turn_crops, upright_landmarks
+from mtcnn.rotation import turn_crops
+from mtcnn.rotation_pcn import boxes_from_turned, quarter_turns, upright_landmarks
 from mtcnn.stages import run_pnet, run_proposals_with_head
 from mtcnn.weights import WeightsError, make_checkpoint
 

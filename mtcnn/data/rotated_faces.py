@@ -42,8 +42,10 @@ from mtcnn.atomic import atomic_path
 from mtcnn.data.annotations import ImageAnnotation
 from mtcnn.errors import DataError
 from mtcnn.io import ImageReadError, read_image_rgb
+from mtcnn.ops.boxes import paired_iou
 from mtcnn.ops.crops import crop_resize
 from mtcnn.ops.landmark_crops import affine_crops
+from mtcnn.rotation import turn_crops
 from mtcnn.structures import Label
 
 PIXEL_MEAN, PIXEL_SCALE = 127.5, 0.0078125
@@ -149,15 +151,6 @@ def cached_face_canvases(records: Sequence[ImageAnnotation], key: Mapping[str, A
     return data
 
 
-def _box_iou_same_frame(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
-    """IoU of matching rows of ``a`` and ``b`` ``[N, 4]``."""
-    lt = torch.maximum(a[:, :2], b[:, :2])
-    rb = torch.minimum(a[:, 2:], b[:, 2:])
-    inter = (rb - lt).clamp(min=0).prod(dim=1)
-    area = lambda x: (x[:, 2] - x[:, 0]) * (x[:, 3] - x[:, 1])  # noqa: E731
-    return inter / (area(a) + area(b) - inter)
-
-
 @dataclass
 class WindowJitter:
     """How windows are drawn around a face: centre shift up to ``shift`` of the face's larger side on
@@ -188,7 +181,7 @@ def sample_face_windows(data: FaceCanvases, index: torch.Tensor, size: int, angl
     wc = centre + shift
     half = (side * factor / 2)[:, None]
     window = torch.cat([wc - half, wc + half], dim=1)
-    iou = _box_iou_same_frame(window, boxes)
+    iou = paired_iou(window, boxes)
     label = torch.full((n,), IGNORE, dtype=torch.int64)
     label[iou >= PART_IOU] = int(Label.PART)
     label[iou >= POS_IOU] = int(Label.POS)
@@ -219,12 +212,7 @@ def turn_negatives(images: torch.Tensor, g: torch.Generator) -> torch.Tensor:
     n = images.shape[0]
     turns = torch.randint(0, 4, (n,), generator=g)
     mirror = torch.rand(n, generator=g) < 0.5
-    out = torch.where(mirror[:, None, None, None], images.flip(3), images)
-    for k in (1, 2, 3):
-        sel = torch.nonzero(turns == k, as_tuple=True)[0]
-        if sel.numel():
-            out[sel] = torch.rot90(out[sel], k, dims=(2, 3))
-    return out
+    return turn_crops(torch.where(mirror[:, None, None, None], images.flip(3), images), turns)
 
 
 def load_negatives(files: Sequence[str | os.PathLike], size: int, limit: int | None, seed: int) -> torch.Tensor:

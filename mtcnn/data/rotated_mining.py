@@ -31,8 +31,8 @@ from mtcnn.errors import DataError
 from mtcnn.io import ImageReadError, read_image_rgb
 from mtcnn.ops.boxes import box_iou, square_boxes
 from mtcnn.ops.crops import crop_resize
-from mtcnn.rotation import rotate_face_boxes, rotate_image
-from mtcnn.rotation_pcn import PCNSettings, load_pcn, propose, quarter_turns, refine, turn_crops
+from mtcnn.rotation import rotate_face_boxes, rotate_image, turn_crops
+from mtcnn.rotation_pcn import PCNSettings, load_pcn, propose, quarter_turns, refine
 
 NEG_IOU = 0.3
 

@@ -34,6 +34,7 @@ from torch import nn
 
 from mtcnn.config import bounded
 from mtcnn.config.data import SplitSources, WiderBoxConfig
+from mtcnn.config.paths import resolve_path
 from mtcnn.config.train import FreezeSection, OptimSection
 from mtcnn.data.rotated_faces import (
     IGNORE,
@@ -171,7 +172,7 @@ class PCNTask:
 
                 records = [dataclasses.replace(r, boxes=tight_to_wider(r.boxes, self.cfg.wider_box)) if r.num_faces else r
                            for r in records]
-            cache = None if self.cfg.cache_dir is None else _expand(self.cfg.cache_dir)
+            cache = None if self.cfg.cache_dir is None else resolve_path(self.cfg.cache_dir)
             sets.append(cached_face_canvases(
                 records, {"source": repr(src), "wider_box": repr(self.cfg.wider_box)}, cache, f"{src.name or src.format}_{split}",
                 size=self.cfg.canvas_size, margin=self.cfg.canvas_margin, min_face=self.cfg.min_face,
@@ -189,9 +190,9 @@ class PCNTask:
             self.val_faces = self._faces("val")
         neg = self.cfg.negatives
         if self.negatives is None:
-            self.negatives = load_negatives([str(_expand(f)) for f in neg.train], self.size, neg.max_train, self.cfg.seed)
+            self.negatives = load_negatives([str(resolve_path(f)) for f in neg.train], self.size, neg.max_train, self.cfg.seed)
         if self.val_negatives is None and neg.val:
-            self.val_negatives = load_negatives([str(_expand(f)) for f in neg.val], self.size, neg.max_val, self.cfg.seed + 1)
+            self.val_negatives = load_negatives([str(resolve_path(f)) for f in neg.val], self.size, neg.max_val, self.cfg.seed + 1)
         if self.cfg.steps_per_epoch:
             return self.cfg.steps_per_epoch
         return max(1, math.ceil(len(self.train_faces) / self.cfg.faces_per_batch))
@@ -279,12 +280,6 @@ class PCNTask:
         return f"net={self.cfg.net} range=±{self.cfg.range:g} faces={self.cfg.faces_per_batch} negatives={self.cfg.negatives_per_batch}"
 
 
-def _expand(path: str) -> Path:
-    from mtcnn.config.paths import resolve_path
-
-    return resolve_path(path)
-
-
 def loop_config(cfg: PCNTrainConfig):
     """The shared loop's config for one stage (CPU unless ``device`` says otherwise)."""
     from mtcnn.config import from_dict, to_dict
@@ -307,5 +302,5 @@ def train_pcn(cfg: PCNTrainConfig, overwrite: bool = False) -> Path:
     from mtcnn.training.loop import Trainer
 
     tcfg = loop_config(cfg)
-    resume = not overwrite and (_expand(tcfg.out) / "last.pt").is_file()
+    resume = not overwrite and (resolve_path(tcfg.out) / "last.pt").is_file()
     return Trainer(tcfg, PCNTask(cfg), resume=resume, overwrite=overwrite).fit()

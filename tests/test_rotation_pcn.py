@@ -17,7 +17,7 @@ from mtcnn.ops.coding import decode_boxes
 from mtcnn.ops.crops import crop_resize
 from mtcnn.rotation import rotate_face_boxes, rotation_matrix
 from mtcnn.rotation import turn_crops
-from mtcnn.rotation_pcn import boxes_from_turned, quarter_turns, upright_landmarks
+from mtcnn.rotation_pcn import PCNSettings, boxes_from_turned, propose, quarter_turns, upright_landmarks
 from mtcnn.stages import run_pnet, run_proposals_with_head
 from mtcnn.weights import WeightsError, make_checkpoint
 
@@ -109,6 +109,37 @@ def test_proposals_with_a_third_head_are_run_pnet_s_proposals():
     plain = run_pnet(DropThirdHead(net), [image], **settings)
     assert len(cands) > 0 and flip.shape == (len(cands), 2)
     assert torch.equal(cands.boxes, plain.boxes) and torch.equal(cands.scores, plain.scores)
+
+
+class FixedFlip(nn.Module):
+    """pcn1 with its flip head replaced: every window's upside-down probability is ``p``."""
+
+    def __init__(self, net, p):
+        super().__init__()
+        self.net, self.p = net, p
+
+    def forward(self, x, with_landmarks=False):
+        cls, box, flip = self.net(x)
+        logit = math.log(self.p / (1 - self.p))
+        return cls, box, torch.stack([torch.zeros_like(flip[:, 0]), torch.full_like(flip[:, 1], logit)], dim=1)
+
+
+@pytest.mark.parametrize("p, margin, doubled", [(0.6, 0.0, False), (0.6, 0.2, True), (0.8, 0.2, False), (0.3, 0.25, True)])
+def test_unsure_flips_go_to_stage_two_both_ways_up(p, margin, doubled):
+    torch.manual_seed(0)
+    image = torch.randint(0, 255, (3, 90, 120), dtype=torch.uint8)
+    nets = {"pcn1": FixedFlip(build_net("pcn1").eval(), p)}
+    settings = PCNSettings(thresholds=(0.3, 0.5, 0.5), flip_both=margin)
+    cands, angles = propose(nets, [image], settings, 20.0, 0.709)
+    plain, plain_angles = propose(nets, [image], PCNSettings(thresholds=(0.3, 0.5, 0.5), flip_both=0.0), 20.0, 0.709)
+    n = len(plain)
+    assert n > 0 and set(plain_angles.tolist()) == {180.0 if p > 0.5 else 0.0}
+    # The first n are stage 1's call as before; an unsure window comes again, the other way up.
+    assert torch.equal(cands.boxes[:n], plain.boxes) and torch.equal(angles[:n], plain_angles)
+    assert len(cands) == (2 * n if doubled else n)
+    if doubled:
+        assert torch.equal(cands.boxes[n:], plain.boxes) and torch.equal(cands.image_index[n:], plain.image_index)
+        assert torch.equal(angles[n:], 180.0 - plain_angles)
 
 
 def _untrained_pcn(folder):

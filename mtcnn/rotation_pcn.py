@@ -165,7 +165,7 @@ def propose(nets: dict, tensors: list[torch.Tensor], settings: PCNSettings, min_
         return cands, angles
     both = torch.cat([torch.arange(len(cands), device=device), unsure])
     angles = torch.cat([angles, 180.0 - angles[unsure]])
-    return Candidates(cands.boxes[both], cands.scores[both], cands.image_index[both], cands.landmarks[both]), angles
+    return cands.select(both), angles
 
 
 @torch.inference_mode()

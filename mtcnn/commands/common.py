@@ -49,17 +49,24 @@ def detector_arguments(parser: argparse.ArgumentParser) -> None:
                         help="refuse larger images (default 50; about 35 MB of memory per megapixel at --min-face 20)")
 
 
-def detector_from_args(args: argparse.Namespace):
-    from mtcnn.detect import build_detector
-
-    max_megapixels = getattr(args, "max_megapixels", None)
-    options = {} if max_megapixels is None else {"max_megapixels": max_megapixels}
+def rotation_options(args: argparse.Namespace) -> dict[str, Any]:
+    """``build_detector`` keywords of ``--rotation``, ``--pcn`` and ``--pcn-thresholds`` (only those given)."""
+    options: dict[str, Any] = {}
     if getattr(args, "rotation", None) not in (None, "none"):
         options["rotation"] = args.rotation
     if getattr(args, "pcn", None):
         options["pcn"] = args.pcn
     if getattr(args, "pcn_thresholds", None):
         options["pcn_thresholds"] = args.pcn_thresholds
+    return options
+
+
+def detector_from_args(args: argparse.Namespace):
+    from mtcnn.detect import build_detector
+
+    max_megapixels = getattr(args, "max_megapixels", None)
+    options = {} if max_megapixels is None else {"max_megapixels": max_megapixels}
+    options.update(rotation_options(args))
     return build_detector(args.weights, args.min_face, args.factor, args.thresholds, args.device, args.preset,
                           backend=args.backend, precision=getattr(args, "precision", "auto"), landmarks=getattr(args, "landmarks", "onet"),
                           cascade=getattr(args, "cascade_weights", None), **options)

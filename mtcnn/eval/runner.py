@@ -644,6 +644,8 @@ def reader_options_from_args(args: argparse.Namespace) -> dict:
 
 def evaluate_from_args(args: argparse.Namespace) -> int:
     """Run the task of ``tools/evaluate.py``'s parsed arguments; returns the exit code."""
+    from mtcnn.commands.common import rotation_options
+
     detector_kwargs = {
         "weights": args.weights,
         "min_face": args.min_face,
@@ -654,12 +656,7 @@ def evaluate_from_args(args: argparse.Namespace) -> int:
         "backend": args.backend,
         "precision": args.precision,
     }
-    if getattr(args, "rotation", None) not in (None, "none"):
-        detector_kwargs["rotation"] = args.rotation
-    if getattr(args, "pcn", None):
-        detector_kwargs["pcn"] = args.pcn
-    if getattr(args, "pcn_thresholds", None):
-        detector_kwargs["pcn_thresholds"] = args.pcn_thresholds
+    detector_kwargs.update(rotation_options(args))
     common = dict(
         out_dir=args.out or f"eval_{args.task}",
         detections=args.detections,

@@ -97,6 +97,18 @@ class SourceConfig:
     # (mtcnn.data.webfaces.boxes_from_five_points), for point-only sets whose boxes are the points'
     # extent (300-W, udacity68: a different framing); needs 5 points (points: five). as_is: the reader's.
     boxes: Literal["as_is", "from_points"] = "as_is"
+    # Five (x, y) shifts that move this source's points onto CNN_FacePoint's definitions (300-W's eye
+    # centres sit lower than CNN_FacePoint's pupils, its nose tip higher): in each face's own frame (x
+    # along the eye line, y down the face), in eye distances; applied after `points: five` and before
+    # `boxes: from_points`. Measure them with tools/measure_point_offsets.py (mtcnn.data.point_definitions).
+    point_offsets: list[tuple[float, float]] | None = None
+
+    def __post_init__(self) -> None:
+        if self.point_offsets is not None:
+            if len(self.point_offsets) != 5:
+                raise ValueError(f"source '{self.name}': point_offsets needs 5 (x, y) pairs (LE, RE, N, LM, RM), got {len(self.point_offsets)}")
+            if self.points != "five":
+                raise ValueError(f"source '{self.name}': point_offsets moves the 5 points: set points: five")
 
     def reader_options(self) -> dict:
         """The reader keyword options this source sets (none for the formats that take none)."""

@@ -308,3 +308,20 @@ def test_boxes_from_points_frame_point_only_faces_like_cnn_facepoint(tmp_path):
 
 
 FACE5 = [[20, 20], [40, 20], [30, 30], [22, 40], [38, 40]]
+
+
+def test_point_offsets_move_the_points_before_their_boxes_are_derived(tmp_path):
+    from mtcnn.data.point_definitions import shift_points
+    from mtcnn.data.webfaces import PointsToBox, points5_to_points4
+
+    folder = tmp_path / "set"
+    for k in range(3):
+        _face(folder, f"image_{k:04d}", _points(k))
+    offsets = [[0.0, -0.03], [0.0, -0.03], [0.0, 0.02], [0.01, -0.01], [-0.01, -0.01]]
+    src = dict(name="set", format="pts68", path=str(folder), points="five", boxes="from_points")
+    plain = load_source(SourceConfig(**src))
+    moved = load_source(SourceConfig(**src, point_offsets=offsets))
+    for a, b in zip(plain, moved):
+        np.testing.assert_allclose(b.landmarks, shift_points(a.landmarks, offsets), atol=1e-4)
+        assert not np.allclose(a.landmarks, b.landmarks)
+        np.testing.assert_allclose(b.boxes, PointsToBox()(points5_to_points4(b.landmarks)), rtol=1e-6)

@@ -14,7 +14,7 @@ from mtcnn.config import DETECTOR_PRESETS, DetectorConfig, from_dict, to_dict
 from mtcnn.device import resolve_device
 from mtcnn.io import to_rgb_uint8
 from mtcnn.nets.registry import get_net_spec
-from mtcnn.stages import Candidates, prepare_for_inference, run_onet, run_pnet, run_rnet
+from mtcnn.stages import Candidates, prepare_for_inference, refit_points, run_onet, run_pnet, run_rnet
 from mtcnn.structures import Detections
 from mtcnn.weights import load_bundle, resolve_weights
 
@@ -242,6 +242,8 @@ class MTCNN:
             self.onet, tensors, cands, threshold=t3, nms=cfg.nms_onet, nms_mode=cfg.onet_nms_mode,
             chunk_size=chunk_o, mip_cache=mips, max_candidates=cfg.onet_max_candidates, lanes=lanes,
         )  # fmt: skip
+        if cfg.onet_points == "refit":
+            cands = refit_points(self.onet, tensors, cands, chunk_size=chunk_o, mip_cache=mips, lanes=lanes)
         if len(cands) == 0 or self.landmark_model is None:
             return cands
         points = self.landmark_model.predict(tensors, cands.boxes, cands.image_index, cands.landmarks).to(cands.boxes.device)

@@ -420,6 +420,29 @@ def run_onet(
 
 
 @torch.inference_mode()
+def refit_points(
+    onet: nn.Module,
+    images: list[torch.Tensor],
+    candidates: Candidates,
+    *,
+    chunk_size: int = 32,
+    mip_cache: dict | None = None,
+    lanes: bool = False,
+) -> Candidates:
+    """``candidates`` with O-Net's points placed again, in a crop of each one's own (final) box;
+    boxes and scores unchanged.
+
+    O-Net's NMS keeps a face's highest-scoring crop, which is not always its best-framed one: an
+    O-Net whose scores favour tight crops then gives every face the points of a crop it frames
+    badly. The calibrated box frames the face the way O-Net's box targets do, so the points of
+    its crop do not depend on which crop won (CNN_FacePoint test, docs/default_models.md)."""
+    if len(candidates) == 0:
+        return candidates
+    _, again = score_onet(onet, images, candidates, threshold=-1.0, chunk_size=chunk_size, mip_cache=mip_cache, lanes=lanes)
+    return Candidates(candidates.boxes, candidates.scores, candidates.image_index, again.landmarks)
+
+
+@torch.inference_mode()
 def score_onet(
     onet: nn.Module,
     images: list[torch.Tensor],

@@ -302,7 +302,9 @@ def test_a_flood_of_windows_is_capped_at_every_stage(monkeypatch):
     monkeypatch.setattr(stages, "_score_crops", spy_crops)
     rng = np.random.default_rng(5)
     images = [rng.integers(0, 256, (150, 130, 3), dtype=np.uint8) for _ in range(2)]
-    uncapped = permissive_detector(min_face_size=12, pnet_max_windows=None, rnet_max_candidates=None, onet_max_candidates=None)
+    # onet_points="crop": the refit pass crops the faces found once more, which would overwrite what O-Net's stage cropped
+    uncapped = permissive_detector(min_face_size=12, pnet_max_windows=None, rnet_max_candidates=None, onet_max_candidates=None,
+                                   onet_points="crop")
     free = uncapped.detect(images)
     assert nms_groups[0] > 300 and cropped[24] > 200 and cropped[48] > 50  # the first NMS is P-Net's per level
     nms_groups.clear()
@@ -312,3 +314,25 @@ def test_a_flood_of_windows_is_capped_at_every_stage(monkeypatch):
     roomy = uncapped.with_settings(pnet_max_windows=10**6, rnet_max_candidates=10**6, onet_max_candidates=10**6).detect(images)
     for a, b in zip(free, roomy):
         assert torch.equal(a.boxes, b.boxes) and torch.equal(a.scores, b.scores)
+
+
+def test_points_are_refit_in_each_faces_final_box_and_detections_stay():
+    """``onet_points="refit"`` (the default) places the points with one more O-Net pass over each
+    face's final box; the boxes and scores are those of ``"crop"`` (the points of the NMS winner)."""
+    from mtcnn.stages import Candidates, score_onet
+
+    rng = np.random.default_rng(4)
+    images = [rng.integers(0, 256, (90, 120, 3), dtype=np.uint8), rng.integers(0, 256, (70, 60, 3), dtype=np.uint8)]
+    refit = permissive_detector(seed=3, min_face_size=24)
+    assert refit.config.onet_points == "refit"
+    crop = refit.with_settings(onet_points="crop")
+    a, b = refit.detect(images), crop.detect(images)
+    assert sum(len(d) for d in a) > 0
+    for k, (r, c) in enumerate(zip(a, b)):
+        assert torch.equal(r.boxes, c.boxes) and torch.equal(r.scores, c.scores)
+        # the oracle: O-Net run directly on the final boxes gives the refit points
+        tensor = torch.from_numpy(images[k]).permute(2, 0, 1)
+        final = Candidates(r.boxes, r.scores, torch.zeros(len(r), dtype=torch.long), r.landmarks)
+        _, again = score_onet(refit.onet, [tensor], final, threshold=-1.0)
+        torch.testing.assert_close(r.landmarks, again.landmarks.float(), atol=1e-4, rtol=0)
+    assert any(not torch.allclose(r.landmarks, c.landmarks) for r, c in zip(a, b))

@@ -21,6 +21,10 @@ class DetectorConfig:
     nms_rnet: float = bounded(0.7, 0.0, 1.0)
     nms_onet: float = bounded(0.7, 0.0, 1.0, help="'min' NMS after O-Net")
     onet_nms_mode: typing.Literal["union", "min"] = "min"
+    # refit: O-Net places each face's points again in a crop of its final (calibrated) box, one more
+    # O-Net pass over the faces found; crop: the points of the crop that won O-Net's NMS, as the
+    # original MTCNN does (mtcnn.stages.refit_points says why).
+    onet_points: typing.Literal["refit", "crop"] = "refit"
     chunk_size: int | None = bounded(None, 1, None, help="R/O-Net crops per forward pass; null: on a CPU as many as keep the first feature maps within ~9 MB (R-Net 168, O-Net 32 or 64 in bfloat16), 1024 on a GPU")
     # Off by default: on an idle 2-core machine the lanes were slower in bfloat16 and within the
     # noise in float32 (docs/performance.md); they held up far better on a contended machine.

@@ -249,3 +249,30 @@ def test_fitted_box_adapter_recovers_known_offsets(monkeypatch):
     monkeypatch.setattr("mtcnn.io.read_image_rgb", lambda path: np.zeros((200, 200, 3), np.uint8))
     fit = fit_detector_box_adapter(detector, [record], "box", 0.0)
     assert fit["matched"] == 2 and fit["offsets"] == pytest.approx(undo.tolist(), abs=1e-4)
+
+
+def test_refit_replaces_only_the_box_adapter(tmp_path, monkeypatch, capsys):
+    """``pack_landmarks.py --refit`` keeps a packed file's nets and card and stores the new adapter
+    (the fitting itself, against the shipped detector, is stubbed: test_fitted_box_adapter_* covers it)."""
+    import json
+
+    from mtcnn.commands import pack_landmarks
+
+    torch.manual_seed(1)
+    compact = build_net("kp68_compact").eval()
+    path = tmp_path / "kp.pt"
+    save_landmark_weights(path, {"kp68_compact": compact}, "single", box_adapter={"offsets": [0.0, 0.1, 0.0, 0.1], "fitted_on": "old"})
+    path.with_suffix(".json").write_text(json.dumps({"file": "kp.pt", "recipe": "kept"}))
+    fitted = {"offsets": [0.01, 0.2, -0.03, 0.05], "fitted_on": "new"}
+    monkeypatch.setattr(pack_landmarks, "_fit_adapter", lambda source, every, nets, configs: dict(fitted))
+    before = {k: v.clone() for k, v in torch.load(path, weights_only=False)["nets"]["kp68_compact"]["state_dict"].items()}
+    assert pack_landmarks.main([str(path), "--refit", "--fit-box-adapter", "udacity68", "--out", str(path)]) == 0
+    blob = torch.load(path, weights_only=False)
+    assert blob["box_adapter"] == fitted
+    assert all(torch.equal(before[k], v) for k, v in blob["nets"]["kp68_compact"]["state_dict"].items())
+    card = json.loads(path.with_suffix(".json").read_text())
+    assert card["recipe"] == "kept" and card["box_adapter"] == fitted and card["box_adapter_previous"]["fitted_on"] == "old"
+    assert load_landmark_model(path).box_adapter == pytest.approx(fitted["offsets"])
+    with pytest.raises(SystemExit):
+        pack_landmarks.main([str(path), "--refit", "--out", str(path)])  # no --fit-box-adapter
+    assert "--refit takes one packed weights file and --fit-box-adapter" in capsys.readouterr().err

@@ -38,6 +38,32 @@ def _fit_adapter(source: str, every: int, nets: dict, configs: dict) -> dict:
     return adapter
 
 
+def _refit(path: Path, out: Path, source: str, every: int) -> int:
+    """A packed file with its box adapter fitted again (the nets, meta and the rest of its card stay)."""
+    from mtcnn.atomic import atomic_torch_save
+    from mtcnn.landmark_models import load_landmark_model
+    from mtcnn.weights import _load_file
+
+    try:
+        raw = _load_file(path)
+        load_landmark_model(path)  # a packed landmark model, or one clear error
+        configs = {name: ck.get("config") or {} for name, ck in raw.get("nets", {}).items()}
+        adapter = _fit_adapter(source, every, {}, configs)
+        previous = raw.get("box_adapter")
+        raw["box_adapter"] = adapter
+        atomic_torch_save(raw, out)
+        card_path, old_card = out.with_suffix(".json"), path.with_suffix(".json")
+        card = json.loads(old_card.read_text()) if old_card.is_file() else {"file": out.name}
+        card["box_adapter"] = adapter
+        if previous is not None:
+            card["box_adapter_previous"] = previous
+        card_path.write_text(json.dumps(card, indent=2) + "\n")
+    except (MTCNNError, ValueError) as e:
+        return report(e)
+    print(f"wrote {out} and {out.with_suffix('.json')}")
+    return 0
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     p = argparse.ArgumentParser(prog="pack_landmarks.py", description="Pack trained landmark nets into one float16 weights file plus a JSON card.")
     p.add_argument("checkpoints", nargs="+", help="the training loop's <net>.pt files (a cascade: level 1 then level 2)")
@@ -48,7 +74,14 @@ def main(argv: Sequence[str] | None = None) -> int:
                    help="fit the offsets from the shipped detector's boxes to the boxes the model was trained on, "
                         "on this set's training faces, and store them (applied whenever the detector hands it boxes)")
     p.add_argument("--fit-every", type=int, default=12, help="--fit-box-adapter: every N-th training photo (default 12)")
+    p.add_argument("--refit", action="store_true",
+                   help="the one checkpoint given is a packed weights file: keep its nets and card, only fit its box adapter "
+                        "again (--fit-box-adapter) to the shipped detector's boxes, after the detector's weights changed")
     args = p.parse_args(argv)
+    if args.refit:
+        if len(args.checkpoints) != 1 or not args.fit_box_adapter:
+            p.error("--refit takes one packed weights file and --fit-box-adapter")
+        return _refit(Path(args.checkpoints[0]), Path(args.out), args.fit_box_adapter, args.fit_every)
     from mtcnn.config.paths import portable_config
     from mtcnn.landmark_models import load_landmark_model, save_landmark_weights
     from mtcnn.weights import WeightsError, _load_file

@@ -30,6 +30,18 @@ WEIGHTS_HELP = (
 )
 
 
+def name_equals(form: str, example: str) -> Callable[[str], tuple[str, str]]:
+    """An argparse ``type`` for ``NAME=VALUE`` arguments (``form`` and ``example`` go into its error)."""
+
+    def parse(text: str) -> tuple[str, str]:
+        name, sep, value = text.partition("=")
+        if not sep or not name or not value:
+            raise argparse.ArgumentTypeError(f"{text!r}: expected {form}, e.g. {example}")
+        return name, value
+
+    return parse
+
+
 def detector_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--weights", help=WEIGHTS_HELP)
     parser.add_argument("--min-face", type=finite_float, help="smallest face side in pixels (default 20; 10 with --preset wider)")

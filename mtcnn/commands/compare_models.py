@@ -11,22 +11,15 @@ import argparse
 from collections.abc import Sequence
 from pathlib import Path
 
-from mtcnn.commands.common import report
+from mtcnn.commands.common import name_equals, report
 from mtcnn.errors import MTCNNError, UsageError
-
-
-def _labelled(text: str) -> tuple[str, str]:
-    label, sep, weights = text.partition("=")
-    if not sep or not label or not weights:
-        raise argparse.ArgumentTypeError(f"{text!r}: expected LABEL=WEIGHTS, e.g. ours=default")
-    return label, weights
 
 
 def main(argv: Sequence[str] | None = None) -> int:
     from mtcnn.config.paths import data_root, gen_root, webfaces_root, wider_root
 
     p = argparse.ArgumentParser(prog="compare_models.py", description="Detector weights side by side on every validation set.")
-    p.add_argument("--model", type=_labelled, action="append", required=True, metavar="LABEL=WEIGHTS")
+    p.add_argument("--model", type=name_equals("LABEL=WEIGHTS", "ours=default"), action="append", required=True, metavar="LABEL=WEIGHTS")
     p.add_argument("--out", required=True, help="folder for results.json, results.md and the landmark reports")
     p.add_argument("--data", default=None, help="data root (default $MTCNN_DATA or ../shared/data)")
     p.add_argument("--webfaces", default=None, help="Caltech WebFaces folder (default $MTCNN_WEBFACES or ../webfaces)")

@@ -12,21 +12,14 @@ import json
 from collections.abc import Sequence
 from pathlib import Path
 
-from mtcnn.commands.common import report
+from mtcnn.commands.common import name_equals, report
 from mtcnn.errors import MTCNNError
-
-
-def _named_pattern(text: str) -> tuple[str, str]:
-    name, sep, pattern = text.partition("=")
-    if not sep or not name or not pattern:
-        raise argparse.ArgumentTypeError(f"expected NAME=PATTERN, got '{text}'")
-    return name, pattern
 
 
 def main(argv: Sequence[str] | None = None) -> int:
     p = argparse.ArgumentParser(prog="measure_point_offsets.py", description=__doc__.split("\n\n")[0])
     p.add_argument("samples", help="an O-Net samples file with landmark crops (onet_train.h5)")
-    p.add_argument("--source", action="append", type=_named_pattern, required=True, metavar="NAME=PATTERN",
+    p.add_argument("--source", action="append", type=name_equals("NAME=PATTERN", "300w='*/300w/*'"), required=True, metavar="NAME=PATTERN",
                    help="a source to measure: its name and a glob on its crops' image paths, e.g. 300w='*/300w/*' (repeat)")
     p.add_argument("--reference", default="*/cnn_facepoint/*", help="glob of the reference definition's crops (default: CNN_FacePoint)")
     p.add_argument("--onet", default="default", help="O-Net trained on the reference definition only (default: the shipped one)")

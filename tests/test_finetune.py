@@ -317,7 +317,8 @@ def test_finetune_recipe_end_to_end(shared_data, tmp_path):
 def test_face_mask_demonstration_is_the_recipe_with_its_stated_changes():
     """pipeline_finetune_face_mask.yaml (the README's worked example) differs from
     pipeline_finetune.yaml only where its header says: WebFaces replayed, replay 0.5, mining down
-    to 12 px faces, longer schedules, its operating point and its work_dir."""
+    to 12 px faces, longer schedules, its operating point (the thresholds of the weights shipped when
+    it ran) and its work_dir."""
     from mtcnn.config import to_dict
     from mtcnn.pipeline import PipelineConfig
 
@@ -334,7 +335,7 @@ def test_face_mask_demonstration_is_the_recipe_with_its_stated_changes():
 
     walk(base, demo, "")
     assert changed == {
-        "work_dir", "finetune.replay", "evaluate.min_face_size",
+        "work_dir", "finetune.replay", "evaluate.min_face_size", "evaluate.thresholds",
         "pnet_data.sources.train", "pnet_data.sources.val",
         "mine_pnet.sources.train", "mine_pnet.sources.val", "mine_rnet.sources.train", "mine_rnet.sources.val",
         "mine_pnet.detector.min_face_size", "mine_rnet.detector.min_face_size", "mine_pnet.min_box_size", "mine_rnet.min_box_size",

@@ -122,8 +122,7 @@ def load_source(src: SourceConfig) -> list[ImageAnnotation]:
     if src.point_offsets is not None:
         from mtcnn.data.point_definitions import shift_points
 
-        records = [dataclasses.replace(r, landmarks=shift_points(r.landmarks, src.point_offsets))
-                   if r.num_faces else r for r in records]
+        records = [dataclasses.replace(r, landmarks=shift_points(r.landmarks, src.point_offsets)) for r in records]
     if src.boxes == "from_points":
         from mtcnn.data.webfaces import boxes_from_five_points
 
